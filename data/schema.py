@@ -1,0 +1,242 @@
+"""The HDF5 pair file: one file holds every (speech window, face frame, speaker) pair.
+
+Schema, format version 1
+------------------------
+Root attributes
+    format          "speech-face-pairs"
+    version         1
+    sample_rate     16000 (int); the only rate the models read
+    speaker_names   array of UTF-8 strings; speaker index i is speaker_names[i],
+                    sorted so the same folders always give the same indices
+
+One group per split: ``train`` (required), ``valid`` and ``test`` (optional).
+Each group holds three datasets with the same first dimension N (N >= 1):
+    waveforms     int16  (N, L)        mono speech at sample_rate; L samples per window.
+                                        L may exceed the model's input: training takes a
+                                        random crop, evaluation the centre.
+    faces         uint8  (N, S, S, 3)  square RGB face frames (true colour, not BGR)
+    speaker_ids   int64  (N,)          index into speaker_names
+
+A split may also hold ``pair_names`` (UTF-8 strings, (N,)): where each pair came from.
+Every split of a file shares one L and one S. Readers resize faces to the model's size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from utils import UserError
+
+FORMAT_NAME = "speech-face-pairs"
+FORMAT_VERSION = 1
+SAMPLE_RATE = 16000
+SPLITS = ("train", "valid", "test")
+_STRING = h5py.string_dtype("utf-8")
+
+
+class PairFileError(UserError):
+    """A pair file that is missing, unreadable or does not follow the schema."""
+
+
+@dataclass
+class SplitInfo:
+    num_pairs: int
+    window_samples: int
+    face_size: int
+
+
+@dataclass
+class PairFileInfo:
+    path: Path
+    speaker_names: list[str]
+    sample_rate: int
+    splits: dict[str, SplitInfo] = field(default_factory=dict)
+
+    @property
+    def window_samples(self) -> int:
+        return self.splits["train"].window_samples
+
+    @property
+    def face_size(self) -> int:
+        return self.splits["train"].face_size
+
+
+# ---------------------------------------------------------------- writing
+
+class PairWriter:
+    """Streams pairs into a new pair file chunk by chunk, so memory stays flat.
+
+    Use as a context manager; the file is written under a temporary name and renamed
+    into place only when closed without an error, so a failed run leaves no half file.
+    """
+
+    def __init__(self, path, speaker_names, window_samples: int, face_size: int,
+                 sample_rate: int = SAMPLE_RATE, chunk_rows: int = 64):
+        self.path = Path(path)
+        self._tmp = self.path.with_name(self.path.name + ".partial")
+        self.window_samples, self.face_size = int(window_samples), int(face_size)
+        self.chunk_rows = chunk_rows
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = h5py.File(self._tmp, "w")
+        self._file.attrs["format"] = FORMAT_NAME
+        self._file.attrs["version"] = FORMAT_VERSION
+        self._file.attrs["sample_rate"] = int(sample_rate)
+        self.set_speaker_names(speaker_names)
+
+    def set_speaker_names(self, speaker_names) -> None:
+        names = [str(n) for n in speaker_names]
+        self._file.attrs.create("speaker_names", names, dtype=_STRING)
+
+    def _split_group(self, split: str) -> h5py.Group:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+        if split in self._file:
+            return self._file[split]
+        group = self._file.create_group(split)
+        rows, s = self.chunk_rows, self.face_size
+        group.create_dataset("waveforms", (0, self.window_samples), np.int16,
+                             maxshape=(None, self.window_samples), chunks=(1, self.window_samples))
+        group.create_dataset("faces", (0, s, s, 3), np.uint8,
+                             maxshape=(None, s, s, 3), chunks=(1, s, s, 3))
+        group.create_dataset("speaker_ids", (0,), np.int64, maxshape=(None,), chunks=(rows,))
+        group.create_dataset("pair_names", (0,), _STRING, maxshape=(None,), chunks=(rows,))
+        return group
+
+    def append(self, split: str, waveforms, faces, speaker_ids, pair_names=None) -> None:
+        """Append pairs: waveforms int16 (n, L), faces uint8 (n, S, S, 3), speaker_ids (n,)."""
+        waveforms = np.asarray(waveforms, dtype=np.int16)
+        faces = np.asarray(faces, dtype=np.uint8)
+        speaker_ids = np.asarray(speaker_ids, dtype=np.int64)
+        n = len(speaker_ids)
+        if waveforms.shape != (n, self.window_samples):
+            raise ValueError(f"waveforms shape {waveforms.shape}, expected ({n}, {self.window_samples})")
+        if faces.shape != (n, self.face_size, self.face_size, 3):
+            raise ValueError(f"faces shape {faces.shape}, expected ({n}, {self.face_size}, {self.face_size}, 3)")
+        names = [""] * n if pair_names is None else [str(p) for p in pair_names]
+        group = self._split_group(split)
+        start = group["speaker_ids"].shape[0]
+        for key, values in (("waveforms", waveforms), ("faces", faces),
+                            ("speaker_ids", speaker_ids), ("pair_names", names)):
+            group[key].resize(start + n, axis=0)
+            group[key][start:start + n] = values
+
+    def close(self, ok: bool = True) -> None:
+        if self._file is None:
+            return
+        self._file.close()
+        self._file = None
+        if ok:
+            self._tmp.replace(self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(ok=exc_type is None)
+
+
+def write_pair_file(path, splits: dict, speaker_names, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write a whole pair file at once.
+
+    `splits` maps a split name to (waveforms (N, L) int16, faces (N, S, S, 3) uint8,
+    speaker_ids (N,)) and optionally a fourth item, the pair names.
+    """
+    first = next(iter(splits.values()))
+    with PairWriter(path, speaker_names, first[0].shape[1], first[1].shape[1],
+                    sample_rate=sample_rate) as writer:
+        for split, arrays in splits.items():
+            writer.append(split, *arrays)
+    return Path(path)
+
+
+# ---------------------------------------------------------------- validation
+
+def _fail(path, problem: str):
+    raise PairFileError(f"{path}: {problem}")
+
+
+def _open(path) -> h5py.File:
+    path = Path(path)
+    if not path.exists():
+        _fail(path, "no such file; pass an existing pair file with --dataset "
+                    "(make one with `python -m data.prepare`)")
+    if path.is_dir():
+        _fail(path, "is a folder; --dataset takes an HDF5 pair file")
+    try:
+        return h5py.File(path, "r")
+    except OSError:
+        _fail(path, "is not a readable HDF5 file; rebuild it with `python -m data.prepare`")
+
+
+def _check_split(path, f: h5py.File, split: str, num_speakers: int) -> SplitInfo:
+    group = f[split]
+    if not isinstance(group, h5py.Group):
+        _fail(path, f"'{split}' is not a group of datasets")
+    for key in ("waveforms", "faces", "speaker_ids"):
+        if key not in group or not isinstance(group[key], h5py.Dataset):
+            _fail(path, f"split '{split}' has no '{key}' dataset (see the schema in data/schema.py)")
+    waveforms, faces, ids = group["waveforms"], group["faces"], group["speaker_ids"]
+    if waveforms.dtype != np.int16 or waveforms.ndim != 2:
+        _fail(path, f"{split}/waveforms must be int16 (N, L), found {waveforms.dtype} {waveforms.shape}")
+    if faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[3] != 3 or faces.shape[1] != faces.shape[2]:
+        _fail(path, f"{split}/faces must be uint8 (N, S, S, 3), found {faces.dtype} {faces.shape}")
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        _fail(path, f"{split}/speaker_ids must be integers (N,), found {ids.dtype} {ids.shape}")
+    n = ids.shape[0]
+    if n == 0:
+        _fail(path, f"split '{split}' is empty")
+    if waveforms.shape[0] != n or faces.shape[0] != n:
+        _fail(path, f"split '{split}' has {waveforms.shape[0]} waveforms, {faces.shape[0]} faces "
+                    f"and {n} speaker ids; they must match")
+    if waveforms.shape[1] < 1 or faces.shape[1] < 4:
+        _fail(path, f"split '{split}' has empty windows or faces")
+    id_values = ids[()]
+    if id_values.min() < 0 or id_values.max() >= num_speakers:
+        _fail(path, f"{split}/speaker_ids range over {id_values.min()}..{id_values.max()} "
+                    f"but the file names {num_speakers} speakers")
+    return SplitInfo(num_pairs=n, window_samples=waveforms.shape[1], face_size=faces.shape[1])
+
+
+def validate_pair_file(path) -> PairFileInfo:
+    """Open a pair file, check it against the schema and describe it; raises PairFileError."""
+    path = Path(path)
+    with _open(path) as f:
+        if f.attrs.get("format") != FORMAT_NAME:
+            _fail(path, f"is not a {FORMAT_NAME} file (no 'format' attribute); "
+                        "convert it with `python -m data.prepare`")
+        version = int(f.attrs.get("version", -1))
+        if version != FORMAT_VERSION:
+            _fail(path, f"has format version {version}; this code reads version {FORMAT_VERSION}")
+        rate = int(f.attrs.get("sample_rate", 0))
+        if rate != SAMPLE_RATE:
+            _fail(path, f"holds speech at {rate} Hz; the models read {SAMPLE_RATE} Hz, "
+                        "so rebuild it with `python -m data.prepare` (it resamples)")
+        names = [n.decode() if isinstance(n, bytes) else str(n)
+                 for n in f.attrs.get("speaker_names", [])]
+        if not names:
+            _fail(path, "names no speakers (root attribute 'speaker_names')")
+        if "train" not in f:
+            _fail(path, "has no 'train' split")
+        info = PairFileInfo(path=path, speaker_names=names, sample_rate=rate)
+        for split in SPLITS:
+            if split in f:
+                info.splits[split] = _check_split(path, f, split, len(names))
+        shapes = {(s.window_samples, s.face_size) for s in info.splits.values()}
+        if len(shapes) > 1:
+            _fail(path, f"splits disagree on window length or face size: {sorted(shapes)}")
+        for value_check in _sample_rows(f, info):
+            _fail(path, value_check)
+    return info
+
+
+def _sample_rows(f: h5py.File, info: PairFileInfo):
+    """Yield a problem for each split whose first rows hold no usable speech."""
+    for split, split_info in info.splits.items():
+        rows = f[split]["waveforms"][: min(split_info.num_pairs, 16)]
+        if not np.any(rows):
+            yield f"the first windows of split '{split}' are all silent (all zeros)"
