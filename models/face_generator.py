@@ -1,0 +1,48 @@
+"""DCGAN-style face generator: speech embedding [+ noise] -> RGB face (B, 3, S, S) in [-1, 1]."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.blocks import dcgan_init, sn
+
+IMAGE_SIZES = (64, 128)
+
+
+@dataclass
+class FaceGeneratorConfig:
+    image_size: int = 64
+    embedding_dim: int = 128
+    noise_dim: int = 0          # 0: no noise vector, the speech alone decides the face (wav2pix)
+    base_channels: int = 64
+
+
+def upsampling_channels(config: FaceGeneratorConfig) -> list[int]:
+    """Channels of the 4x4 ... S/2 feature maps: 512-256-128-64 at 64 px, 1024-...-64 at 128 px."""
+    stages = int(math.log2(config.image_size // 4))
+    return [config.base_channels * 2 ** (stages - 1 - i) for i in range(stages)]
+
+
+class FaceGenerator(nn.Module):
+    def __init__(self, config: FaceGeneratorConfig):
+        super().__init__()
+        if config.image_size not in IMAGE_SIZES:
+            raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {config.image_size}")
+        self.config = config
+        channels = upsampling_channels(config)
+        in_dim = config.embedding_dim + config.noise_dim
+        layers = [sn(nn.ConvTranspose2d(in_dim, channels[0], 4, 1, 0, bias=False)),  # (B, C0, 4, 4)
+                  nn.BatchNorm2d(channels[0]), nn.ReLU(True)]
+        for c_in, c_out in zip(channels, channels[1:]):
+            layers += [sn(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)),
+                       nn.BatchNorm2d(c_out), nn.ReLU(True)]
+        layers += [sn(nn.ConvTranspose2d(channels[-1], 3, 4, 2, 1, bias=False)), nn.Tanh()]
+        self.layers = nn.Sequential(*layers)
+        dcgan_init(self)
+
+    def forward(self, embedding: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        code = embedding if noise is None else torch.cat([embedding, noise], dim=1)
+        return self.layers(code[:, :, None, None])      # (B, 3, S, S)

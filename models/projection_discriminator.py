@@ -1,0 +1,46 @@
+"""Projection discriminator (Miyato & Koyama 2018) judging (face, speech embedding) pairs."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.blocks import dcgan_init, sn
+
+
+@dataclass
+class ProjectionDiscriminatorConfig:
+    image_size: int = 64
+    embedding_dim: int = 128
+    base_channels: int = 64
+    max_channels: int = 512
+
+
+def downsampling_channels(config: ProjectionDiscriminatorConfig) -> list[int]:
+    """Channels after each stride-2 conv, S -> 4: 64-128-256-512 at 64 px."""
+    stages = int(math.log2(config.image_size // 4))
+    return [min(config.base_channels * 2 ** i, config.max_channels) for i in range(stages)]
+
+
+class ProjectionDiscriminator(nn.Module):
+    def __init__(self, config: ProjectionDiscriminatorConfig):
+        super().__init__()
+        self.config = config
+        layers, in_channels = [], 3
+        for out_channels in downsampling_channels(config):
+            layers += [sn(nn.Conv2d(in_channels, out_channels, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            in_channels = out_channels
+        self.trunk = nn.Sequential(*layers)
+        self.score = sn(nn.Linear(in_channels, 1))
+        self.embed = sn(nn.Linear(config.embedding_dim, in_channels, bias=False))
+        dcgan_init(self)
+
+    def forward(self, faces: torch.Tensor, embedding: torch.Tensor):
+        """faces (B, 3, S, S), embedding (B, E) -> (scores (B,), trunk features (B, C*4*4))."""
+        features = self.trunk(faces)                     # (B, C, 4, 4)
+        phi = features.sum(dim=(2, 3))                   # (B, C): sum-pooled, as in the paper
+        # score = psi(phi(x)) + <V c, phi(x)>: the projection term, eq. (3) of Miyato & Koyama.
+        scores = self.score(phi).squeeze(1) + (self.embed(embedding) * phi).sum(dim=1)
+        return scores, features.flatten(1)
