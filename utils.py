@@ -140,9 +140,13 @@ def load_checkpoint(path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise UserError(f"{path}: refused to load: it holds pickled objects that could run code "
-                        f"({str(error).splitlines()[0][:120]}); only load checkpoints you trust "
-                        "and that this program wrote") from None
+        if "GLOBAL" not in str(error):
+            raise UserError(f"{path}: not a readable checkpoint (its contents are not a "
+                            "checkpoint); it may be truncated or another kind of file") from None
+        refused = next((line for line in str(error).splitlines() if "GLOBAL" in line), "")
+        raise UserError(f"{path}: refused to load: it holds a pickled object that could run code "
+                        f"({refused.strip()[:120]}); only load checkpoints this program "
+                        "wrote") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
         raise UserError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0][:120]}); "
                         "it may be truncated or not a checkpoint at all") from None

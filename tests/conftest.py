@@ -1,0 +1,41 @@
+"""Small real inputs made on the spot: HDF5 pair files and wav files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from data.schema import write_pair_file
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "wav2pix-mini"
+
+
+def make_pairs(rng, count: int, window: int, face_size: int, speakers: int):
+    """Speech-like windows (a per-speaker tone plus noise) and per-speaker coloured faces."""
+    speaker_ids = np.arange(count) % speakers
+    t = np.arange(window) / 16000
+    waveforms = np.stack([np.sin(2 * np.pi * (120 + 40 * s) * t) * 8000 for s in speaker_ids])
+    waveforms += rng.normal(0, 500, waveforms.shape)
+    faces = rng.integers(0, 60, (count, face_size, face_size, 3))
+    faces[..., 0] += (speaker_ids * 60)[:, None, None]
+    return waveforms.astype(np.int16), faces.astype(np.uint8), speaker_ids
+
+
+@pytest.fixture
+def tiny_pairs(tmp_path) -> Path:
+    """A real pair file: 3 speakers, 0.5 s windows, 40 px faces (resized by the loader)."""
+    rng = np.random.default_rng(0)
+    splits = {"train": make_pairs(rng, 12, 8000, 40, 3),
+              "valid": make_pairs(rng, 6, 8000, 40, 3),
+              "test": make_pairs(rng, 3, 8000, 40, 3)}
+    return write_pair_file(tmp_path / "tiny.h5", splits, ["anna", "bert", "carl"])
+
+
+def write_wav(path, seconds: float, rate: int = 16000, channels: int = 1,
+              subtype: str = "PCM_16", amplitude: float = 0.5) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    tone = amplitude * np.sin(2 * np.pi * 220 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t)) / 1.3
+    soundfile.write(str(path), np.repeat(tone[:, None], channels, axis=1), rate, subtype=subtype)
+    return Path(path)

@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from models import ModelArgs, SpeechToFace
+from models.face_generator import FaceGenerator, FaceGeneratorConfig
+from models.projection_discriminator import ProjectionDiscriminator, ProjectionDiscriminatorConfig
+from models.speech_encoder import SpeechEncoder, SpeechEncoderConfig, conv_lengths
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("image_size", [64, 128])
+def test_both_image_sizes_build_with_the_right_shapes(image_size):
+    model = SpeechToFace(ModelArgs(image_size=image_size, num_speakers=5)).eval()
+    waveform = torch.randn(2, 1, 16000)
+    with torch.no_grad():
+        embedding, faces = model(waveform)
+        scores, features = model.projection_discriminator(faces, embedding)
+        logits = model.speaker_classifier(embedding)
+    assert embedding.shape == (2, 128)
+    assert faces.shape == (2, 3, image_size, image_size)
+    assert faces.min() >= -1 and faces.max() <= 1
+    assert scores.shape == (2,) and features.shape[0] == 2
+    assert logits.shape == (2, 5)
+
+
+@pytest.mark.parametrize("seconds", [0.3, 0.7, 1.0, 2.5, 4.0])
+def test_encoder_lengths_follow_audio_seconds(seconds):
+    samples = round(seconds * 16000)
+    encoder = SpeechEncoder(SpeechEncoderConfig(audio_samples=samples)).eval()
+    with torch.no_grad():
+        assert encoder(torch.randn(1, 1, samples)).shape == (1, 128)
+
+
+def test_encoder_matches_wav2pix_lengths_and_size():
+    config = SpeechEncoderConfig()
+    assert conv_lengths(config) == [4000, 1000, 250, 63, 16, 4]
+    assert abs(count(SpeechEncoder(config)) / 1e6 - 11.5) < 0.05
+    assert abs(count(FaceGenerator(FaceGeneratorConfig())) / 1e6 - 3.8) < 0.05
+
+
+def test_spectral_norm_layers_really_get_dcgan_init():
+    generator = FaceGenerator(FaceGeneratorConfig())
+    discriminator = ProjectionDiscriminator(ProjectionDiscriminatorConfig())
+    stored = [m.parametrizations.weight.original for net in (generator, discriminator)
+              for m in net.modules() if hasattr(m, "parametrizations")]
+    assert len(stored) >= 8
+    for weight in stored:
+        assert abs(weight.std().item() - 0.02) < 0.004, weight.shape
+        assert abs(weight.mean().item()) < 0.004
+
+
+def test_projection_term_makes_the_score_depend_on_the_speech():
+    discriminator = ProjectionDiscriminator(ProjectionDiscriminatorConfig()).eval()
+    faces = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        a, _ = discriminator(faces, torch.randn(4, 128))
+        b, _ = discriminator(faces, torch.randn(4, 128))
+    assert not torch.allclose(a, b)
+
+
+def test_noise_vector_changes_the_face_only_when_asked_for():
+    torch.manual_seed(0)
+    model = SpeechToFace(ModelArgs(noise_dim=16, num_speakers=2)).eval()
+    waveform = torch.randn(2, 1, 16000)
+    with torch.no_grad():
+        assert not torch.allclose(model(waveform)[1], model(waveform)[1])
+    plain = SpeechToFace(ModelArgs(noise_dim=0, num_speakers=2)).eval()
+    with torch.no_grad():
+        assert torch.equal(plain(waveform)[1], plain(waveform)[1])
