@@ -1,0 +1,367 @@
+"""Faces and speech out of raw videos: find the videos, decode them, find and crop the faces.
+
+One pass over each file decodes its audio and video together (PyAV bundles FFmpeg), so
+memory holds only the speech that the frames still waiting for their window need, never
+the whole soundtrack: an hour-long video costs what a minute-long one does.
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import cv2
+import numpy as np
+
+from utils import UserError
+
+SAMPLE_RATE = 16000
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+# Haar runs on a copy whose short side is this long, looking for faces of at least 1/8
+# of it (30 px): detection then costs the same on 360p and 4K sources. With steps of
+# 1.15 between scales it found 100/100 fixture faces at 1/3 and 2/3 of a 360p frame,
+# in about 15 ms a frame (36 ms at 360 px and steps of 1.1).
+DETECT_SHORT_SIDE = 240
+DETECT_SCALE_STEP = 1.15
+# What the decoder can raise on a broken file, besides its own FFmpegError family.
+DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, UnicodeDecodeError)
+
+
+class VideoListError(UserError):
+    """The folder or manifest of videos cannot be read."""
+
+
+class BrokenVideo(Exception):
+    """One video that cannot be used; the run skips it and reports `reason`."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    path: Path
+    speaker: str
+    label: str  # how pair names and reports call it, e.g. "alice/talk.mp4"
+
+
+@dataclass
+class FrameWindow:
+    """One sampled frame and the speech centred on it, or why that pair is dropped."""
+    time: float                           # seconds on the container's clock
+    face: np.ndarray | None = None        # uint8 (S, S, 3) RGB
+    waveform: np.ndarray | None = None    # float32 (L,) at 16 kHz
+    dropped: str | None = None
+
+
+# ---------------------------------------------------------------- finding the videos
+
+def find_videos(src) -> tuple[list[VideoSource], list[str]]:
+    """Videos from a folder `<speaker>/.../<name>.<ext>` or a CSV manifest `path,speaker`.
+
+    Returns the videos sorted by label and notes on files that were passed over.
+    """
+    src = Path(src)
+    if not src.exists():
+        raise VideoListError(f"{src}: no such folder or manifest; pass a folder of "
+                             "<speaker>/<video> files or a CSV of path,speaker")
+    videos, notes = (read_manifest(src), []) if src.is_file() else _scan_folder(src)
+    if not videos:
+        raise VideoListError(f"{src}: no videos ({', '.join(VIDEO_SUFFIXES)}) found; "
+                             "put them in one folder per speaker: <speaker>/<name>.mp4")
+    return sorted(videos, key=lambda v: v.label), notes
+
+
+def _scan_folder(root: Path) -> tuple[list[VideoSource], list[str]]:
+    videos, notes = [], []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.suffix.lower() not in VIDEO_SUFFIXES:
+            continue
+        relative = path.relative_to(root)
+        if len(relative.parts) < 2:
+            notes.append(f"{relative}: not inside a speaker folder, ignored")
+            continue
+        videos.append(VideoSource(path, relative.parts[0], relative.as_posix()))
+    return videos, notes
+
+
+def read_manifest(manifest: Path) -> list[VideoSource]:
+    """Rows `path,speaker` (a header row `path,speaker` is allowed); relative paths are
+    taken from the manifest's folder. Missing videos are kept: the run reports them."""
+    try:
+        with open(manifest, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError) as error:
+        raise VideoListError(f"{manifest}: cannot read the manifest ({error})") from None
+    videos = []
+    for line, row in enumerate(rows, start=1):
+        cells = [cell.strip() for cell in row]
+        if not any(cells) or (line == 1 and [c.lower() for c in cells] == ["path", "speaker"]):
+            continue
+        if len(cells) != 2 or not all(cells):
+            raise VideoListError(f"{manifest}, line {line}: expected `path,speaker`, "
+                                 f"found {','.join(row)!r}")
+        path = Path(cells[0]) if Path(cells[0]).is_absolute() else manifest.parent / cells[0]
+        videos.append(VideoSource(path, cells[1], cells[0]))
+    return videos
+
+
+# ---------------------------------------------------------------- faces
+
+class FaceFinder:
+    """OpenCV's frontal-face Haar cascade (it ships inside opencv-python-headless)."""
+
+    def __init__(self):
+        cascade_path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        self.cascade = cv2.CascadeClassifier(str(cascade_path))
+        if self.cascade.empty():
+            raise RuntimeError(f"OpenCV could not load its face cascade {cascade_path}")
+
+    def largest_face(self, frame: np.ndarray):
+        """(x, y, w, h) of the largest face in an RGB (H, W, 3) frame, or None."""
+        scale = min(1.0, DETECT_SHORT_SIDE / min(frame.shape[:2]))
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        if scale < 1.0:
+            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        min_side = max(24, min(gray.shape) // 8)
+        boxes = self.cascade.detectMultiScale(gray, scaleFactor=DETECT_SCALE_STEP, minNeighbors=5,
+                                              minSize=(min_side, min_side))
+        if len(boxes) == 0:
+            return None
+        x, y, w, h = max(boxes, key=lambda box: box[2] * box[3])
+        return tuple(int(round(v / scale)) for v in (x, y, w, h))
+
+
+def crop_face(frame: np.ndarray, box, margin: float, size: int) -> np.ndarray:
+    """A square around `box` grown by `margin` x its side on every edge, moved inside the
+    frame where it would cross an edge, resized to (size, size, 3)."""
+    x, y, w, h = box
+    height, width = frame.shape[:2]
+    side = min(int(round(max(w, h) * (1 + 2 * margin))), height, width)
+    left = int(np.clip(x + w / 2 - side / 2, 0, width - side))
+    top = int(np.clip(y + h / 2 - side / 2, 0, height - side))
+    square = frame[top:top + side, left:left + side]
+    shrink = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(square, (size, size), interpolation=shrink)
+
+
+# ---------------------------------------------------------------- speech
+
+class SpeechTimeline:
+    """The decoded speech as a sliding buffer placed on the container's clock."""
+
+    def __init__(self):
+        self.samples = np.zeros(0, np.float32)
+        self.first_sample: int | None = None   # clock position of samples[0], in samples
+
+    def add(self, samples: np.ndarray, time: float | None) -> None:
+        if self.first_sample is None:
+            self.first_sample = int(round((time or 0.0) * SAMPLE_RATE))
+        self.samples = np.concatenate([self.samples, samples])
+
+    @property
+    def end(self) -> int | None:
+        return None if self.first_sample is None else self.first_sample + len(self.samples)
+
+    def covers(self, start: int, length: int) -> bool:
+        return self.end is not None and self.end >= start + length
+
+    def window(self, start: int, length: int) -> np.ndarray | None:
+        """The `length` samples from clock position `start`, or None where the audio ends."""
+        if self.first_sample is None or start < self.first_sample or not self.covers(start, length):
+            return None
+        offset = start - self.first_sample
+        return self.samples[offset:offset + length].copy()
+
+    def forget_before(self, position: int) -> None:
+        if self.first_sample is not None and position > self.first_sample:
+            drop = min(position - self.first_sample, len(self.samples))
+            self.samples = self.samples[drop:]
+            self.first_sample += drop
+
+
+def rms_dbfs(waveform: np.ndarray) -> float:
+    """Loudness of a float waveform in dB relative to full scale; -inf for digital silence."""
+    power = float(np.mean(np.square(waveform, dtype=np.float64)))
+    return 10 * np.log10(power) if power > 0 else float("-inf")
+
+
+# ---------------------------------------------------------------- one video
+
+@dataclass
+class WindowSettings:
+    window_samples: int = SAMPLE_RATE
+    frames_per_second: float = 2.0
+    face_size: int = 128
+    margin: float = 0.1  # Haar's box is as large as wav2pix's crops (median 1.00 on the fixture)
+    silence_dbfs: float = -50.0
+
+
+def probe(path: Path) -> str | None:
+    """Why a video cannot be used (unreadable, no audio or video track), or None.
+
+    Reads only the header, so the splits can be drawn among usable videos."""
+    try:
+        with av.open(str(path)) as container:
+            return _missing_track(container)
+    except DECODE_ERRORS as error:
+        return _reason(error)
+
+
+def _missing_track(container) -> str | None:
+    if not container.streams.video:
+        return "no video track"
+    if not container.streams.audio:
+        return "no audio track"
+    return None
+
+
+def frame_windows(path: Path, settings: WindowSettings, faces: FaceFinder) -> Iterator[FrameWindow]:
+    """Every sampled frame of one video with its speech window, in time order.
+
+    Raises BrokenVideo when the file cannot be opened or has no audio or video track;
+    a decoding error midway ends the video (pairs already yielded stay) with BrokenVideo.
+    """
+    try:
+        container = av.open(str(path))
+    except DECODE_ERRORS as error:
+        raise BrokenVideo(_reason(error)) from None
+    with container:
+        missing = _missing_track(container)
+        if missing:
+            raise BrokenVideo(missing)
+        yield from _align(container, settings, faces)
+
+
+def _align(container, settings: WindowSettings, faces: FaceFinder) -> Iterator[FrameWindow]:
+    video, audio = container.streams.video[0], container.streams.audio[0]
+    video.thread_type = "AUTO"
+    # Keep the channels and average them ourselves, as data.audio does: FFmpeg's own
+    # downmix scales each channel by 0.71, so loud stereo speech would clip.
+    resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)
+    speech, waiting = SpeechTimeline(), deque()
+    sampler = FrameSampler(settings.frames_per_second)
+    half = settings.window_samples // 2
+    last_time = 0.0
+    try:
+        for packet in container.demux(video, audio):
+            for frame in packet.decode():
+                if packet.stream.type == "audio":
+                    for chunk in resampler.resample(frame):
+                        speech.add(chunk.to_ndarray().mean(axis=0), chunk.time)  # (C, n) -> (n,)
+                elif sampler.take(frame.time):
+                    last_time = frame.time
+                    waiting.append(_look_at(frame, settings, faces))
+            yield from _ready(waiting, speech, settings, final=False)
+            # no frame to come can start its window before the oldest waiting one, or
+            # before the next sampling time: the speech before that is never needed
+            oldest = waiting[0].time if waiting else float(sampler.next_time) - 1e-3
+            speech.forget_before(_start(oldest, half))
+        for chunk in resampler.resample(None):
+            speech.add(chunk.to_ndarray().mean(axis=0), chunk.time)
+    except DECODE_ERRORS as error:
+        raise BrokenVideo(f"{_reason(error)} (decoding stopped at {last_time:.1f} s)") from None
+    yield from _ready(waiting, speech, settings, final=True)
+
+
+class FrameSampler:
+    """Picks the first frame at or after each multiple of 1 / frames_per_second."""
+
+    def __init__(self, frames_per_second: float):
+        self.step = Fraction(1) / Fraction(frames_per_second).limit_denominator(1000)
+        self.next_time = Fraction(0)
+
+    def take(self, time: float | None) -> bool:
+        if time is None or time < self.next_time - Fraction(1, 1000):
+            return False
+        while self.next_time <= time + 1e-3:
+            self.next_time += self.step
+        return True
+
+
+def _look_at(frame, settings: WindowSettings, faces: FaceFinder) -> FrameWindow:
+    """Find the face on arrival, so a waiting frame holds a small crop, not the picture."""
+    rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+    box = faces.largest_face(rgb)
+    if box is None:
+        return FrameWindow(frame.time, dropped="no face")
+    return FrameWindow(frame.time, face=crop_face(rgb, box, settings.margin, settings.face_size))
+
+
+def _start(time: float, half: int) -> int:
+    return int(round(time * SAMPLE_RATE)) - half
+
+
+def _ready(waiting: deque, speech: SpeechTimeline, settings: WindowSettings,
+           final: bool) -> Iterator[FrameWindow]:
+    """Yield waiting frames whose speech window has fully arrived (all of them at the end)."""
+    half, length = settings.window_samples // 2, settings.window_samples
+    while waiting and (final or speech.covers(_start(waiting[0].time, half), length)):
+        item = waiting.popleft()
+        if item.dropped is None:
+            item.waveform = speech.window(_start(item.time, half), length)
+            if item.waveform is None:
+                item.dropped = "outside audio"
+            elif rms_dbfs(item.waveform) < settings.silence_dbfs:
+                item.dropped, item.waveform = "silent speech", None
+        if item.dropped is not None:
+            item.face = None
+        yield item
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return text or type(error).__name__
+
+
+# ---------------------------------------------------------------- writing test videos
+
+def encode_video(path, frames, speech: np.ndarray, frames_per_second: int = 25,
+                 speech_rate: int = SAMPLE_RATE) -> Path:
+    """Write an h264 + AAC video from RGB frames (each (H, W, 3) uint8) and float speech,
+    mono (T,) or stereo (2, T).
+
+    For tests, benchmarks and demos: real files made from arrays. Audio and video are
+    interleaved as a camera would write them.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    speech = np.atleast_2d(np.asarray(speech, np.float32))  # (C, T)
+    frames = iter(frames)
+    first = next(frames)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=frames_per_second)
+        video.height, video.width = first.shape[0] // 2 * 2, first.shape[1] // 2 * 2
+        video.pix_fmt = "yuv420p"
+        layout = "mono" if speech.shape[0] == 1 else "stereo"
+        audio = container.add_stream("aac", rate=speech_rate, layout=layout)
+        speech_done = 0
+        for index, picture in enumerate(itertools.chain([first], frames)):
+            picture = np.ascontiguousarray(picture[:video.height, :video.width], np.uint8)
+            container.mux(video.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+            until = (index + 1) * speech_rate // frames_per_second
+            speech_done = _encode_speech(container, audio, speech[:, :until], speech_done)
+        container.mux(video.encode(None))
+        _encode_speech(container, audio, speech, speech_done, last=True)
+        container.mux(audio.encode(None))
+    return path
+
+
+def _encode_speech(container, audio, speech: np.ndarray, start: int, last: bool = False) -> int:
+    """Encode speech (C, T) from `start` in AAC-sized blocks (a short one only if `last`);
+    returns where it stopped."""
+    block = 1024  # AAC's frame size
+    layout = "mono" if speech.shape[0] == 1 else "stereo"
+    while start + block <= speech.shape[1] or (last and start < speech.shape[1]):
+        chunk = np.ascontiguousarray(speech[:, start:start + block])
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+        frame.sample_rate, frame.pts = audio.rate, start
+        container.mux(audio.encode(frame))
+        start += chunk.shape[1]
+    return start
