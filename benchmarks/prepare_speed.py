@@ -4,7 +4,8 @@
 
 Import: the wav2pix-mini fixture, linked `--copies` times under new numbers so the timing
 covers a few hundred pairs. Videos: talking-head mp4s (h264 + AAC at 44.1 kHz, 25 fps)
-made here from the fixture's faces and speech, prepared at the default 2 frames/s.
+made here from the fixture's faces and speech, prepared at the default 2 frames/s
+(a face in every frame: all but the first and last window, which lack speech, are kept).
 Each case runs the real command in-process; the table gives the best of `--repeats`.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import prepare  # noqa: E402
 from data import video as videos  # noqa: E402
 from data.audio import resample  # noqa: E402
+from data.schema import validate_pair_file  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "wav2pix-mini"
 
@@ -94,7 +96,9 @@ def main() -> None:
             os.symlink(scratch / "videos" / "speaker" / f"{height}p.mp4", folder / "speaker" / "v.mp4")
             best = min(timed_run(["videos", folder, scratch / "v.h5", "--test_fraction", 0,
                                   "--valid_fraction", 0]) for _ in range(args.repeats))
-            rows.append((f"videos, {height}p 25 fps h264+AAC, 2 frames/s", f"{args.seconds} s of video",
+            kept = validate_pair_file(scratch / "v.h5").splits["train"].num_pairs
+            rows.append((f"videos, {height}p 25 fps h264+AAC, 2 frames/s",
+                         f"{args.seconds} s of video, {kept} pairs kept",
                          f"{best:.2f} s", f"{args.seconds / best:.1f} s of video/s"))
     print_table(("case", "input", "time (best)", "speed"), rows)
 
