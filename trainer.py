@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -57,7 +58,71 @@ def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...],
         getattr(model, part).load_state_dict(theirs)
 
 
-# ---------------------------------------------------------------- training
+# ---------------------------------------------------------------- one training step
+
+class GanStep:
+    """One batch of training, apart from the loop: a discriminator step, then a generator step.
+
+    Holds the networks' optimizers (Adam, betas 0.5/0.999, as wav2pix); G's optimizer also
+    trains the speech encoder and the speaker classifier.
+    """
+
+    def __init__(self, model: SpeechToFace, options, device: torch.device):
+        self.model, self.options, self.device = model, options, device
+        betas = (0.5, 0.999)
+        self.optimizer_g = torch.optim.Adam(model.generator_parameters(), options.lr_G,
+                                            betas=betas)
+        self.optimizer_d = torch.optim.Adam(model.projection_discriminator.parameters(),
+                                            options.lr_D, betas=betas)
+
+    def __call__(self, batch) -> dict[str, float]:
+        waveform, real, speaker_id, wrong = (t.to(self.device, non_blocking=True) for t in batch)
+        with record_function("encoder_and_generator_forward"):
+            embedding, fake = self.model(waveform)   # once per batch; D gets it detached
+        d_values, real_features = self.discriminator_step(real, fake.detach(), wrong,
+                                                          embedding.detach())
+        g_values = self.generator_step(real, fake, embedding, speaker_id, real_features)
+        return {k: v.item() for k, v in {**d_values, **g_values}.items()}
+
+    def discriminator_step(self, real, fake, wrong, condition):
+        """Real pair -> 0.9, generated and wrong pairs -> 0; the three passes run as one batch."""
+        discriminator = self.model.projection_discriminator
+        with record_function("discriminator_forward"):
+            scores, features = discriminator(torch.cat([real, fake, wrong]),
+                                             torch.cat([condition, condition, condition]))
+            real_scores, fake_scores, wrong_scores = scores.chunk(3)
+            d_loss = lsgan_discriminator_loss(real_scores, fake_scores, wrong_scores)
+        with record_function("discriminator_backward_and_adam"):
+            self.optimizer_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.optimizer_d.step()
+        values = {"d_loss": d_loss, "d_real": real_scores.mean(), "d_fake": fake_scores.mean(),
+                  "d_wrong": wrong_scores.mean()}
+        return values, features[:len(real)].detach()
+
+    def generator_step(self, real, fake, embedding, speaker_id, real_features):
+        """G, speech encoder and speaker classifier: adversarial + L1 + feature matching + softmax."""
+        o, discriminator = self.options, self.model.projection_discriminator
+        with record_function("generator_losses_forward"):
+            discriminator.requires_grad_(False)  # no weight gradients for D in G's step
+            g_scores, g_features = discriminator(fake, embedding)
+            discriminator.requires_grad_(True)
+            logits = self.model.speaker_classifier(embedding)
+            terms = {"g_adv": lsgan_generator_loss(g_scores),
+                     "g_l1": reconstruction_l1(fake, real),
+                     "g_fm": feature_matching_loss(real_features, g_features),
+                     "g_softmax": speaker_softmax_loss(logits, speaker_id)}
+            g_loss = (terms["g_adv"] + o.l1_coef * terms["g_l1"] + o.l2_coef * terms["g_fm"]
+                      + o.softmax_coef * terms["g_softmax"])
+        with record_function("generator_backward_and_adam"):
+            self.optimizer_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.optimizer_g.step()
+        speaker_acc = (logits.argmax(dim=1) == speaker_id).float().mean()
+        return {"g_loss": g_loss, **terms, "speaker_acc": speaker_acc}
+
+
+# ---------------------------------------------------------------- the training loop
 
 class Trainer:
     def __init__(self, options, device: torch.device, dataset_path: Path):
@@ -71,11 +136,8 @@ class Trainer:
                               noise_dim=options.noise_dim)
         self.model = SpeechToFace(self.args).to(device)
         self._load_pretrained()
-        betas = (0.5, 0.999)
-        self.optimizer_g = torch.optim.Adam(self.model.generator_parameters(), options.lr_G,
-                                            betas=betas)
-        self.optimizer_d = torch.optim.Adam(self.model.projection_discriminator.parameters(),
-                                            options.lr_D, betas=betas)
+        self.gan_step = GanStep(self.model, options, device)
+        self.optimizer_g, self.optimizer_d = self.gan_step.optimizer_g, self.gan_step.optimizer_d
         self.train_loader = self._train_loader()
         self.held_out = self._held_out_dataset()
         self.sample_rows = spread_over_speakers(self.held_out.speaker_ids, SAMPLE_FACES)
@@ -111,52 +173,14 @@ class Trainer:
     def _held_out_dataset(self) -> SpeechFaceDataset:
         return self._dataset(held_out_split(self.info), train=False)
 
-    # ---- one batch: a discriminator step, then a generator step
-
-    def train_step(self, batch) -> dict[str, float]:
-        waveform, real, speaker_id, wrong = (t.to(self.device, non_blocking=True) for t in batch)
-        o, model = self.options, self.model
-        discriminator = model.projection_discriminator
-        embedding, fake = model(waveform)        # G runs once per batch; D gets it detached
-
-        # ---- discriminator: real pair -> 0.9, generated and wrong pairs -> 0
-        condition = embedding.detach()
-        scores, features = discriminator(torch.cat([real, fake.detach(), wrong]),
-                                         torch.cat([condition, condition, condition]))
-        real_scores, fake_scores, wrong_scores = scores.chunk(3)
-        d_loss = lsgan_discriminator_loss(real_scores, fake_scores, wrong_scores)
-        self.optimizer_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.optimizer_d.step()
-
-        # ---- generator (+ speech encoder and speaker classifier)
-        discriminator.requires_grad_(False)      # no weight gradients for D in G's step
-        g_scores, g_features = discriminator(fake, embedding)
-        discriminator.requires_grad_(True)
-        terms = {
-            "g_adv": lsgan_generator_loss(g_scores),
-            "g_l1": reconstruction_l1(fake, real),
-            "g_fm": feature_matching_loss(features[:len(real)], g_features),
-            "g_softmax": speaker_softmax_loss(model.speaker_classifier(embedding), speaker_id),
-        }
-        g_loss = (terms["g_adv"] + o.l1_coef * terms["g_l1"] + o.l2_coef * terms["g_fm"]
-                  + o.softmax_coef * terms["g_softmax"])
-        self.optimizer_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.optimizer_g.step()
-        self.step += 1
-        values = {"d_loss": d_loss, "g_loss": g_loss, **terms,
-                  "d_real": real_scores.mean(), "d_fake": fake_scores.mean(),
-                  "d_wrong": wrong_scores.mean()}
-        return {k: v.item() for k, v in values.items()}
-
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
         totals, count = {}, 0
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.options.epochs}",
                    leave=False, dynamic_ncols=True, disable=None)
         for batch in bar:
-            losses = self.train_step(batch)
+            losses = self.gan_step(batch)
+            self.step += 1
             count += 1
             totals = {k: totals.get(k, 0.0) + v for k, v in losses.items()}
             bar.set_postfix(d=f"{totals['d_loss'] / count:.3f}", g=f"{totals['g_loss'] / count:.3f}",
