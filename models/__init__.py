@@ -1,4 +1,9 @@
-"""The four networks of the speech-to-face GAN, built together from one ModelArgs."""
+"""The networks of the speech-to-face GAN, built together from one ModelArgs.
+
+The condition encoder (speech encoder, or embedding projector), the face generator (DCGAN
+or AdaIN), the speaker classifier and the projection discriminator; an unconditional model
+(`condition="none"`) has neither encoder nor classifier, and its D no projection term.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -6,12 +11,20 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from models.adain_generator import AdaINFaceGenerator, AdaINGeneratorConfig
+from models.embedding_projector import EmbeddingProjector, EmbeddingProjectorConfig
 from models.face_generator import IMAGE_SIZES, FaceGenerator, FaceGeneratorConfig
 from models.projection_discriminator import ProjectionDiscriminator, ProjectionDiscriminatorConfig
 from models.speaker_classifier import SpeakerClassifier
 from models.speech_encoder import SpeechEncoder, SpeechEncoderConfig
 
-__all__ = ["IMAGE_SIZES", "ModelArgs", "SpeechToFace"]
+__all__ = ["CONDITIONS", "DISCRIMINATORS", "GENERATORS", "IMAGE_SIZES", "ModelArgs",
+           "SpeechToFace"]
+
+CONDITIONS = ("speech", "none", "embedding")
+GENERATORS = {"dcgan": (FaceGenerator, FaceGeneratorConfig),
+              "adain": (AdaINFaceGenerator, AdaINGeneratorConfig)}
+DISCRIMINATORS = {"dcgan": 0, "sagan": 32}   # the feature size D's self-attention works on
 
 
 @dataclass
@@ -22,6 +35,10 @@ class ModelArgs:
     num_speakers: int = 8
     noise_dim: int = 0
     embedding_dim: int = 128
+    condition: str = "speech"       # speech | none | embedding: what G draws the face from
+    condition_dim: int = 0          # E of the stored vectors when condition is "embedding"
+    generator: str = "dcgan"        # dcgan | adain
+    discriminator: str = "dcgan"    # dcgan | sagan (self-attention at 32x32)
 
     def differences(self, other: "ModelArgs") -> list[str]:
         mine, theirs = asdict(self), asdict(other)
@@ -29,31 +46,60 @@ class ModelArgs:
 
 
 class SpeechToFace(nn.Module):
-    """speech_encoder -> face_generator, with the speaker classifier and the discriminator."""
+    """condition encoder -> face_generator, with the speaker classifier and the discriminator."""
 
     def __init__(self, args: ModelArgs):
         super().__init__()
+        if args.condition == "none" and args.noise_dim == 0:
+            raise ValueError("an unconditional model (condition 'none') needs noise_dim > 0")
         self.args = args
-        self.speech_encoder = SpeechEncoder(SpeechEncoderConfig(
-            audio_samples=args.audio_samples, embedding_dim=args.embedding_dim))
-        self.face_generator = FaceGenerator(FaceGeneratorConfig(
-            image_size=args.image_size, embedding_dim=args.embedding_dim, noise_dim=args.noise_dim))
-        self.speaker_classifier = SpeakerClassifier(args.embedding_dim, args.num_speakers)
+        if args.condition == "speech":
+            self.speech_encoder = SpeechEncoder(SpeechEncoderConfig(
+                audio_samples=args.audio_samples, embedding_dim=args.embedding_dim))
+        elif args.condition == "embedding":
+            self.embedding_projector = EmbeddingProjector(EmbeddingProjectorConfig(
+                input_dim=args.condition_dim, embedding_dim=args.embedding_dim))
+        code_dim = args.embedding_dim if self.conditioned else 0
+        generator, generator_config = GENERATORS[args.generator]
+        self.face_generator = generator(generator_config(
+            image_size=args.image_size, embedding_dim=code_dim, noise_dim=args.noise_dim))
+        if self.conditioned:
+            self.speaker_classifier = SpeakerClassifier(args.embedding_dim, args.num_speakers)
         self.projection_discriminator = ProjectionDiscriminator(ProjectionDiscriminatorConfig(
-            image_size=args.image_size, embedding_dim=args.embedding_dim))
+            image_size=args.image_size, embedding_dim=code_dim,
+            attention_size=DISCRIMINATORS[args.discriminator]))
+
+    @property
+    def conditioned(self) -> bool:
+        return self.args.condition != "none"
+
+    def generator_part_names(self) -> tuple[str, ...]:
+        """The sub-networks G's optimiser trains and --pre_trained_gen loads (as wav2pix:
+        condition encoder, generator and speaker classifier), those this model has."""
+        names = ("speech_encoder", "embedding_projector", "face_generator", "speaker_classifier")
+        return tuple(name for name in names if hasattr(self, name))
 
     def generator_parameters(self):
-        """What G's optimiser trains: encoder, generator and speaker classifier (as wav2pix)."""
-        for module in (self.speech_encoder, self.face_generator, self.speaker_classifier):
-            yield from module.parameters()
+        for name in self.generator_part_names():
+            yield from getattr(self, name).parameters()
 
     def sample_noise(self, batch_size: int, device) -> torch.Tensor | None:
         if self.args.noise_dim == 0:
             return None
         return torch.randn(batch_size, self.args.noise_dim, device=device)
 
-    def forward(self, waveform: torch.Tensor):
-        """waveform (B, 1, T) -> (speech embedding (B, E), faces (B, 3, S, S))."""
-        embedding = self.speech_encoder(waveform)
-        faces = self.face_generator(embedding, self.sample_noise(len(waveform), waveform.device))
-        return embedding, faces
+    def encode(self, condition_input: torch.Tensor) -> torch.Tensor:
+        """The condition embedding (B, E): speech (B, 1, T) through the encoder, a stored
+        vector (B, E_file) through the projector; (B, 0) for an unconditional model."""
+        if self.args.condition == "speech":
+            return self.speech_encoder(condition_input)
+        if self.args.condition == "embedding":
+            return self.embedding_projector(condition_input)
+        return condition_input.new_zeros(len(condition_input), 0)
+
+    def forward(self, condition_input: torch.Tensor):
+        """condition input (waveform (B, 1, T), vector (B, E_file) or (B, 0)) ->
+        (condition embedding (B, E), faces (B, 3, S, S))."""
+        embedding = self.encode(condition_input)
+        noise = self.sample_noise(len(condition_input), condition_input.device)
+        return embedding, self.face_generator(embedding, noise)

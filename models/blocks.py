@@ -1,6 +1,8 @@
-"""Blocks shared by the networks: DCGAN initialisation and spectral norm that keeps it."""
+"""Blocks shared by the networks: DCGAN initialisation, spectral norm that keeps it, self-attention."""
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -35,3 +37,29 @@ def _stored_weight(layer: nn.Module):
 def sn(layer: nn.Module) -> nn.Module:
     """Spectral norm (Miyato et al. 2018); call dcgan_init on the whole network afterwards."""
     return spectral_norm(layer)
+
+
+class SelfAttention(nn.Module):
+    """Self-attention over a feature map (SAGAN, Zhang et al. 2019, eqs. 1-3).
+
+    Keys and values are 2x2 max-pooled (as in BigGAN's SAGAN block), so at 32x32 each of the
+    1024 positions attends to 256 keys. gamma starts at 0: the block begins as the identity
+    and the network learns how much non-local evidence to mix in.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.query = sn(nn.Conv2d(channels, channels // 8, 1, bias=False))
+        self.key = sn(nn.Conv2d(channels, channels // 8, 1, bias=False))
+        self.value = sn(nn.Conv2d(channels, channels // 2, 1, bias=False))
+        self.out = sn(nn.Conv2d(channels // 2, channels, 1, bias=False))
+        self.gamma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = features.shape
+        query = self.query(features).flatten(2)                          # (B, C/8, HW)
+        key = F.max_pool2d(self.key(features), 2).flatten(2)             # (B, C/8, HW/4)
+        value = F.max_pool2d(self.value(features), 2).flatten(2)         # (B, C/2, HW/4)
+        attention = torch.softmax(query.transpose(1, 2) @ key, dim=-1)   # (B, HW, HW/4)
+        mixed = (value @ attention.transpose(1, 2)).view(b, c // 2, h, w)
+        return features + self.gamma * self.out(mixed)

@@ -1,4 +1,8 @@
-"""Projection discriminator (Miyato & Koyama 2018) judging (face, speech embedding) pairs."""
+"""Projection discriminator (Miyato & Koyama 2018) judging (face, speech embedding) pairs.
+
+With embedding_dim 0 it is an unconditional DCGAN discriminator (no projection term); with
+attention_size > 0 a SAGAN self-attention block follows the stride-2 conv that reaches it.
+"""
 from __future__ import annotations
 
 import math
@@ -7,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.blocks import dcgan_init, sn
+from models.blocks import SelfAttention, dcgan_init, sn
 
 
 @dataclass
@@ -16,6 +20,7 @@ class ProjectionDiscriminatorConfig:
     embedding_dim: int = 128
     base_channels: int = 64
     max_channels: int = 512
+    attention_size: int = 0     # 0: none; else self-attention on the maps of this size (32)
 
 
 def downsampling_channels(config: ProjectionDiscriminatorConfig) -> list[int]:
@@ -28,13 +33,16 @@ class ProjectionDiscriminator(nn.Module):
     def __init__(self, config: ProjectionDiscriminatorConfig):
         super().__init__()
         self.config = config
-        layers, in_channels = [], 3
+        layers, in_channels, size = [], 3, config.image_size
         for out_channels in downsampling_channels(config):
             layers += [sn(nn.Conv2d(in_channels, out_channels, 4, 2, 1)), nn.LeakyReLU(0.2)]
-            in_channels = out_channels
+            in_channels, size = out_channels, size // 2
+            if size == config.attention_size:
+                layers.append(SelfAttention(out_channels))
         self.trunk = nn.Sequential(*layers)
         self.score = sn(nn.Linear(in_channels, 1))
-        self.embed = sn(nn.Linear(config.embedding_dim, in_channels, bias=False))
+        self.embed = (sn(nn.Linear(config.embedding_dim, in_channels, bias=False))
+                      if config.embedding_dim else None)
         dcgan_init(self)
 
     def forward(self, faces: torch.Tensor, embedding: torch.Tensor):
@@ -42,5 +50,7 @@ class ProjectionDiscriminator(nn.Module):
         features = self.trunk(faces)                     # (B, C, 4, 4)
         phi = features.sum(dim=(2, 3))                   # (B, C): sum-pooled, as in the paper
         # score = psi(phi(x)) + <V c, phi(x)>: the projection term, eq. (3) of Miyato & Koyama.
-        scores = self.score(phi).squeeze(1) + (self.embed(embedding) * phi).sum(dim=1)
+        scores = self.score(phi).squeeze(1)
+        if self.embed is not None:
+            scores = scores + (self.embed(embedding) * phi).sum(dim=1)
         return scores, features.flatten(1)
