@@ -1,4 +1,4 @@
-"""PyTorch dataset over one split of a pair file: (waveform, face, speaker_id, wrong_face)."""
+"""PyTorch dataset over one split of a pair file: (condition, face, speaker_id, wrong_face)."""
 from __future__ import annotations
 
 import h5py
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from data.audio import prepare_waveform
-from data.schema import PairFileError, PairFileInfo
+from data.schema import PairFileError, PairFileInfo, require_embeddings
 
 IN_MEMORY_LIMIT_BYTES = 2 << 30   # a split this small is read once instead of every batch
 
@@ -16,15 +16,19 @@ IN_MEMORY_LIMIT_BYTES = 2 << 30   # a split this small is read once instead of e
 class SpeechFaceDataset(Dataset):
     """One split of a validated pair file.
 
-    Each item is (waveform (1, T) float32, face (3, S, S) in [-1, 1], speaker_id int64,
-    wrong_face (3, S, S)): the wrong face is a frame of another speaker, the "mismatched
-    pair" of GAN-CLS (Reed et al. 2016). Training takes a random T-sample crop of the
-    stored window; evaluation takes the centre. The HDF5 file is opened lazily, once per
-    DataLoader worker, since h5py handles must not cross a fork.
+    Each item is (condition, face (3, S, S) in [-1, 1], speaker_id int64, wrong_face
+    (3, S, S)): the wrong face is a frame of another speaker, the "mismatched pair" of
+    GAN-CLS (Reed et al. 2016). The condition is what the model draws from: by default the
+    waveform (1, T) float32 (training takes a random T-sample crop of the stored window;
+    evaluation takes the centre), with condition="embedding" the pair's stored vector (E,),
+    with condition="none" an empty (0,) tensor. `speaker_map[i]` renumbers the file's
+    speaker i (fine-tuning appends new speakers to a trained model's). The HDF5 file is
+    opened lazily, once per DataLoader worker, since h5py handles must not cross a fork.
     """
 
     def __init__(self, info: PairFileInfo, split: str, audio_samples: int, image_size: int,
-                 train: bool, in_memory: bool | None = None):
+                 train: bool, in_memory: bool | None = None, condition: str = "speech",
+                 speaker_map: np.ndarray | None = None):
         if split not in info.splits:
             raise PairFileError(f"{info.path}: has no '{split}' split (it has "
                                 f"{', '.join(info.splits)})")
@@ -36,9 +40,15 @@ class SpeechFaceDataset(Dataset):
                 f"{audio_samples}; lower --audio_seconds or rebuild the file with longer windows")
         self.path, self.split, self.train = info.path, split, train
         self.audio_samples, self.image_size = audio_samples, image_size
-        self._file, self._arrays = None, None
+        self._file, self._arrays, self.condition_kind = None, None, condition
+        if condition == "embedding":
+            require_embeddings(info)
         with h5py.File(self.path, "r") as f:
             self.speaker_ids = f[split]["speaker_ids"][()].astype(np.int64)
+            if speaker_map is not None:
+                self.speaker_ids = np.asarray(speaker_map, dtype=np.int64)[self.speaker_ids]
+            if condition == "embedding":
+                self._embeddings = f[split]["embeddings"][()].astype(np.float32)
             size = f[split]["waveforms"].nbytes + f[split]["faces"].nbytes
             if in_memory or (in_memory is None and size <= IN_MEMORY_LIMIT_BYTES):
                 self._arrays = {key: f[split][key][()] for key in ("waveforms", "faces")}
@@ -72,6 +82,14 @@ class SpeechFaceDataset(Dataset):
         speech = window[start:start + self.audio_samples].astype(np.float32) / 32768.0
         return torch.from_numpy(prepare_waveform(speech))[None]          # (1, T)
 
+    def condition(self, index: int) -> torch.Tensor:
+        """The model's input for pair `index`: its speech (1, T), its vector (E,), or (0,)."""
+        if self.condition_kind == "speech":
+            return self.waveform(index)
+        if self.condition_kind == "embedding":
+            return torch.from_numpy(self._embeddings[index])
+        return torch.zeros(0)
+
     def face(self, index: int) -> torch.Tensor:
         return face_tensor(self._rows()["faces"][index], self.image_size)
 
@@ -85,7 +103,7 @@ class SpeechFaceDataset(Dataset):
 
     def __getitem__(self, index: int):
         wrong = self.wrong_row(index)
-        return (self.waveform(index), self.face(index),
+        return (self.condition(index), self.face(index),
                 torch.tensor(self.speaker_ids[index]), self.face(wrong))
 
 

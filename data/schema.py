@@ -19,6 +19,13 @@ Each group holds three datasets with the same first dimension N (N >= 1):
 
 A split may also hold ``pair_names`` (UTF-8 strings, (N,)): where each pair came from.
 Every split of a file shares one L and one S. Readers resize faces to the model's size.
+
+Optional condition vectors (for ``--condition embedding``)
+    embeddings    float32 (N, E)       one fixed vector per pair, computed elsewhere (a
+                                        face-recognition or text embedding, for example);
+                                        row i belongs to pair i. Other float widths are
+                                        read too. Either every split holds it, with one E,
+                                        or none does; values must be finite.
 """
 from __future__ import annotations
 
@@ -46,6 +53,7 @@ class SplitInfo:
     num_pairs: int
     window_samples: int
     face_size: int
+    embedding_dim: int = 0      # E of `embeddings`; 0 where the split has none
 
 
 @dataclass
@@ -62,6 +70,10 @@ class PairFileInfo:
     @property
     def face_size(self) -> int:
         return self.splits["train"].face_size
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.splits["train"].embedding_dim
 
 
 # ---------------------------------------------------------------- writing
@@ -105,8 +117,10 @@ class PairWriter:
         group.create_dataset("pair_names", (0,), _STRING, maxshape=(None,), chunks=(rows,))
         return group
 
-    def append(self, split: str, waveforms, faces, speaker_ids, pair_names=None) -> None:
-        """Append pairs: waveforms int16 (n, L), faces uint8 (n, S, S, 3), speaker_ids (n,)."""
+    def append(self, split: str, waveforms, faces, speaker_ids, pair_names=None,
+               embeddings=None) -> None:
+        """Append pairs: waveforms int16 (n, L), faces uint8 (n, S, S, 3), speaker_ids (n,),
+        optionally embeddings float32 (n, E) (give them with every append of a split or never)."""
         waveforms = np.asarray(waveforms, dtype=np.int16)
         faces = np.asarray(faces, dtype=np.uint8)
         speaker_ids = np.asarray(speaker_ids, dtype=np.int64)
@@ -118,10 +132,26 @@ class PairWriter:
         names = [""] * n if pair_names is None else [str(p) for p in pair_names]
         group = self._split_group(split)
         start = group["speaker_ids"].shape[0]
-        for key, values in (("waveforms", waveforms), ("faces", faces),
-                            ("speaker_ids", speaker_ids), ("pair_names", names)):
+        columns = [("waveforms", waveforms), ("faces", faces), ("speaker_ids", speaker_ids),
+                   ("pair_names", names)]
+        if embeddings is not None or "embeddings" in group:
+            columns.append(("embeddings", self._embedding_column(group, embeddings, start, n)))
+        for key, values in columns:
             group[key].resize(start + n, axis=0)
             group[key][start:start + n] = values
+
+    def _embedding_column(self, group: h5py.Group, embeddings, start: int, n: int) -> np.ndarray:
+        """The rows to append, creating the dataset on the split's first append."""
+        if embeddings is None or ("embeddings" not in group and start):
+            raise ValueError("embeddings must come with every append of a split, from the first on")
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or len(embeddings) != n:
+            raise ValueError(f"embeddings shape {embeddings.shape}, expected ({n}, E)")
+        if "embeddings" not in group:
+            width = embeddings.shape[1]
+            group.create_dataset("embeddings", (0, width), np.float32, maxshape=(None, width),
+                                 chunks=(self.chunk_rows, width))
+        return embeddings
 
     def close(self, ok: bool = True) -> None:
         if self._file is None:
@@ -140,17 +170,19 @@ class PairWriter:
         self.close(ok=exc_type is None)
 
 
-def write_pair_file(path, splits: dict, speaker_names, sample_rate: int = SAMPLE_RATE) -> Path:
+def write_pair_file(path, splits: dict, speaker_names, sample_rate: int = SAMPLE_RATE,
+                    embeddings: dict | None = None) -> Path:
     """Write a whole pair file at once.
 
     `splits` maps a split name to (waveforms (N, L) int16, faces (N, S, S, 3) uint8,
-    speaker_ids (N,)) and optionally a fourth item, the pair names.
+    speaker_ids (N,)) and optionally a fourth item, the pair names. `embeddings` maps a
+    split name to its condition vectors, float32 (N, E).
     """
     first = next(iter(splits.values()))
     with PairWriter(path, speaker_names, first[0].shape[1], first[1].shape[1],
                     sample_rate=sample_rate) as writer:
         for split, arrays in splits.items():
-            writer.append(split, *arrays)
+            writer.append(split, *arrays, embeddings=(embeddings or {}).get(split))
     return Path(path)
 
 
@@ -199,7 +231,32 @@ def _check_split(path, f: h5py.File, split: str, num_speakers: int) -> SplitInfo
     if id_values.min() < 0 or id_values.max() >= num_speakers:
         _fail(path, f"{split}/speaker_ids range over {id_values.min()}..{id_values.max()} "
                     f"but the file names {num_speakers} speakers")
-    return SplitInfo(num_pairs=n, window_samples=waveforms.shape[1], face_size=faces.shape[1])
+    return SplitInfo(num_pairs=n, window_samples=waveforms.shape[1], face_size=faces.shape[1],
+                     embedding_dim=_check_embeddings(path, group, split, n))
+
+
+def _check_embeddings(path, group: h5py.Group, split: str, n: int) -> int:
+    """E of the split's optional `embeddings` (N, E) float dataset; 0 where it has none."""
+    if "embeddings" not in group:
+        return 0
+    embeddings = group["embeddings"]
+    if (not isinstance(embeddings, h5py.Dataset) or embeddings.dtype.kind != "f"
+            or embeddings.ndim != 2 or embeddings.shape[0] != n or embeddings.shape[1] < 1):
+        _fail(path, f"{split}/embeddings must be float32 ({n}, E), one vector per pair, found "
+                    f"{getattr(embeddings, 'dtype', 'a group')} {getattr(embeddings, 'shape', '')}")
+    if not np.isfinite(embeddings[: min(n, 16)]).all():
+        _fail(path, f"{split}/embeddings holds NaN or infinite values in its first rows")
+    return embeddings.shape[1]
+
+
+def require_embeddings(info: PairFileInfo, width: int | None = None) -> None:
+    """Refuse a file that cannot feed `--condition embedding` (or a model that reads E=width)."""
+    if not info.embedding_dim:
+        _fail(info.path, "holds no per-pair 'embeddings' (float32 (N, E) in every split), "
+                         "which --condition embedding needs; add them or use --condition speech")
+    if width is not None and info.embedding_dim != width:
+        _fail(info.path, f"holds {info.embedding_dim}-wide embeddings but the model reads "
+                         f"{width}-wide ones; use a file made with the same embedding")
 
 
 def validate_pair_file(path) -> PairFileInfo:
@@ -229,6 +286,10 @@ def validate_pair_file(path) -> PairFileInfo:
         shapes = {(s.window_samples, s.face_size) for s in info.splits.values()}
         if len(shapes) > 1:
             _fail(path, f"splits disagree on window length or face size: {sorted(shapes)}")
+        widths = {split: s.embedding_dim for split, s in info.splits.items()}
+        if len(set(widths.values())) > 1:
+            _fail(path, "splits disagree on their embeddings (split: width, 0 for none): "
+                        f"{widths}; give every split embeddings of one width, or none")
         for value_check in _sample_rows(f, info):
             _fail(path, value_check)
     return info
