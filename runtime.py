@@ -11,6 +11,8 @@ import math
 import sys
 from pathlib import Path
 
+from models import CONDITIONS, DISCRIMINATORS, GENERATORS
+from models.losses import ADVERSARIAL_LOSSES
 from utils import UserError
 
 IMAGE_SIZES = (64, 128)
@@ -57,7 +59,73 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop after this many training steps (0: no limit); for smoke tests")
     ours.add_argument("--audio", nargs="+", default=None, metavar="PATH",
                       help="with --inference: your own wav files or folders, one face per window")
+    add_variant_options(parser)
     return parser
+
+
+# ---------------------------------------------------------------- GAN variants (issue 7)
+
+UNCONDITIONAL_NOISE_DIM = 100    # DCGAN's noise size (Radford et al. 2016)
+
+
+def add_variant_options(parser: argparse.ArgumentParser) -> None:
+    variants = parser.add_argument_group("GAN variants and fine-tuning")
+    variants.add_argument("--loss", default="lsgan", choices=tuple(ADVERSARIAL_LOSSES),
+                          help="adversarial loss: least squares (wav2pix), non-saturating "
+                               "BCE, Wasserstein with gradient penalty, or hinge")
+    variants.add_argument("--d_iters", type=int, default=None,
+                          help="discriminator steps per generator step, each on its own batch; "
+                               "None: 5 for wgan-gp, else 1")
+    variants.add_argument("--gp_coef", type=float, default=10.0,
+                          help="weight of the wgan-gp gradient penalty")
+    variants.add_argument("--cls", dest="cls", action="store_true", default=True,
+                          help="GAN-CLS wrong-pair term: D learns to reject a face of another "
+                               "speaker under the current condition (Reed et al. 2016)")
+    variants.add_argument("--no_cls", dest="cls", action="store_false",
+                          help="turn the wrong-pair term off (cls)")
+    variants.add_argument("--condition", default="speech", choices=CONDITIONS,
+                          help="what G draws from: speech; none (unconditional DCGAN on "
+                               "noise); embedding (the pair file's <split>/embeddings vectors)")
+    variants.add_argument("--generator", default="dcgan", choices=tuple(GENERATORS),
+                          help="dcgan, or adain: the condition sets every layer's AdaIN "
+                               "scale and shift, with self-attention at 32x32")
+    variants.add_argument("--discriminator", default="dcgan", choices=tuple(DISCRIMINATORS),
+                          help="dcgan, or sagan: with a self-attention block at 32x32")
+    variants.add_argument("--finetune", default=None, metavar="CKPT",
+                          help="fine-tune a trained checkpoint (or run folder) on --dataset, "
+                               "adding its new speakers to the speaker classifier")
+    variants.add_argument("--finetune_steps", type=int, default=200,
+                          help="with --finetune: training steps (batches drawn with replacement)")
+    variants.add_argument("--num_faces", type=int, default=64,
+                          help="with --inference on an unconditional model: faces to draw")
+
+
+def check_variant_options(options) -> None:
+    if options.d_iters is not None and options.d_iters < 1:
+        raise UserError(f"--d_iters is the number of discriminator steps per generator step "
+                        f"and must be at least 1, got {options.d_iters}")
+    if not (math.isfinite(options.gp_coef) and options.gp_coef >= 0):
+        raise UserError(f"--gp_coef must be zero or positive, got {options.gp_coef}")
+    for name in ("finetune_steps", "num_faces"):
+        if getattr(options, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(options, name)}")
+    if options.finetune and options.inference:
+        raise UserError("--finetune trains; render the fine-tuned run afterwards with --inference")
+    if options.finetune and not options.dataset:
+        raise UserError("--finetune needs --dataset NEW.h5 holding the new speakers' pairs")
+    if options.finetune and (options.pre_trained_gen or options.pre_trained_disc):
+        raise UserError("--finetune already starts every network from its checkpoint; "
+                        "drop --pre_trained_gen and --pre_trained_disc")
+
+
+def resolve_variants(options) -> None:
+    """Fill the defaults that depend on other options, so options.json records them."""
+    if options.d_iters is None:
+        options.d_iters = ADVERSARIAL_LOSSES[options.loss].critic_steps
+    if options.condition == "none" and options.noise_dim == 0 and not options.inference:
+        print(f"note: --condition none draws faces from noise alone; using --noise_dim "
+              f"{UNCONDITIONAL_NOISE_DIM}")
+        options.noise_dim = UNCONDITIONAL_NOISE_DIM
 
 
 def check_options(options) -> None:
@@ -82,6 +150,7 @@ def check_options(options) -> None:
         raise UserError("--audio renders faces and needs --inference")
     if not options.save_path or Path(options.save_path).is_absolute() or ".." in Path(options.save_path).parts:
         raise UserError("--save_path must be a plain relative name such as 'my_run'")
+    check_variant_options(options)
 
 
 def dataset_path(options) -> Path:
@@ -95,6 +164,7 @@ def main(argv=None) -> int:
     options = build_parser().parse_args(argv)
     try:
         check_options(options)
+        resolve_variants(options)
         import trainer
         from utils import choose_device
         device = choose_device(options.device)

@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.profiler import record_function
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from data.audio import find_audio_files, load_speech, prepare_waveform, speech_windows
 from data.dataset import SpeechFaceDataset
-from data.schema import PairFileInfo, validate_pair_file
+from data.schema import PairFileInfo, require_embeddings, validate_pair_file
 from models import ModelArgs, SpeechToFace
-from models.losses import (feature_matching_loss, lsgan_discriminator_loss, lsgan_generator_loss,
+from models.losses import (ADVERSARIAL_LOSSES, feature_matching_loss, gradient_penalty,
                            reconstruction_l1, speaker_softmax_loss)
 from utils import (JsonLog, UserError, face_grid, load_checkpoint, prepare_output_dir,
                    save_checkpoint, save_png, seed_everything, to_uint8_images, write_json)
@@ -47,15 +47,20 @@ def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...],
     if any(not d.startswith("num_speakers") for d in differences):
         raise UserError(f"{source}: checkpoint was trained with a different architecture "
                         f"({', '.join(differences)}; checkpoint vs now)")
-    state = checkpoint["networks"]
     for part in parts:
         own = getattr(model, part).state_dict()
-        theirs = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
+        theirs = network_state(checkpoint, part)
         if part == "speaker_classifier" and any(theirs[k].shape != own[k].shape for k in own):
             print(f"note: {source} has another number of speakers; its speaker classifier "
                   "is not loaded")
             continue
         getattr(model, part).load_state_dict(theirs)
+
+
+def network_state(checkpoint: dict, part: str) -> dict:
+    """The state_dict of one sub-network (e.g. "face_generator") of a checkpoint."""
+    return {k[len(part) + 1:]: v for k, v in checkpoint["networks"].items()
+            if k.startswith(part + ".")}
 
 
 # ---------------------------------------------------------------- one training step
@@ -64,7 +69,9 @@ class GanStep:
     """One batch of training, apart from the loop: a discriminator step, then a generator step.
 
     Holds the networks' optimizers (Adam, betas 0.5/0.999, as wav2pix); G's optimizer also
-    trains the speech encoder and the speaker classifier.
+    trains the speech encoder and the speaker classifier. The adversarial loss is chosen by
+    --loss; with --d_iters N only every N-th batch takes a G step, the others are
+    critic steps, each on its own batch.
     """
 
     def __init__(self, model: SpeechToFace, options, device: torch.device):
@@ -74,52 +81,82 @@ class GanStep:
                                             betas=betas)
         self.optimizer_d = torch.optim.Adam(model.projection_discriminator.parameters(),
                                             options.lr_D, betas=betas)
+        self._choose_losses(options)
+
+    def _choose_losses(self, options) -> None:
+        self.adversarial = ADVERSARIAL_LOSSES[options.loss]
+        self.d_iters = options.d_iters or self.adversarial.critic_steps
+        # Without a condition there is nothing to mismatch, no true frame and no speaker:
+        # the wrong-pair, L1 and softmax terms need a conditioned model.
+        self.wrong_pairs = options.cls and self.model.conditioned
+        self.coefficients = {"g_adv": 1.0, "g_l1": options.l1_coef, "g_fm": options.l2_coef,
+                             "g_softmax": options.softmax_coef}
+        self.batches_seen = 0
 
     def __call__(self, batch) -> dict[str, float]:
-        waveform, real, speaker_id, wrong = (t.to(self.device, non_blocking=True) for t in batch)
+        condition_input, real, speaker_id, wrong = (t.to(self.device, non_blocking=True)
+                                                    for t in batch)
+        self.batches_seen += 1
+        if self.batches_seen % self.d_iters:
+            return self.critic_step(condition_input, real, wrong)
         with record_function("encoder_and_generator_forward"):
-            embedding, fake = self.model(waveform)   # once per batch; D gets it detached
+            embedding, fake = self.model(condition_input)   # once per batch; D gets it detached
         d_values, real_features = self.discriminator_step(real, fake.detach(), wrong,
                                                           embedding.detach())
         g_values = self.generator_step(real, fake, embedding, speaker_id, real_features)
         return {k: v.item() for k, v in {**d_values, **g_values}.items()}
 
+    def critic_step(self, condition_input, real, wrong) -> dict[str, float]:
+        """A D step between G steps (--d_iters > 1): G draws without building a graph."""
+        with torch.no_grad(), record_function("encoder_and_generator_forward"):
+            embedding, fake = self.model(condition_input)
+        d_values, _ = self.discriminator_step(real, fake, wrong, embedding)
+        return {k: v.item() for k, v in d_values.items()}
+
     def discriminator_step(self, real, fake, wrong, condition):
-        """Real pair -> 0.9, generated and wrong pairs -> 0; the three passes run as one batch."""
+        """Real pairs up, generated [and wrong] pairs down (the passes run as one batch);
+        wgan-gp adds the gradient penalty."""
         discriminator = self.model.projection_discriminator
+        faces = [real, fake, wrong] if self.wrong_pairs else [real, fake]
         with record_function("discriminator_forward"):
-            scores, features = discriminator(torch.cat([real, fake, wrong]),
-                                             torch.cat([condition, condition, condition]))
-            real_scores, fake_scores, wrong_scores = scores.chunk(3)
-            d_loss = lsgan_discriminator_loss(real_scores, fake_scores, wrong_scores)
+            scores, features = discriminator(torch.cat(faces), torch.cat([condition] * len(faces)))
+            real_scores, fake_scores, *wrong_scores = scores.chunk(len(faces))
+            d_loss = self.adversarial.discriminator(real_scores, fake_scores, *wrong_scores)
+            values = {"d_real": real_scores.mean(), "d_fake": fake_scores.mean()}
+            if wrong_scores:
+                values["d_wrong"] = wrong_scores[0].mean()
+            if self.adversarial.gradient_penalty:
+                values["d_gp"] = gradient_penalty(lambda x, c: discriminator(x, c)[0],
+                                                  real, fake, condition)
+                d_loss = d_loss + self.options.gp_coef * values["d_gp"]
         with record_function("discriminator_backward_and_adam"):
             self.optimizer_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.optimizer_d.step()
-        values = {"d_loss": d_loss, "d_real": real_scores.mean(), "d_fake": fake_scores.mean(),
-                  "d_wrong": wrong_scores.mean()}
-        return values, features[:len(real)].detach()
+        return {"d_loss": d_loss, **values}, features[:len(real)].detach()
 
     def generator_step(self, real, fake, embedding, speaker_id, real_features):
-        """G, speech encoder and speaker classifier: adversarial + L1 + feature matching + softmax."""
-        o, discriminator = self.options, self.model.projection_discriminator
+        """G, condition encoder and speaker classifier: adversarial + L1 + feature matching
+        + softmax (an unconditional model: adversarial + feature matching)."""
+        discriminator = self.model.projection_discriminator
         with record_function("generator_losses_forward"):
             discriminator.requires_grad_(False)  # no weight gradients for D in G's step
             g_scores, g_features = discriminator(fake, embedding)
             discriminator.requires_grad_(True)
-            logits = self.model.speaker_classifier(embedding)
-            terms = {"g_adv": lsgan_generator_loss(g_scores),
-                     "g_l1": reconstruction_l1(fake, real),
-                     "g_fm": feature_matching_loss(real_features, g_features),
-                     "g_softmax": speaker_softmax_loss(logits, speaker_id)}
-            g_loss = (terms["g_adv"] + o.l1_coef * terms["g_l1"] + o.l2_coef * terms["g_fm"]
-                      + o.softmax_coef * terms["g_softmax"])
+            terms = {"g_adv": self.adversarial.generator(g_scores),
+                     "g_fm": feature_matching_loss(real_features, g_features)}
+            if self.model.conditioned:
+                logits = self.model.speaker_classifier(embedding)
+                terms.update(g_l1=reconstruction_l1(fake, real),
+                             g_softmax=speaker_softmax_loss(logits, speaker_id))
+            g_loss = sum(self.coefficients[name] * term for name, term in terms.items())
         with record_function("generator_backward_and_adam"):
             self.optimizer_g.zero_grad(set_to_none=True)
             g_loss.backward()
             self.optimizer_g.step()
-        speaker_acc = (logits.argmax(dim=1) == speaker_id).float().mean()
-        return {"g_loss": g_loss, **terms, "speaker_acc": speaker_acc}
+        if self.model.conditioned:
+            terms["speaker_acc"] = (logits.argmax(dim=1) == speaker_id).float().mean()
+        return {"g_loss": g_loss, **terms}
 
 
 # ---------------------------------------------------------------- the training loop
@@ -128,12 +165,11 @@ class Trainer:
     def __init__(self, options, device: torch.device, dataset_path: Path):
         self.options, self.device = options, device
         self.info = validate_pair_file(dataset_path)
+        self.speaker_names, self.speaker_map = self.info.speaker_names, None
+        self.base = self._finetune_base()
+        self.args = self._model_args()
         self.run_dir = prepare_output_dir(Path("checkpoints") / options.save_path)
         self.loader_generator = seed_everything(options.seed)
-        self.args = ModelArgs(image_size=options.image_size,
-                              audio_samples=round(options.audio_seconds * 16000),
-                              num_speakers=len(self.info.speaker_names),
-                              noise_dim=options.noise_dim)
         self.model = SpeechToFace(self.args).to(device)
         self._load_pretrained()
         self.gan_step = GanStep(self.model, options, device)
@@ -144,11 +180,48 @@ class Trainer:
         self.log = JsonLog(self.run_dir / "log.jsonl")
         self.epoch, self.step = 0, 0
 
+    def _model_args(self) -> ModelArgs:
+        o = self.options
+        if self.base:
+            args = finetune_args(self.base, o, len(self.speaker_names))
+        else:
+            args = ModelArgs(image_size=o.image_size, audio_samples=round(o.audio_seconds * 16000),
+                             num_speakers=len(self.speaker_names), noise_dim=o.noise_dim,
+                             condition=o.condition, generator=o.generator,
+                             discriminator=o.discriminator,
+                             condition_dim=self.info.embedding_dim if o.condition == "embedding" else 0)
+        if args.condition == "embedding":
+            require_embeddings(self.info, args.condition_dim or None)
+        return args
+
+    def _finetune_base(self) -> dict | None:
+        """With --finetune: the trained checkpoint. Its speakers keep their indices and the
+        file's new speakers follow; training stops after --finetune_steps batches."""
+        o = self.options
+        if not o.finetune:
+            return None
+        base = load_checkpoint(o.finetune)
+        self.speaker_names, self.speaker_map = extended_speakers(base["speaker_names"],
+                                                                 self.info.speaker_names)
+        new = self.speaker_names[len(base["speaker_names"]):]
+        o.max_steps = min(o.max_steps or o.finetune_steps, o.finetune_steps)
+        print(f"fine-tuning {o.finetune} for {o.max_steps} steps: {len(base['speaker_names'])} "
+              f"trained speakers + {len(new)} new ({', '.join(new) or 'none'}); the "
+              "architecture is the checkpoint's")
+        return base
+
+    def _finetune_sampler(self, dataset) -> RandomSampler:
+        # A handful of pairs: batches drawn with replacement, every step in one epoch, so the
+        # held-out scores and checkpoint come once, at the end.
+        return RandomSampler(dataset, replacement=True, generator=self.loader_generator,
+                             num_samples=self.options.max_steps * self.options.batch_size)
+
     def _load_pretrained(self) -> None:
+        if self.base:
+            start_from_trained(self.model, self.base, self.options.finetune)
         if self.options.pre_trained_gen:
             checkpoint = load_checkpoint(self.options.pre_trained_gen)
-            load_networks(self.model, checkpoint,
-                          ("speech_encoder", "face_generator", "speaker_classifier"),
+            load_networks(self.model, checkpoint, self.model.generator_part_names(),
                           self.options.pre_trained_gen)
         if self.options.pre_trained_disc:
             checkpoint = load_checkpoint(self.options.pre_trained_disc)
@@ -157,17 +230,22 @@ class Trainer:
 
     def _dataset(self, split: str, train: bool) -> SpeechFaceDataset:
         return SpeechFaceDataset(self.info, split, self.args.audio_samples,
-                                 self.args.image_size, train=train)
+                                 self.args.image_size, train=train,
+                                 condition=self.args.condition, speaker_map=self.speaker_map)
 
     def _train_loader(self) -> DataLoader:
         dataset = self._dataset("train", train=True)
-        if self.options.batch_size > len(dataset):
+        if self.base:
+            order = {"sampler": self._finetune_sampler(dataset)}
+        elif self.options.batch_size > len(dataset):
             raise UserError(f"--batch_size {self.options.batch_size} is larger than the train "
                             f"split ({len(dataset)} pairs); lower --batch_size")
+        else:
+            order = {"shuffle": True, "generator": self.loader_generator}
         workers = self.options.num_workers
-        return DataLoader(dataset, batch_size=self.options.batch_size, shuffle=True,
+        return DataLoader(dataset, batch_size=self.options.batch_size, **order,
                           drop_last=True, num_workers=workers,
-                          persistent_workers=workers > 0, generator=self.loader_generator,
+                          persistent_workers=workers > 0,
                           pin_memory=self.device.type == "cuda")
 
     def _held_out_dataset(self) -> SpeechFaceDataset:
@@ -175,33 +253,36 @@ class Trainer:
 
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
-        totals, count = {}, 0
+        totals, counts = {}, {}   # per figure: with --d_iters > 1 not every batch has G's
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.options.epochs}",
                    leave=False, dynamic_ncols=True, disable=None)
         for batch in bar:
             losses = self.gan_step(batch)
             self.step += 1
-            count += 1
-            totals = {k: totals.get(k, 0.0) + v for k, v in losses.items()}
-            bar.set_postfix(d=f"{totals['d_loss'] / count:.3f}", g=f"{totals['g_loss'] / count:.3f}",
-                            l1=f"{totals['g_l1'] / count:.3f}")
+            for name, value in losses.items():
+                totals[name] = totals.get(name, 0.0) + value
+                counts[name] = counts.get(name, 0) + 1
+            bar.set_postfix({short: f"{totals[name] / counts[name]:.3f}" for short, name in
+                             (("d", "d_loss"), ("g", "g_loss"), ("l1", "g_l1")) if name in totals})
             if self.options.max_steps and self.step >= self.options.max_steps:
                 break
-        return {k: v / max(count, 1) for k, v in totals.items()}
+        return {name: total / counts[name] for name, total in totals.items()}
 
     @torch.no_grad()
     def held_out_scores(self) -> dict[str, float]:
         """L1 to the true frame, and how often a generated face is nearest its own speaker's
         mean real face (a cheap identity check until a face classifier scores it)."""
+        if not self.model.conditioned:
+            return {}    # random faces have no true frame and no speaker to be scored against
         self.model.eval()
         rows = spread_over_speakers(self.held_out.speaker_ids, VALIDATION_PAIRS)
         l1, hits = 0.0, 0
         mean_faces = self._mean_faces()
         for start in range(0, len(rows), 64):
             chunk = rows[start:start + 64]
-            waveform = torch.stack([self.held_out.waveform(i) for i in chunk]).to(self.device)
+            condition = torch.stack([self.held_out.condition(i) for i in chunk]).to(self.device)
             real = torch.stack([self.held_out.face(i) for i in chunk]).to(self.device)
-            _, fake = self.model(waveform)
+            _, fake = self.model(condition)
             l1 += (fake - real).abs().mean(dim=(1, 2, 3)).sum().item()
             nearest = torch.cdist(fake.flatten(1), mean_faces.flatten(1)).argmin(dim=1).cpu()
             hits += (nearest.numpy() == self.held_out.speaker_ids[chunk]).sum()
@@ -221,9 +302,9 @@ class Trainer:
     def save_sample_grid(self) -> Path:
         """Generated faces (top row of each pair of rows) above the true frames."""
         self.model.eval()
-        waveform = torch.stack([self.held_out.waveform(i) for i in self.sample_rows])
+        condition = torch.stack([self.held_out.condition(i) for i in self.sample_rows])
         real = torch.stack([self.held_out.face(i) for i in self.sample_rows])
-        _, fake = self.model(waveform.to(self.device))
+        _, fake = self.model(condition.to(self.device))
         self.model.train()
         rows = []
         for start in range(0, len(real), 8):
@@ -238,7 +319,7 @@ class Trainer:
                 "optimizer_g": self.optimizer_g.state_dict(),
                 "optimizer_d": self.optimizer_d.state_dict(),
                 "epoch": self.epoch, "step": self.step, "options": vars(self.options),
-                "speaker_names": self.info.speaker_names}
+                "speaker_names": self.speaker_names}
 
     def save(self) -> Path:
         return save_checkpoint(self.run_dir, self.checkpoint_payload(),
@@ -269,13 +350,40 @@ class Trainer:
         return bool(steps_done) or self.epoch >= self.options.epochs
 
 
+# ---------------------------------------------------------------- fine-tuning (--finetune)
+
+def extended_speakers(trained: list[str], in_file: list[str]) -> tuple[list[str], np.ndarray]:
+    """The trained speakers, then the file's speakers they lack; and, for each of the
+    file's speaker indices, its index in that list."""
+    names = list(trained) + [name for name in in_file if name not in trained]
+    return names, np.array([names.index(name) for name in in_file], dtype=np.int64)
+
+
+def finetune_args(checkpoint: dict, options, num_speakers: int) -> ModelArgs:
+    """The trained architecture with room for more speakers. The options follow it, so the
+    run's options.json says what was really trained."""
+    args = replace(ModelArgs(**checkpoint["model_args"]), num_speakers=num_speakers)
+    options.image_size, options.audio_seconds = args.image_size, args.audio_samples / 16000
+    options.noise_dim, options.condition = args.noise_dim, args.condition
+    options.generator, options.discriminator = args.generator, args.discriminator
+    return args
+
+
+def start_from_trained(model: SpeechToFace, checkpoint: dict, source) -> None:
+    """Every network of a trained checkpoint; the speaker classifier keeps its trained rows
+    first and gets fresh rows for the added speakers."""
+    parts = [part for part in model.generator_part_names() if part != "speaker_classifier"]
+    load_networks(model, checkpoint, (*parts, "projection_discriminator"), source)
+    if model.conditioned:
+        model.speaker_classifier.load_extended(network_state(checkpoint, "speaker_classifier"))
+
+
 # ---------------------------------------------------------------- inference
 
 def generator_from_checkpoint(path, device: torch.device) -> tuple[SpeechToFace, dict]:
     checkpoint = load_checkpoint(path)
     model = SpeechToFace(ModelArgs(**checkpoint["model_args"]))
-    load_networks(model, checkpoint, ("speech_encoder", "face_generator", "speaker_classifier"),
-                  path)
+    load_networks(model, checkpoint, model.generator_part_names(), path)
     return model.to(device).eval(), checkpoint
 
 
@@ -284,13 +392,13 @@ def render_test_split(model: SpeechToFace, info: PairFileInfo, out_dir: Path, de
                       split: str = "test") -> int:
     """One PNG per pair of the split: the generated face beside the real frame."""
     dataset = SpeechFaceDataset(info, split, model.args.audio_samples, model.args.image_size,
-                                train=False)
+                                train=False, condition=model.args.condition)
     names = info.speaker_names
     for start in tqdm(range(0, len(dataset), 64), desc="rendering", leave=False, disable=None):
         rows = range(start, min(start + 64, len(dataset)))
-        waveform = torch.stack([dataset.waveform(i) for i in rows]).to(device)
+        condition = torch.stack([dataset.condition(i) for i in rows]).to(device)
         real = torch.stack([dataset.face(i) for i in rows])
-        _, fake = model(waveform)
+        _, fake = model(condition)
         for i, row in enumerate(rows):
             pair = face_grid([torch.stack([fake[i].cpu(), real[i]])])
             save_png(out_dir / f"{names[dataset.speaker_ids[row]]}_{row:05d}.png", pair)
@@ -311,14 +419,33 @@ def render_audio_files(model: SpeechToFace, paths, out_dir: Path, device) -> int
     return written
 
 
+@torch.no_grad()
+def render_random_faces(model: SpeechToFace, count: int, out_dir: Path, device) -> int:
+    """An unconditional model's faces: `count` PNGs, each from fresh noise."""
+    for start in range(0, count, 64):
+        _, faces = model(torch.zeros(min(64, count - start), 0, device=device))
+        for index, face in enumerate(to_uint8_images(faces), start):
+            save_png(out_dir / f"face_{index:04d}.png", face)
+    return count
+
+
 def run_inference(options, device: torch.device, dataset_path: Path | None) -> Path:
     source = options.pre_trained_gen or Path("checkpoints") / options.save_path
     model, checkpoint = generator_from_checkpoint(source, device)
+    condition = model.args.condition
+    if options.audio and condition != "speech":
+        drawn_from = "noise" if condition == "none" else "the vectors stored in a pair file"
+        raise UserError(f"{source} draws faces from {drawn_from}, not speech; drop --audio")
     out_dir = prepare_output_dir(Path("results") / options.save_path)
-    if options.audio:
+    if condition == "none":
+        seed_everything(options.seed)
+        count = render_random_faces(model, options.num_faces, out_dir, device)
+    elif options.audio:
         count = render_audio_files(model, options.audio, out_dir, device)
     else:
         info = validate_pair_file(dataset_path)
+        if condition == "embedding":
+            require_embeddings(info, model.args.condition_dim)
         if info.speaker_names != checkpoint["speaker_names"]:
             print(f"note: {info.path} names other speakers than the checkpoint was trained on")
         split = "test" if "test" in info.splits else held_out_split(info)

@@ -1,0 +1,172 @@
+"""Each GAN variant of issue 7 trains a few steps on a tiny real HDF5 file and renders."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import runtime
+import trainer
+from data.schema import write_pair_file
+from models import ModelArgs, SpeechToFace
+from tests.conftest import make_pairs, write_wav
+from utils import load_checkpoint
+
+FAST = ["--audio_seconds", "0.3", "--batch_size", "4", "--num_workers", "0"]
+
+VARIANTS = {
+    "gan": ["--loss", "gan"],
+    "hinge": ["--loss", "hinge"],
+    "wgan-gp": ["--loss", "wgan-gp", "--d_iters", "2"],   # 2 steps: a critic step, then D + G
+    "no_cls": ["--no_cls"],
+    "adain": ["--generator", "adain"],
+    "sagan": ["--discriminator", "sagan"],
+}
+
+
+def train(dataset, save_path, *extra, steps=2):
+    return runtime.main(["--dataset", str(dataset), "--save_path", save_path, "--epochs", "1",
+                         "--max_steps", str(steps), *FAST, *extra])
+
+
+def first_log_record(run_dir):
+    return json.loads((run_dir / "log.jsonl").read_text().splitlines()[0])
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_each_variant_trains_two_steps_and_renders(variant, tiny_pairs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert train(tiny_pairs, variant, *VARIANTS[variant]) == 0
+    run_dir = tmp_path / "checkpoints" / variant
+    checkpoint = load_checkpoint(run_dir / "latest.pt")
+    record = first_log_record(run_dir)
+    assert all(np.isfinite(v) for v in record.values() if isinstance(v, float))
+    assert {"d_loss", "g_loss", "g_adv", "g_l1"} <= record.keys()
+    assert ("d_gp" in record) == (variant == "wgan-gp")
+    assert ("d_wrong" in record) == (variant != "no_cls")
+    model = SpeechToFace(ModelArgs(**checkpoint["model_args"]))
+    model.load_state_dict(checkpoint["networks"])
+    assert checkpoint["model_args"]["generator"] == ("adain" if variant == "adain" else "dcgan")
+    assert checkpoint["model_args"]["discriminator"] == ("sagan" if variant == "sagan" else "dcgan")
+    assert runtime.main(["--inference", "--pre_trained_gen", str(run_dir), "--dataset",
+                         str(tiny_pairs), "--save_path", variant]) == 0
+    assert len(list((tmp_path / "results" / variant).glob("*.png"))) == 3
+
+
+def test_wgan_gp_takes_five_critic_steps_per_generator_step_by_default(tiny_pairs, tmp_path,
+                                                                       monkeypatch):
+    options = runtime.build_parser().parse_args(["--loss", "wgan-gp"])
+    runtime.resolve_variants(options)
+    assert options.d_iters == 5
+    torch.manual_seed(0)
+    model = SpeechToFace(ModelArgs(audio_samples=4800, num_speakers=3))
+    step = trainer.GanStep(model, options, torch.device("cpu"))
+    faces = lambda: torch.rand(4, 3, 64, 64) * 2 - 1  # noqa: E731
+    batch = (torch.randn(4, 1, 4800), faces(), torch.tensor([0, 1, 2, 0]), faces())
+    generator_before = [p.detach().clone() for p in model.face_generator.parameters()]
+    critic_only = [step(batch) for _ in range(4)]
+    assert all("g_loss" not in values and "d_gp" in values for values in critic_only)
+    assert all(torch.equal(a, b) for a, b in zip(generator_before, model.face_generator.parameters()))
+    assert "g_loss" in step(batch)          # the fifth batch: D, then G
+    assert any(not torch.equal(a, b) for a, b in zip(generator_before,
+                                                      model.face_generator.parameters()))
+
+
+def test_unconditional_dcgan_trains_on_faces_alone_and_draws_random_faces(tiny_pairs, tmp_path,
+                                                                          monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert train(tiny_pairs, "none", "--condition", "none") == 0
+    assert "using --noise_dim 100" in capsys.readouterr().out
+    run_dir = tmp_path / "checkpoints" / "none"
+    checkpoint = load_checkpoint(run_dir / "latest.pt")
+    assert checkpoint["model_args"]["condition"] == "none"
+    assert checkpoint["model_args"]["noise_dim"] == 100
+    assert not any(k.startswith(("speech_encoder.", "speaker_classifier.", "projection_"
+                                 "discriminator.embed")) for k in checkpoint["networks"])
+    record = first_log_record(run_dir)
+    assert {"g_adv", "g_fm"} <= record.keys()
+    assert not {"g_l1", "g_softmax", "d_wrong", "val_l1"} & record.keys()
+    assert runtime.main(["--inference", "--pre_trained_gen", str(run_dir), "--num_faces", "3",
+                         "--save_path", "none"]) == 0
+    pngs = sorted((tmp_path / "results" / "none").glob("*.png"))
+    assert [p.name for p in pngs] == ["face_0000.png", "face_0001.png", "face_0002.png"]
+    assert Image.open(pngs[0]).size == (64, 64)
+    assert not np.array_equal(np.asarray(Image.open(pngs[0])), np.asarray(Image.open(pngs[1])))
+    capsys.readouterr()
+    wav = write_wav(tmp_path / "voice.wav", 1.0)
+    assert runtime.main(["--inference", "--pre_trained_gen", str(run_dir), "--audio", str(wav),
+                         "--save_path", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert err.endswith("draws faces from noise, not speech; drop --audio")
+    assert not (tmp_path / "results" / "x").exists()
+
+
+BAD_VARIANT_OPTIONS = {
+    "--d_iters 0": "--d_iters is the number of discriminator steps per generator step",
+    "--gp_coef -1": "--gp_coef must be zero or positive",
+    "--loss wgan": "invalid choice",
+    "--finetune_steps 0": "--finetune_steps must be at least 1",
+    "--num_faces 0": "--num_faces must be at least 1",
+    "--finetune run": "--finetune needs --dataset NEW.h5",
+    "--finetune run --inference": "--finetune trains",
+    "--finetune run --dataset x.h5 --pre_trained_gen run": "drop --pre_trained_gen",
+    "--finetune missing.pt --dataset TINY": "no such checkpoint",
+    "--condition embedding --dataset TINY": "holds no per-pair 'embeddings'",
+}
+
+
+@pytest.mark.parametrize("args", sorted(BAD_VARIANT_OPTIONS))
+def test_bad_variant_options_are_one_line_errors(args, tiny_pairs, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = [str(tiny_pairs) if a == "TINY" else a for a in args.split()]
+    if args.startswith("--loss"):
+        with pytest.raises(SystemExit) as exit_code:      # argparse's usage line, then its error
+            runtime.main(argv)
+        assert exit_code.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "error: argument --loss" in err
+    else:
+        assert runtime.main(argv + FAST) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err
+    assert BAD_VARIANT_OPTIONS[args] in err
+    assert not (tmp_path / "checkpoints").exists()       # refused before anything was made
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+def test_finetune_extends_the_speaker_classifier_and_trains_bounded_steps(tiny_pairs, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert train(tiny_pairs, "base", steps=1) == 0
+    base = load_checkpoint(tmp_path / "checkpoints/base/latest.pt")
+    rng = np.random.default_rng(5)
+    new_file = write_pair_file(tmp_path / "new.h5", {          # carl again, and a new speaker
+        "train": make_pairs(rng, 2, 8000, 40, 2), "test": make_pairs(rng, 2, 8000, 40, 2)},
+        ["carl", "dora"])
+    options = runtime.build_parser().parse_args(
+        ["--finetune", "checkpoints/base", "--dataset", str(new_file), "--save_path", "tuned",
+         "--finetune_steps", "3", "--image_size", "128", *FAST])
+    runtime.check_options(options)
+    runtime.resolve_variants(options)
+    tuner = trainer.Trainer(options, torch.device("cpu"), new_file)
+    assert tuner.speaker_names == ["anna", "bert", "carl", "dora"]
+    assert tuner.train_loader.dataset.speaker_ids.tolist() == [2, 3]     # the file's 0, 1
+    assert options.image_size == 64                                      # the checkpoint's
+    old_weight = base["networks"]["speaker_classifier.layers.3.weight"]
+    weight = tuner.model.speaker_classifier.layers[3].weight.detach()
+    assert weight.shape[0] == 4 and torch.equal(weight[:3], old_weight)
+    generator_key = "face_generator.layers.0.parametrizations.weight.original"
+    assert torch.equal(tuner.model.state_dict()[generator_key], base["networks"][generator_key])
+    tuner.train()            # 3 batches of 4 drawn with replacement from 2 pairs
+    tuned = load_checkpoint(tmp_path / "checkpoints/tuned/latest.pt")
+    assert tuned["step"] == 3 and tuned["epoch"] == 1
+    assert tuned["speaker_names"] == ["anna", "bert", "carl", "dora"]
+    assert tuned["model_args"]["num_speakers"] == 4
+    assert not torch.equal(tuned["networks"][generator_key], base["networks"][generator_key])
+    assert runtime.main(["--inference", "--pre_trained_gen", "checkpoints/tuned", "--dataset",
+                         str(new_file), "--save_path", "tuned"]) == 0
+    assert sorted(p.name for p in (tmp_path / "results/tuned").glob("*.png")) == [
+        "carl_00000.png", "dora_00001.png"]
