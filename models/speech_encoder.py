@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.blocks import dcgan_init
@@ -30,6 +31,19 @@ def conv_lengths(config: SpeechEncoderConfig) -> list[int]:
     return lengths
 
 
+class ZeroPaddedConv1d(nn.Conv1d):
+    """Conv1d whose zero padding is applied before the convolution, not inside it.
+
+    The same numbers, but a deterministic backward: on CPU, oneDNN's backward pass for a
+    kernel longer than its zero-padded input (15 over 5 samples, the last block at 0.3 s)
+    sums in a thread-dependent order, which breaks bit-identical resume.
+    """
+
+    def _conv_forward(self, input, weight, bias):
+        padded = F.pad(input, self._reversed_padding_repeated_twice)
+        return F.conv1d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
+
+
 class SpeechEncoder(nn.Module):
     def __init__(self, config: SpeechEncoderConfig):
         super().__init__()
@@ -38,9 +52,9 @@ class SpeechEncoder(nn.Module):
         pad = config.kernel_size // 2
         for out_channels, out_length in zip(config.channels, conv_lengths(config)):
             # SEGAN pads by reflection; a window too short to reflect falls back to zeros.
-            padding_mode = "reflect" if length > pad else "zeros"
-            layers += [nn.Conv1d(in_channels, out_channels, config.kernel_size, config.stride,
-                                 padding=pad, padding_mode=padding_mode),
+            conv = nn.Conv1d if length > pad else ZeroPaddedConv1d
+            layers += [conv(in_channels, out_channels, config.kernel_size, config.stride,
+                            padding=pad, padding_mode="reflect" if length > pad else "zeros"),
                        nn.BatchNorm1d(out_channels),
                        nn.LeakyReLU(0.3)]
             in_channels, length = out_channels, out_length
