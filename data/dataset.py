@@ -21,6 +21,10 @@ class SpeechFaceDataset(Dataset):
     pair" of GAN-CLS (Reed et al. 2016). Training takes a random T-sample crop of the
     stored window; evaluation takes the centre. The HDF5 file is opened lazily, once per
     DataLoader worker, since h5py handles must not cross a fork.
+
+    An item key is a row, or (row, item_seed) from data.order.EpochOrder: then the crop and
+    the wrong face come from a generator seeded for that item alone, so they do not depend
+    on which worker loads it (exact resume).
     """
 
     def __init__(self, info: PairFileInfo, split: str, audio_samples: int, image_size: int,
@@ -37,11 +41,16 @@ class SpeechFaceDataset(Dataset):
         self.path, self.split, self.train = info.path, split, train
         self.audio_samples, self.image_size = audio_samples, image_size
         self._file, self._arrays = None, None
-        with h5py.File(self.path, "r") as f:
-            self.speaker_ids = f[split]["speaker_ids"][()].astype(np.int64)
-            size = f[split]["waveforms"].nbytes + f[split]["faces"].nbytes
-            if in_memory or (in_memory is None and size <= IN_MEMORY_LIMIT_BYTES):
-                self._arrays = {key: f[split][key][()] for key in ("waveforms", "faces")}
+        try:
+            with h5py.File(self.path, "r") as f:
+                self.speaker_ids = f[split]["speaker_ids"][()].astype(np.int64)
+                size = f[split]["waveforms"].nbytes + f[split]["faces"].nbytes
+                if in_memory or (in_memory is None and size <= IN_MEMORY_LIMIT_BYTES):
+                    self._arrays = {key: f[split][key][()] for key in ("waveforms", "faces")}
+        except (OSError, RuntimeError, KeyError, ValueError) as error:
+            raise PairFileError(f"{info.path}: split '{split}' cannot be read, the file is "
+                                f"damaged ({str(error).splitlines()[0][:100]}); rebuild it with "
+                                "`python -m data.prepare` or copy it again") from None
         everyone = np.arange(len(self.speaker_ids))
         self._other_rows = {s: everyone[self.speaker_ids != s] for s in np.unique(self.speaker_ids)}
 
@@ -60,32 +69,35 @@ class SpeechFaceDataset(Dataset):
             self._file = h5py.File(self.path, "r")
         return self._file[self.split]
 
-    def _crop_start(self, window_length: int) -> int:
+    def _crop_start(self, window_length: int, generator: torch.Generator | None = None) -> int:
         spare = window_length - self.audio_samples
         if self.train:
-            return int(torch.randint(spare + 1, ()).item())
+            return int(torch.randint(spare + 1, (), generator=generator).item())
         return spare // 2
 
-    def waveform(self, index: int) -> torch.Tensor:
+    def waveform(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
         window = self._rows()["waveforms"][index]
-        start = self._crop_start(len(window))
+        start = self._crop_start(len(window), generator)
         speech = window[start:start + self.audio_samples].astype(np.float32) / 32768.0
         return torch.from_numpy(prepare_waveform(speech))[None]          # (1, T)
 
     def face(self, index: int) -> torch.Tensor:
         return face_tensor(self._rows()["faces"][index], self.image_size)
 
-    def wrong_row(self, index: int) -> int:
+    def wrong_row(self, index: int, generator: torch.Generator | None = None) -> int:
         """A random row of another speaker; of another pair where the split has one speaker."""
         others = self._other_rows[self.speaker_ids[index]]
         if len(others):
-            return int(others[torch.randint(len(others), ()).item()])
-        row = int(torch.randint(max(len(self) - 1, 1), ()).item())
+            return int(others[torch.randint(len(others), (), generator=generator).item()])
+        row = int(torch.randint(max(len(self) - 1, 1), (), generator=generator).item())
         return row + 1 if len(self) > 1 and row >= index else row
 
-    def __getitem__(self, index: int):
-        wrong = self.wrong_row(index)
-        return (self.waveform(index), self.face(index),
+    def __getitem__(self, key):
+        index, generator = key, None
+        if isinstance(key, tuple):                      # (row, item_seed) from EpochOrder
+            index, generator = key[0], torch.Generator().manual_seed(key[1])
+        wrong = self.wrong_row(index, generator)
+        return (self.waveform(index, generator), self.face(index),
                 torch.tensor(self.speaker_ids[index]), self.face(wrong))
 
 
