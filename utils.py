@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -13,7 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2         # 2 added resume_state (run_state.py); 1 still loads
+READABLE_CHECKPOINT_FORMATS = (1, 2)
 
 
 class UserError(Exception):
@@ -105,22 +107,52 @@ def write_json(path, data) -> None:
 def save_checkpoint(run_dir, payload: dict, name: str) -> Path:
     """Write `name` atomically, then point `latest.pt` at it.
 
-    The file is written under a temporary name and renamed into place, and `latest.pt`
-    moves only once the new file is complete, so a crash mid-write keeps the last one.
+    The file is written under a temporary name, flushed to disk, read back, and only then
+    renamed into place; `latest.pt` moves after that. A crash, a kill or a full disk
+    mid-write leaves the previous checkpoint and latest.pt as they were.
     """
     run_dir = Path(run_dir)
     target = run_dir / name
     partial = run_dir / f".{name}.partial"
-    torch.save({"format_version": CHECKPOINT_FORMAT, **payload}, partial)
-    os.replace(partial, target)
-    latest_partial = run_dir / ".latest.pt.partial"
+    try:
+        _write_durably(partial, {"format_version": CHECKPOINT_FORMAT, **payload})
+        torch.load(partial, map_location="cpu", weights_only=True, mmap=True)   # readable?
+        os.replace(partial, target)
+        _point_latest_at(target)
+        _sync_folder(run_dir)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as error:
+        partial.unlink(missing_ok=True)
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0][:100]
+        raise UserError(f"could not write the checkpoint {target} ({reason}); the previous "
+                        f"checkpoint {run_dir / 'latest.pt'} is intact; make room (or fix the "
+                        "folder), then continue with --resume latest") from None
+    return target
+
+
+def _write_durably(path: Path, payload: dict) -> None:
+    with open(path, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _point_latest_at(target: Path) -> None:
+    latest_partial = target.parent / ".latest.pt.partial"
     latest_partial.unlink(missing_ok=True)
     try:
         os.link(target, latest_partial)
-    except OSError:
-        latest_partial.write_bytes(target.read_bytes())
-    os.replace(latest_partial, run_dir / "latest.pt")
-    return target
+    except OSError:                  # a file system without hard links: copy
+        shutil.copyfile(target, latest_partial)
+    os.replace(latest_partial, target.parent / "latest.pt")
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the renames durable too (a power cut must not bring back the old names)."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def resolve_checkpoint(path) -> Path:
@@ -152,7 +184,7 @@ def load_checkpoint(path) -> dict:
                         "it may be truncated or not a checkpoint at all") from None
     if not isinstance(checkpoint, dict) or "model_args" not in checkpoint:
         raise UserError(f"{path}: not a checkpoint written by this program (no model_args)")
-    if checkpoint.get("format_version") != CHECKPOINT_FORMAT:
+    if checkpoint.get("format_version") not in READABLE_CHECKPOINT_FORMATS:
         raise UserError(f"{path}: checkpoint format {checkpoint.get('format_version')}, "
-                        f"this program reads format {CHECKPOINT_FORMAT}")
+                        f"this program reads formats {READABLE_CHECKPOINT_FORMATS}")
     return checkpoint
