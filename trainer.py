@@ -1,6 +1,7 @@
 """Training and rendering: turns losses into optimiser steps, and speech into face PNGs."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -12,10 +13,14 @@ from tqdm import tqdm
 
 from data.audio import find_audio_files, load_speech, prepare_waveform, speech_windows
 from data.dataset import SpeechFaceDataset
+from data.order import EpochOrder, seed_worker
 from data.schema import PairFileInfo, validate_pair_file
 from models import ModelArgs, SpeechToFace
 from models.losses import (feature_matching_loss, lsgan_discriminator_loss, lsgan_generator_loss,
                            reconstruction_l1, speaker_softmax_loss)
+from run_state import (EpochProgress, NonFiniteGuard, StopSignals, StoppedBySignal,
+                       check_resumable, checkpoint_name, describe_losses, prune_checkpoints,
+                       remove_partial_files, restore_rng_states, rng_states, trim_log)
 from utils import (JsonLog, UserError, face_grid, load_checkpoint, prepare_output_dir,
                    save_checkpoint, save_png, seed_everything, to_uint8_images, write_json)
 
@@ -60,7 +65,9 @@ def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...],
 # ---------------------------------------------------------------- training
 
 class Trainer:
-    def __init__(self, options, device: torch.device, dataset_path: Path):
+    def __init__(self, options, device: torch.device, dataset_path: Path,
+                 resume: dict | None = None):
+        """`resume`: a checkpoint to continue exactly (runtime.py loads it for --resume)."""
         self.options, self.device = options, device
         self.info = validate_pair_file(dataset_path)
         self.run_dir = prepare_output_dir(Path("checkpoints") / options.save_path)
@@ -81,6 +88,7 @@ class Trainer:
         self.sample_rows = spread_over_speakers(self.held_out.speaker_ids, SAMPLE_FACES)
         self.log = JsonLog(self.run_dir / "log.jsonl")
         self.epoch, self.step = 0, 0
+        self._init_run_state(resume)
 
     def _load_pretrained(self) -> None:
         if self.options.pre_trained_gen:
@@ -103,20 +111,23 @@ class Trainer:
             raise UserError(f"--batch_size {self.options.batch_size} is larger than the train "
                             f"split ({len(dataset)} pairs); lower --batch_size")
         workers = self.options.num_workers
-        return DataLoader(dataset, batch_size=self.options.batch_size, shuffle=True,
+        self.order = EpochOrder(len(dataset), self.options.seed)    # resumable shuffling
+        return DataLoader(dataset, batch_size=self.options.batch_size, sampler=self.order,
                           drop_last=True, num_workers=workers,
                           persistent_workers=workers > 0, generator=self.loader_generator,
-                          pin_memory=self.device.type == "cuda")
+                          worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda")
 
     def _held_out_dataset(self) -> SpeechFaceDataset:
         return self._dataset(held_out_split(self.info), train=False)
 
     # ---- one batch: a discriminator step, then a generator step
 
-    def train_step(self, batch) -> dict[str, float]:
+    def train_step(self, batch) -> dict[str, float] | None:
+        """Returns the batch's losses, or None when a non-finite loss skipped it."""
         waveform, real, speaker_id, wrong = (t.to(self.device, non_blocking=True) for t in batch)
         o, model = self.options, self.model
         discriminator = model.projection_discriminator
+        statistics = [b.detach().clone() for b in model.buffers()]  # put back if skipped
         embedding, fake = model(waveform)        # G runs once per batch; D gets it detached
 
         # ---- discriminator: real pair -> 0.9, generated and wrong pairs -> 0
@@ -125,6 +136,8 @@ class Trainer:
                                          torch.cat([condition, condition, condition]))
         real_scores, fake_scores, wrong_scores = scores.chunk(3)
         d_loss = lsgan_discriminator_loss(real_scores, fake_scores, wrong_scores)
+        if not torch.isfinite(d_loss):
+            return self._skip_batch(statistics, {"d_loss": d_loss})
         self.optimizer_d.zero_grad(set_to_none=True)
         d_loss.backward()
         self.optimizer_d.step()
@@ -141,29 +154,40 @@ class Trainer:
         }
         g_loss = (terms["g_adv"] + o.l1_coef * terms["g_l1"] + o.l2_coef * terms["g_fm"]
                   + o.softmax_coef * terms["g_softmax"])
+        if not torch.isfinite(g_loss):
+            return self._skip_batch(statistics, {"g_loss": g_loss, **terms})
         self.optimizer_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.optimizer_g.step()
         self.step += 1
+        self.guard.passed()
         values = {"d_loss": d_loss, "g_loss": g_loss, **terms,
                   "d_real": real_scores.mean(), "d_fake": fake_scores.mean(),
                   "d_wrong": wrong_scores.mean()}
         return {k: v.item() for k, v in values.items()}
 
     def train_epoch(self) -> dict[str, float]:
+        """The rest of the current epoch (all of it, unless the run resumed inside it)."""
         self.model.train()
-        totals, count = {}, 0
+        batch_size = self.options.batch_size
+        usable_pairs = len(self.train_loader.dataset) // batch_size * batch_size
+        self.order.start(self.epoch, self.progress.pairs_done)
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.options.epochs}",
+                   initial=self.progress.pairs_done // batch_size, total=usable_pairs // batch_size,
                    leave=False, dynamic_ncols=True, disable=None)
         for batch in bar:
             losses = self.train_step(batch)
-            count += 1
-            totals = {k: totals.get(k, 0.0) + v for k, v in losses.items()}
-            bar.set_postfix(d=f"{totals['d_loss'] / count:.3f}", g=f"{totals['g_loss'] / count:.3f}",
-                            l1=f"{totals['g_l1'] / count:.3f}")
+            self.progress.add(len(batch[0]), losses)
+            if self.progress.batches:
+                means = self.progress.means()
+                bar.set_postfix(d=f"{means['d_loss']:.3f}", g=f"{means['g_loss']:.3f}",
+                                l1=f"{means['g_l1']:.3f}")
+            if self.signals.received:
+                raise StoppedBySignal(self.signals.received, self.save())
+            self._checkpoint_inside_epoch(usable_pairs)
             if self.options.max_steps and self.step >= self.options.max_steps:
                 break
-        return {k: v / max(count, 1) for k, v in totals.items()}
+        return self.progress.means()
 
     @torch.no_grad()
     def held_out_scores(self) -> dict[str, float]:
@@ -210,35 +234,131 @@ class Trainer:
         return save_png(path, face_grid(rows))
 
     def checkpoint_payload(self) -> dict:
+        # An EMA copy of G (its own issue) belongs here, e.g. as "face_generator_ema", and
+        # back into the model in restore(), so that a resumed run continues its average.
         return {"model_args": asdict(self.args), "networks": self.model.state_dict(),
                 "optimizer_g": self.optimizer_g.state_dict(),
                 "optimizer_d": self.optimizer_d.state_dict(),
                 "epoch": self.epoch, "step": self.step, "options": vars(self.options),
-                "speaker_names": self.info.speaker_names}
+                "speaker_names": self.info.speaker_names, "resume_state": self.resume_state()}
 
-    def save(self) -> Path:
-        return save_checkpoint(self.run_dir, self.checkpoint_payload(),
-                               f"checkpoint_epoch{self.epoch:04d}.pt")
+    # ---- surviving: exact resume, checkpoints on a schedule, non-finite losses (issue 8)
 
-    def train(self) -> Path:
+    def _init_run_state(self, resume: dict | None) -> None:
+        self.progress = EpochProgress()
+        self.guard = NonFiniteGuard(self.options.max_nonfinite_steps)
+        self.signals = StopSignals()
+        self.last_checkpoint: Path | None = None
+        self._saved_at, self._save_at_epoch_end = None, False
+        for partial in remove_partial_files(self.run_dir):
+            print(f"note: removed {partial}, a checkpoint cut off mid-write")
+        if resume is not None:
+            self.restore(resume)
+
+    def resume_state(self) -> dict:
+        """What an exact continuation needs besides weights and optimisers."""
+        return {"epoch_progress": self.progress.state(), "rng": rng_states(),
+                "nonfinite_in_a_row": self.guard.in_a_row}
+
+    def restore(self, checkpoint: dict) -> None:
+        """Continue where `checkpoint` stopped: networks, both optimisers, the place in the
+        data (epoch, pairs done), the loss sums of the epoch so far, every random generator."""
+        source = self.options.resume
+        state = check_resumable(checkpoint, source)
+        differences = self.args.differences(ModelArgs(**checkpoint["model_args"]))
+        if differences:
+            raise UserError(f"{source}: cannot resume into another architecture "
+                            f"({', '.join(differences)}; checkpoint vs now); drop the options "
+                            "that change it")
+        self.model.load_state_dict(checkpoint["networks"])
+        for optimizer, name, lr in ((self.optimizer_g, "optimizer_g", self.options.lr_G),
+                                    (self.optimizer_d, "optimizer_d", self.options.lr_D)):
+            optimizer.load_state_dict(checkpoint[name])
+            for group in optimizer.param_groups:
+                group["lr"] = lr             # a learning rate given on the command line wins
+        self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
+        self.progress = EpochProgress(**state["epoch_progress"])
+        self.guard.in_a_row = state["nonfinite_in_a_row"]
+        self.last_checkpoint = Path(source)
+        if checkpoint["speaker_names"] != self.info.speaker_names:
+            print(f"note: {self.info.path} names other speakers than the checkpoint's run")
+        trim_log(self.run_dir / "log.jsonl", self.step)
+        print(f"resuming {source} at epoch {self.epoch + 1}, step {self.step}, "
+              f"{self.progress.pairs_done} pairs into the epoch")
+        restore_rng_states(state["rng"])   # last: building the networks drew from them
+
+    def save(self) -> Path | None:
+        """Checkpoint where the run stands. Weights that are no longer finite are not saved,
+        so the newest checkpoint stays the last good one."""
+        if not all(t.isfinite().all() for t in self.model.state_dict().values()
+                   if t.is_floating_point()):
+            tqdm.write("note: the networks hold non-finite values; no checkpoint written, "
+                       f"the last good one is {self.last_checkpoint}")
+            return self.last_checkpoint
+        name = checkpoint_name(self.epoch, self.step, mid_epoch=self.progress.pairs_done > 0)
+        self.last_checkpoint = save_checkpoint(self.run_dir, self.checkpoint_payload(), name)
+        prune_checkpoints(self.run_dir, self.options.keep_checkpoints)
+        self._saved_at, self._save_at_epoch_end = (self.epoch, self.step), False
+        return self.last_checkpoint
+
+    def _save_unless_saved(self) -> Path | None:
+        return self.last_checkpoint if self._saved_at == (self.epoch, self.step) else self.save()
+
+    def _checkpoint_inside_epoch(self, usable_pairs: int) -> None:
+        """--checkpoint_every_steps: a step that ends an epoch saves after the epoch's end."""
+        every = self.options.checkpoint_every_steps
+        if every and self.step % every == 0:
+            if self.progress.pairs_done < usable_pairs:
+                self.save()
+            else:
+                self._save_at_epoch_end = True
+
+    def _skip_batch(self, statistics: list[torch.Tensor], losses: dict) -> None:
+        """A non-finite loss: the step it belongs to is not applied (a non-finite D loss skips
+        G's step too; a non-finite G loss comes after D's step, which had a finite loss),
+        BatchNorm and spectral-norm statistics are put back, and the batch is counted and
+        logged; --max_nonfinite_steps in a row stop the run."""
+        with torch.no_grad():
+            for buffer, saved in zip(self.model.buffers(), statistics):
+                buffer.copy_(saved)
+        self.optimizer_d.zero_grad(set_to_none=True)
+        self.optimizer_g.zero_grad(set_to_none=True)
+        self.step += 1
+        values = {k: float(v) for k, v in losses.items()}
+        self.log.write(event="skipped_step", epoch=self.epoch + 1, step=self.step,
+                       **{k: v if math.isfinite(v) else str(v) for k, v in values.items()})
+        tqdm.write(f"note: step {self.step} skipped, non-finite loss ({describe_losses(values)})")
+        self.guard.failed(self.step, values, self.last_checkpoint)
+        return None
+
+    def train(self) -> Path | None:
+        """Train to --epochs; returns the last checkpoint. SIGINT/SIGTERM save and raise
+        StoppedBySignal; too many non-finite losses in a row raise TrainingDiverged."""
         write_json(self.run_dir / "options.json", vars(self.options))
         print(f"training on {self.device}: {len(self.train_loader.dataset)} train pairs, "
               f"{len(self.info.speaker_names)} speakers, run folder {self.run_dir}")
-        checkpoint = None
-        while self.epoch < self.options.epochs:
-            losses = self.train_epoch()
-            self.epoch += 1
-            scores = self.held_out_scores()
-            grid = self.save_sample_grid()
-            self.log.write(epoch=self.epoch, step=self.step, **losses, **scores)
-            print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in
-                                                      {**losses, **scores}.items())
-                  + f"  grid {grid}")
-            if self.epoch % self.options.checkpoint_every == 0 or self._finished():
-                checkpoint = self.save()
-            if self._finished():
-                break
-        return checkpoint
+        with StopSignals() as self.signals:
+            while self.epoch < self.options.epochs:
+                self.end_epoch(self.train_epoch())
+                if self._finished():
+                    break
+                if self.signals.received:
+                    raise StoppedBySignal(self.signals.received, self._save_unless_saved())
+        return self.last_checkpoint
+
+    def end_epoch(self, losses: dict[str, float]) -> None:
+        skipped = self.progress.skipped
+        self.epoch += 1
+        self.progress = EpochProgress()
+        scores = self.held_out_scores()
+        grid = self.save_sample_grid()
+        self.log.write(epoch=self.epoch, step=self.step, **losses, **scores, skipped_steps=skipped)
+        print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in
+                                                  {**losses, **scores}.items())
+              + f"  grid {grid}" + (f"  ({skipped} steps skipped)" if skipped else ""))
+        if (self.epoch % self.options.checkpoint_every == 0 or self._finished()
+                or self._save_at_epoch_end):
+            self.save()
 
     def _finished(self) -> bool:
         steps_done = self.options.max_steps and self.step >= self.options.max_steps
