@@ -147,12 +147,13 @@ def remove_partial_files(run_dir: Path) -> list[Path]:
     return partials
 
 
-def trim_log(path: Path, step: int) -> int:
-    """Drop the log lines a resumed run will write again (those after its checkpoint's step)."""
+def trim_log(path: Path, step: int, epochs_done: int) -> int:
+    """Drop the log lines a resumed run will write again: those after its checkpoint (a later
+    step, or the end of an epoch the checkpoint was taken inside of)."""
     if not path.is_file():
         return 0
     lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if _logged_step(line) <= step]
+    kept = [line for line in lines if not _written_after(line, step, epochs_done)]
     if len(kept) != len(lines):
         partial = path.with_name(path.name + ".partial")
         partial.write_text("".join(kept))
@@ -160,11 +161,20 @@ def trim_log(path: Path, step: int) -> int:
     return len(lines) - len(kept)
 
 
-def _logged_step(line: str) -> float:
+def _written_after(line: str, step: int, epochs_done: int) -> bool:
     try:
-        return float(json.loads(line).get("step", math.inf))
-    except (ValueError, AttributeError):
-        return math.inf            # a line cut by a kill: drop it
+        record = json.loads(line)
+    except ValueError:
+        return True                # a line cut short by a kill
+    if not isinstance(record, dict):
+        return False
+    if _number(record.get("step")) > step:
+        return True
+    return "event" not in record and _number(record.get("epoch")) > epochs_done
+
+
+def _number(value) -> float:
+    return value if isinstance(value, (int, float)) else 0
 
 
 # ---------------------------------------------------------------- resuming

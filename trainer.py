@@ -62,6 +62,15 @@ def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...],
         getattr(model, part).load_state_dict(theirs)
 
 
+def check_resume_architecture(args: ModelArgs, checkpoint: dict, source) -> None:
+    """Resuming needs the very same networks (speakers included): say what differs."""
+    differences = args.differences(ModelArgs(**checkpoint["model_args"]))
+    if differences:
+        raise UserError(f"{source}: cannot resume into another architecture "
+                        f"({', '.join(differences)}; checkpoint vs now); drop the options "
+                        "that change it")
+
+
 # ---------------------------------------------------------------- training
 
 class Trainer:
@@ -76,6 +85,8 @@ class Trainer:
                               audio_samples=round(options.audio_seconds * 16000),
                               num_speakers=len(self.info.speaker_names),
                               noise_dim=options.noise_dim)
+        if resume is not None:
+            check_resume_architecture(self.args, resume, options.resume)
         self.model = SpeechToFace(self.args).to(device)
         self._load_pretrained()
         betas = (0.5, 0.999)
@@ -265,11 +276,6 @@ class Trainer:
         data (epoch, pairs done), the loss sums of the epoch so far, every random generator."""
         source = self.options.resume
         state = check_resumable(checkpoint, source)
-        differences = self.args.differences(ModelArgs(**checkpoint["model_args"]))
-        if differences:
-            raise UserError(f"{source}: cannot resume into another architecture "
-                            f"({', '.join(differences)}; checkpoint vs now); drop the options "
-                            "that change it")
         self.model.load_state_dict(checkpoint["networks"])
         for optimizer, name, lr in ((self.optimizer_g, "optimizer_g", self.options.lr_G),
                                     (self.optimizer_d, "optimizer_d", self.options.lr_D)):
@@ -282,7 +288,7 @@ class Trainer:
         self.last_checkpoint = Path(source)
         if checkpoint["speaker_names"] != self.info.speaker_names:
             print(f"note: {self.info.path} names other speakers than the checkpoint's run")
-        trim_log(self.run_dir / "log.jsonl", self.step)
+        trim_log(self.run_dir / "log.jsonl", self.step, self.epoch)
         print(f"resuming {source} at epoch {self.epoch + 1}, step {self.step}, "
               f"{self.progress.pairs_done} pairs into the epoch")
         restore_rng_states(state["rng"])   # last: building the networks drew from them
@@ -301,6 +307,16 @@ class Trainer:
         self._saved_at, self._save_at_epoch_end = (self.epoch, self.step), False
         return self.last_checkpoint
 
+    def _save_if_healthy(self) -> None:
+        """Scheduled checkpoints wait while the last batch was skipped: the newest checkpoint
+        should follow an applied step, not a state every step may now fail from."""
+        if self.guard.in_a_row:
+            tqdm.write(f"note: checkpoint at step {self.step} put off to the epoch's end, "
+                       "its batch was skipped")
+            self._save_at_epoch_end = True
+            return
+        self.save()
+
     def _save_unless_saved(self) -> Path | None:
         return self.last_checkpoint if self._saved_at == (self.epoch, self.step) else self.save()
 
@@ -309,7 +325,7 @@ class Trainer:
         every = self.options.checkpoint_every_steps
         if every and self.step % every == 0:
             if self.progress.pairs_done < usable_pairs:
-                self.save()
+                self._save_if_healthy()
             else:
                 self._save_at_epoch_end = True
 
@@ -324,7 +340,7 @@ class Trainer:
         self.optimizer_d.zero_grad(set_to_none=True)
         self.optimizer_g.zero_grad(set_to_none=True)
         self.step += 1
-        values = {k: float(v) for k, v in losses.items()}
+        values = {k: v.item() for k, v in losses.items()}
         self.log.write(event="skipped_step", epoch=self.epoch + 1, step=self.step,
                        **{k: v if math.isfinite(v) else str(v) for k, v in values.items()})
         tqdm.write(f"note: step {self.step} skipped, non-finite loss ({describe_losses(values)})")
@@ -356,9 +372,10 @@ class Trainer:
         print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in
                                                   {**losses, **scores}.items())
               + f"  grid {grid}" + (f"  ({skipped} steps skipped)" if skipped else ""))
-        if (self.epoch % self.options.checkpoint_every == 0 or self._finished()
-                or self._save_at_epoch_end):
-            self.save()
+        if self._finished():
+            self.save()                  # the run's result, even right after a skipped batch
+        elif self.epoch % self.options.checkpoint_every == 0 or self._save_at_epoch_end:
+            self._save_if_healthy()
 
     def _finished(self) -> bool:
         steps_done = self.options.max_steps and self.step >= self.options.max_steps

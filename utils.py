@@ -122,7 +122,10 @@ def save_checkpoint(run_dir, payload: dict, name: str) -> Path:
         _sync_folder(run_dir)
     except (OSError, RuntimeError, pickle.UnpicklingError) as error:
         partial.unlink(missing_ok=True)
-        reason = getattr(error, "strerror", None) or str(error).splitlines()[0][:100]
+        # torch.save turns a failed write() into a RuntimeError; the OSError is its context.
+        failed_write = error if isinstance(error, OSError) else error.__context__
+        reason = (failed_write.strerror if isinstance(failed_write, OSError)
+                  else str(error).splitlines()[0][:100])
         raise UserError(f"could not write the checkpoint {target} ({reason}); the previous "
                         f"checkpoint {run_dir / 'latest.pt'} is intact; make room (or fix the "
                         "folder), then continue with --resume latest") from None
