@@ -71,6 +71,16 @@ def check_resume_architecture(args: ModelArgs, checkpoint: dict, source) -> None
                         "that change it")
 
 
+def networks_finite(model: torch.nn.Module) -> bool:
+    """Whether every weight and statistic is finite. A 2-norm over all of them is fast (8 ms
+    for 18 M values, against 250 ms for isfinite) but overflows for absurd finite weights,
+    so only its "no" is checked exactly."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    if torch.nn.utils.get_total_norm(tensors, 2.0).isfinite():
+        return True
+    return all(t.isfinite().all() for t in tensors)
+
+
 # ---------------------------------------------------------------- training
 
 class Trainer:
@@ -296,8 +306,7 @@ class Trainer:
     def save(self) -> Path | None:
         """Checkpoint where the run stands. Weights that are no longer finite are not saved,
         so the newest checkpoint stays the last good one."""
-        if not all(t.isfinite().all() for t in self.model.state_dict().values()
-                   if t.is_floating_point()):
+        if not networks_finite(self.model):
             tqdm.write("note: the networks hold non-finite values; no checkpoint written, "
                        f"the last good one is {self.last_checkpoint}")
             return self.last_checkpoint
