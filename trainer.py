@@ -77,6 +77,7 @@ class GanStep:
 
     def __call__(self, batch) -> dict[str, float]:
         waveform, real, speaker_id, wrong = (t.to(self.device, non_blocking=True) for t in batch)
+        real, wrong = (faces.contiguous(memory_format=torch.channels_last) for faces in (real, wrong))
         with record_function("encoder_and_generator_forward"):
             embedding, fake = self.model(waveform)   # once per batch; D gets it detached
         d_values, real_features = self.discriminator_step(real, fake.detach(), wrong,
@@ -134,7 +135,8 @@ class Trainer:
                               audio_samples=round(options.audio_seconds * 16000),
                               num_speakers=len(self.info.speaker_names),
                               noise_dim=options.noise_dim)
-        self.model = SpeechToFace(self.args).to(device)
+        # channels_last: 10-20% faster 2-D convolutions on CPU (benchmarks/README.md).
+        self.model = SpeechToFace(self.args).to(device, memory_format=torch.channels_last)
         self._load_pretrained()
         self.gan_step = GanStep(self.model, options, device)
         self.optimizer_g, self.optimizer_d = self.gan_step.optimizer_g, self.gan_step.optimizer_d
