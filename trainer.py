@@ -11,16 +11,18 @@ from torch.profiler import record_function
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data.audio import find_audio_files, load_speech, prepare_waveform, speech_windows
+from data.audio import (SAMPLE_RATE, find_audio_files, load_speech, prepare_waveform,
+                        speech_windows)
 from data.dataset import SpeechFaceDataset
 from data.schema import PairFileInfo, validate_pair_file
 from models import ModelArgs, SpeechToFace
 from models.losses import (feature_matching_loss, lsgan_discriminator_loss, lsgan_generator_loss,
                            reconstruction_l1, speaker_softmax_loss)
-from utils import (JsonLog, UserError, face_grid, load_checkpoint, prepare_output_dir,
-                   save_checkpoint, save_png, seed_everything, to_uint8_images, write_json)
+from utils import (UserError, Visualizer, face_grid, load_checkpoint, prepare_output_dir,
+                   save_checkpoint, save_png, seed_everything, to_uint8_images)
 
 SAMPLE_FACES = 16            # held-out pairs drawn in every epoch's grid
+TRAIN_SAMPLE_FACES = 8      # training pairs drawn beside them
 VALIDATION_PAIRS = 256       # held-out pairs scored each epoch
 
 
@@ -143,7 +145,11 @@ class Trainer:
         self.train_loader = self._train_loader()
         self.held_out = self._held_out_dataset()
         self.sample_rows = spread_over_speakers(self.held_out.speaker_ids, SAMPLE_FACES)
-        self.log = JsonLog(self.run_dir / "log.jsonl")
+        # the same training pairs every epoch, centre-cropped, read from the file when drawn
+        self.train_samples = SpeechFaceDataset(self.info, "train", self.args.audio_samples,
+                                               self.args.image_size, train=False, in_memory=False)
+        self.train_rows = spread_over_speakers(self.train_samples.speaker_ids, TRAIN_SAMPLE_FACES)
+        self.visualizer = Visualizer(self.run_dir, options)
         self.epoch, self.step = 0, 0
 
     def _load_pretrained(self) -> None:
@@ -183,6 +189,8 @@ class Trainer:
         for batch in bar:
             losses = self.gan_step(batch)
             self.step += 1
+            self.visualizer.scalars(self.step, {**losses, **self.learning_rates()},
+                                    epoch=self.epoch + 1)
             count += 1
             totals = {k: totals.get(k, 0.0) + v for k, v in losses.items()}
             bar.set_postfix(d=f"{totals['d_loss'] / count:.3f}", g=f"{totals['g_loss'] / count:.3f}",
@@ -219,12 +227,16 @@ class Trainer:
             means[speaker] = torch.stack([self.held_out.face(i) for i in rows]).mean(0)
         return means.to(self.device)
 
+    def learning_rates(self) -> dict[str, float]:
+        return {"lr_G": self.optimizer_g.param_groups[0]["lr"],
+                "lr_D": self.optimizer_d.param_groups[0]["lr"]}
+
     @torch.no_grad()
-    def save_sample_grid(self) -> Path:
+    def sample_grid(self, dataset: SpeechFaceDataset, sample_rows: list[int]) -> np.ndarray:
         """Generated faces (top row of each pair of rows) above the true frames."""
         self.model.eval()
-        waveform = torch.stack([self.held_out.waveform(i) for i in self.sample_rows])
-        real = torch.stack([self.held_out.face(i) for i in self.sample_rows])
+        waveform = torch.stack([dataset.waveform(i) for i in sample_rows])
+        real = torch.stack([dataset.face(i) for i in sample_rows])
         _, fake = self.model(waveform.to(self.device))
         self.model.train()
         rows = []
@@ -232,8 +244,28 @@ class Trainer:
             rows += [fake[start:start + 8].cpu(), real[start:start + 8]]
         if len(rows) > 2 and len(rows[-1]) != len(rows[0]):
             rows = rows[:-2]
-        path = self.run_dir / "samples" / f"epoch_{self.epoch:04d}.png"
-        return save_png(path, face_grid(rows))
+        return face_grid(rows)
+
+    def save_sample_grids(self) -> Path:
+        """This epoch's faces for the held-out and the training samples; returns the first."""
+        grid = self.visualizer.faces(
+            "held-out speech: generated faces above the real ones",
+            self.sample_grid(self.held_out, self.sample_rows), f"epoch_{self.epoch:04d}.png",
+            self.epoch)
+        self.visualizer.faces(
+            "training pairs: generated faces above the real ones",
+            self.sample_grid(self.train_samples, self.train_rows),
+            f"train_epoch_{self.epoch:04d}.png", self.epoch)
+        return grid
+
+    def show_sample_speech(self) -> None:
+        """The speech behind the first grid row of each sample set, as the encoder hears it
+        (pre-emphasised, peak-normalised); it is the same every epoch, so it is sent once."""
+        for title, dataset, rows in (("held-out speech", self.held_out, self.sample_rows[:8]),
+                                     ("training speech", self.train_samples, self.train_rows)):
+            clips = [(f"{column + 1}: {self.info.speaker_names[dataset.speaker_ids[row]]}",
+                      dataset.waveform(row)[0].numpy()) for column, row in enumerate(rows)]
+            self.visualizer.speech(f"{title}, in grid order", clips, SAMPLE_RATE)
 
     def checkpoint_payload(self) -> dict:
         return {"model_args": asdict(self.args), "networks": self.model.state_dict(),
@@ -247,16 +279,17 @@ class Trainer:
                                f"checkpoint_epoch{self.epoch:04d}.pt")
 
     def train(self) -> Path:
-        write_json(self.run_dir / "options.json", vars(self.options))
         print(f"training on {self.device}: {len(self.train_loader.dataset)} train pairs, "
               f"{len(self.info.speaker_names)} speakers, run folder {self.run_dir}")
+        self.show_sample_speech()
         checkpoint = None
         while self.epoch < self.options.epochs:
             losses = self.train_epoch()
             self.epoch += 1
             scores = self.held_out_scores()
-            grid = self.save_sample_grid()
-            self.log.write(epoch=self.epoch, step=self.step, **losses, **scores)
+            self.visualizer.metrics(self.step, scores, epoch=self.epoch)
+            grid = self.save_sample_grids()
+            self.visualizer.epoch_end(self.epoch, self.step, losses)
             print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in
                                                       {**losses, **scores}.items())
                   + f"  grid {grid}")
