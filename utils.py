@@ -281,7 +281,7 @@ class Visualizer:
         self.log.write(kind="speech", title=title, captions=captions,
                        paths=[p.relative_to(self.run_dir).as_posix() for p in paths])
         if self.visdom:
-            self.visdom.audio(title, list(zip(captions, paths)))
+            self.visdom.audio(title, captions, paths)
 
     def epoch_end(self, epoch: int, step: int, means: dict[str, float]) -> Path:
         """Epoch means to the log, the latest curves to visdom, and index.html rewritten."""
@@ -338,12 +338,11 @@ class VisdomWindows:
             grid.transpose(2, 0, 1), win=window_id(title), env=self.env,
             opts={"title": title, "caption": caption}))
 
-    def audio(self, title: str, clips: list[tuple[str, Path]]) -> None:
+    def audio(self, title: str, captions: list[str], paths: list[Path]) -> None:
         """One window of players; visdom's own `audio` takes one clip and leaves temp files."""
-        players = "".join(
-            f"<div>{html.escape(caption)}<br><audio controls src=\"data:audio/wav;base64,"
-            f"{base64.b64encode(path.read_bytes()).decode()}\"></audio></div>"
-            for caption, path in clips)
+        players = audio_players(captions, [
+            f"data:audio/wav;base64,{base64.b64encode(path.read_bytes()).decode()}"
+            for path in paths])
         self._send(lambda client: client.text(players, win=window_id(title), env=self.env,
                                               opts={"title": title}))
 
@@ -365,7 +364,7 @@ def quiet_visdom_client(server: str, port: int, env: str):
                        use_incoming_socket=False)
 
 
-# ---------------------------------------------------------------- index.html: the run without a server
+# ---------------------------------------------------------------- index.html: a run without a server
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
 CHART_POINTS = 1500          # polyline points per curve; longer runs are thinned for the page
@@ -395,9 +394,7 @@ def write_run_page(run_dir) -> Path:
     page = (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>"
             f"<style>{PAGE_STYLE}</style></head>\n<body><h1>{title}</h1>\n<p>{_progress(records)}"
             f"</p>\n" + "\n".join(s for s in sections if s) + "\n</body></html>\n")
-    partial = run_dir / ".index.html.partial"
-    partial.write_text(page)
-    os.replace(partial, run_dir / "index.html")
+    write_atomically(run_dir / "index.html", page.encode())
     return run_dir / "index.html"
 
 
@@ -439,15 +436,15 @@ def _training_charts(records: list[dict]) -> str:
             ema = Ema()
             lines[name] = (series[name], [(x, ema.update(y)) for x, y in series[name]])
         charts.append(svg_chart(title, lines, log_scale))
-    return ("<h2>Training, per iteration</h2><p>bold: smoothed (moving average), faint: raw"
-            "</p><section>" + "".join(charts) + "</section>") if charts else ""
+    return _section("Training, per iteration", charts,
+                    "<p>bold: smoothed (moving average), faint: raw</p>")
 
 
 def _evaluation_charts(records: list[dict]) -> str:
     series = _series(records, "evaluation")
     charts = [svg_chart(f"evaluation: {name}", {name: ([], points)}, False, dots=True)
               for name, points in series.items()]
-    return "<h2>Evaluations</h2><section>" + "".join(charts) + "</section>" if charts else ""
+    return _section("Evaluations", charts)
 
 
 def _image_section(records: list[dict]) -> str:
@@ -458,24 +455,18 @@ def _image_section(records: list[dict]) -> str:
     figures = []
     for title, images in by_title.items():
         latest = images[-1]
-        earlier = "".join(f"<figure><figcaption>epoch {r['epoch']}</figcaption><img loading=\"lazy\" "
-                          f"src=\"{html.escape(r['path'])}\"></figure>" for r in images[-2::-1])
-        figures.append(f"<figure><figcaption>{html.escape(title)}, epoch {latest['epoch']}"
-                       f"</figcaption><img src=\"{html.escape(latest['path'])}\">"
-                       + (f"<details><summary>earlier epochs</summary>{earlier}</details>"
-                          if earlier else "") + "</figure>")
-    return "<h2>Faces</h2><section>" + "".join(figures) + "</section>" if figures else ""
+        earlier = "".join(_figure(f"epoch {r['epoch']}", _image(r["path"], lazy=True))
+                          for r in images[-2::-1])
+        folded = f"<details><summary>earlier epochs</summary>{earlier}</details>" if earlier else ""
+        figures.append(_figure(f"{title}, epoch {latest['epoch']}",
+                               _image(latest["path"]) + folded))
+    return _section("Faces", figures)
 
 
 def _speech_section(records: list[dict]) -> str:
     latest = {r["title"]: r for r in records if r.get("kind") == "speech"}
-    figures = []
-    for title, record in latest.items():
-        players = "".join(f"<div>{html.escape(caption)}<br><audio controls preload=\"none\" "
-                          f"src=\"{html.escape(path)}\"></audio></div>"
-                          for caption, path in zip(record["captions"], record["paths"]))
-        figures.append(f"<figure><figcaption>{html.escape(title)}</figcaption>{players}</figure>")
-    return "<h2>Speech</h2><section>" + "".join(figures) + "</section>" if figures else ""
+    return _section("Speech", [_figure(title, audio_players(r["captions"], r["paths"]))
+                               for title, r in latest.items()])
 
 
 def _options_section(options: dict) -> str:
@@ -484,9 +475,32 @@ def _options_section(options: dict) -> str:
     return f"<h2>Options</h2><table>{rows}</table>" if rows else ""
 
 
+def _section(heading: str, parts: list[str], note: str = "") -> str:
+    parts = [part for part in parts if part]
+    return f"<h2>{heading}</h2>{note}<section>{''.join(parts)}</section>" if parts else ""
+
+
+def _figure(caption: str, content: str) -> str:
+    return f"<figure><figcaption>{html.escape(caption)}</figcaption>{content}</figure>"
+
+
+def _image(source: str, lazy: bool = False) -> str:
+    loading = ' loading="lazy"' if lazy else ""
+    return f"<img{loading} src=\"{html.escape(source)}\">"
+
+
+def audio_players(captions: list[str], sources: list[str]) -> str:
+    """One captioned player per clip; a source is a file path or a data: URI."""
+    return "".join(f"<div>{html.escape(caption)}<br><audio controls preload=\"none\" "
+                   f"src=\"{html.escape(source)}\"></audio></div>"
+                   for caption, source in zip(captions, sources))
+
+
 def svg_chart(title: str, lines: dict[str, tuple[list, list]], log_scale: bool,
               dots: bool = False, width: int = 460, height: int = 250) -> str:
-    """An inline SVG line chart. `lines` maps a name to (faint raw points, bold points)."""
+    """An inline SVG line chart. `lines` maps a name to (faint raw points, bold points);
+    long curves are thinned to about CHART_POINTS before anything is drawn."""
+    lines = {name: (_thin(raw), _thin(bold)) for name, (raw, bold) in lines.items()}
     frame = ChartFrame([p for raw, bold in lines.values() for p in raw + bold], log_scale,
                        width, height)
     if frame.empty:
@@ -503,20 +517,26 @@ def svg_chart(title: str, lines: dict[str, tuple[list, list]], log_scale: bool,
             f"class=\"chart\">" + "".join(parts) + "</svg>")
 
 
+def _thin(curve: list) -> list:
+    return curve[::max(1, len(curve) // CHART_POINTS)]
+
+
 class ChartFrame:
     """Maps (step, value) points to the pixels of one chart, on a log10 axis when asked."""
     LEFT, RIGHT, TOP, BOTTOM = 58, 10, 40, 26
 
     def __init__(self, points, log_scale: bool, width: int, height: int):
         self.log_scale, self.width, self.height = log_scale, width, height
-        kept = [(x, self.scale(y)) for x, y in points if self.scale(y) is not None]
+        scaled = [(x, self.scale(y)) for x, y in points]
+        kept = [(x, y) for x, y in scaled if y is not None]
         self.empty = not kept
         if kept:
             self.x0, self.x1 = min(x for x, _ in kept), max(x for x, _ in kept)
             self.y0, self.y1 = min(y for _, y in kept), max(y for _, y in kept)
             self.x1 = max(self.x1, self.x0 + 1)
-            if self.y1 - self.y0 <= 1e-12 * max(1.0, abs(self.y0)):      # a flat curve
-                self.y0, self.y1 = self.y0 - abs(self.y0) * 0.1 - 1e-9, self.y1 + abs(self.y1) * 0.1 + 1e-9
+            if self.y1 - self.y0 <= 1e-12 * max(1.0, abs(self.y0)):   # flat: give it room
+                margin = abs(self.y0) * 0.1 + 1e-9
+                self.y0, self.y1 = self.y0 - margin, self.y1 + margin
 
     def scale(self, y: float) -> float | None:
         if not self.log_scale:
@@ -524,10 +544,10 @@ class ChartFrame:
         return math.log10(y) if y > 0 else None
 
     def place(self, x: float, scaled_y: float) -> tuple[float, float]:
-        plot_width = self.width - self.LEFT - self.RIGHT
-        plot_height = self.height - self.TOP - self.BOTTOM
-        return (self.LEFT + (x - self.x0) / (self.x1 - self.x0) * plot_width,
-                self.height - self.BOTTOM - (scaled_y - self.y0) / (self.y1 - self.y0) * plot_height)
+        across = (x - self.x0) / (self.x1 - self.x0)
+        up = (scaled_y - self.y0) / (self.y1 - self.y0)
+        return (self.LEFT + across * (self.width - self.LEFT - self.RIGHT),
+                self.height - self.BOTTOM - up * (self.height - self.TOP - self.BOTTOM))
 
     def axes(self) -> str:
         """Five labelled grid lines up the value axis, five whole steps along the bottom."""
@@ -539,9 +559,9 @@ class ChartFrame:
             label = 10 ** y if self.log_scale else y
             _, py = self.place(self.x0, y)
             parts.append(f"<line x1=\"{self.LEFT}\" x2=\"{self.width - self.RIGHT}\" "
-                         f"y1=\"{py:.1f}\" y2=\"{py:.1f}\" stroke=\"#eee\"/><text x=\"{self.LEFT - 4}\" "
-                         f"y=\"{py + 4:.1f}\" font-size=\"10\" text-anchor=\"end\">"
-                         f"{label:.{3 if self.log_scale else digits}g}</text>")
+                         f"y1=\"{py:.1f}\" y2=\"{py:.1f}\" stroke=\"#eee\"/>"
+                         f"<text x=\"{self.LEFT - 4}\" y=\"{py + 4:.1f}\" font-size=\"10\" "
+                         f"text-anchor=\"end\">{label:.{3 if self.log_scale else digits}g}</text>")
         for x in sorted({round(self.x0 + (self.x1 - self.x0) * i / 4) for i in range(5)}):
             px, _ = self.place(x, self.y0)
             parts.append(f"<text x=\"{px:.1f}\" y=\"{self.height - 8}\" font-size=\"10\" "
@@ -549,8 +569,8 @@ class ChartFrame:
         return "".join(parts)
 
     def _placed(self, curve) -> list[tuple[float, float]]:
-        thinned = curve[::max(1, len(curve) // CHART_POINTS)]
-        return [self.place(x, self.scale(y)) for x, y in thinned if self.scale(y) is not None]
+        scaled = [(x, self.scale(y)) for x, y in curve]
+        return [self.place(x, y) for x, y in scaled if y is not None]
 
     def polyline(self, curve, color: str, stroke: float, opacity: float) -> str:
         xy = " ".join(f"{px:.1f},{py:.1f}" for px, py in self._placed(curve))
@@ -632,8 +652,8 @@ def install_dashboard_assets() -> bool:
             with tarfile.open(Path(folder) / tarball) as archive:
                 for inside, target in DASHBOARD_ASSETS[spec].items():
                     data = archive.extractfile(f"package/{inside}").read()
-                    _write_atomically(static / target, data)
-    _write_atomically(static / "version.built", visdom.__version__.encode())
+                    write_atomically(static / target, data)
+    write_atomically(static / "version.built", visdom.__version__.encode())
     return True
 
 
@@ -653,7 +673,8 @@ def npm_pack(specs: list[str], folder: str) -> list[str]:
     return [package["filename"] for package in json.loads(result.stdout)]
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.write_bytes(data)
