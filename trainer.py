@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,14 @@ def spread_over_speakers(speaker_ids: np.ndarray, count: int) -> list[int]:
             if queue and len(rows) < count:
                 rows.append(int(queue.pop(0)))
     return rows
+
+
+@dataclass
+class SampleSet:
+    """Fixed pairs drawn every epoch: centre-cropped speech and the real faces."""
+    waveforms: torch.Tensor      # (N, 1, T)
+    faces: torch.Tensor          # (N, 3, S, S)
+    speakers: list[str]
 
 
 def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...], source) -> None:
@@ -144,11 +152,8 @@ class Trainer:
         self.optimizer_g, self.optimizer_d = self.gan_step.optimizer_g, self.gan_step.optimizer_d
         self.train_loader = self._train_loader()
         self.held_out = self._held_out_dataset()
-        self.sample_rows = spread_over_speakers(self.held_out.speaker_ids, SAMPLE_FACES)
-        # the same training pairs every epoch, centre-cropped, read from the file when drawn
-        self.train_samples = SpeechFaceDataset(self.info, "train", self.args.audio_samples,
-                                               self.args.image_size, train=False, in_memory=False)
-        self.train_rows = spread_over_speakers(self.train_samples.speaker_ids, TRAIN_SAMPLE_FACES)
+        self.held_out_samples = self._sample_set(held_out_split(self.info), SAMPLE_FACES)
+        self.train_samples = self._sample_set("train", TRAIN_SAMPLE_FACES)
         self.visualizer = Visualizer(self.run_dir, options)
         self.epoch, self.step = 0, 0
 
@@ -180,6 +185,16 @@ class Trainer:
 
     def _held_out_dataset(self) -> SpeechFaceDataset:
         return self._dataset(held_out_split(self.info), train=False)
+
+    def _sample_set(self, split: str, count: int) -> SampleSet:
+        """`count` pairs of the split, speakers in turn, read once. The dataset (and its HDF5
+        handle) is dropped here, so no handle crosses the fork of the DataLoader's workers."""
+        dataset = SpeechFaceDataset(self.info, split, self.args.audio_samples,
+                                    self.args.image_size, train=False, in_memory=False)
+        rows = spread_over_speakers(dataset.speaker_ids, count)
+        return SampleSet(torch.stack([dataset.waveform(i) for i in rows]),
+                         torch.stack([dataset.face(i) for i in rows]),
+                         [self.info.speaker_names[dataset.speaker_ids[i]] for i in rows])
 
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
@@ -232,12 +247,11 @@ class Trainer:
                 "lr_D": self.optimizer_d.param_groups[0]["lr"]}
 
     @torch.no_grad()
-    def sample_grid(self, dataset: SpeechFaceDataset, sample_rows: list[int]) -> np.ndarray:
+    def sample_grid(self, samples: SampleSet) -> np.ndarray:
         """Generated faces (top row of each pair of rows) above the true frames."""
         self.model.eval()
-        waveform = torch.stack([dataset.waveform(i) for i in sample_rows])
-        real = torch.stack([dataset.face(i) for i in sample_rows])
-        _, fake = self.model(waveform.to(self.device))
+        real = samples.faces
+        _, fake = self.model(samples.waveforms.to(self.device))
         self.model.train()
         rows = []
         for start in range(0, len(real), 8):
@@ -250,21 +264,20 @@ class Trainer:
         """This epoch's faces for the held-out and the training samples; returns the first."""
         grid = self.visualizer.faces(
             "held-out speech: generated faces above the real ones",
-            self.sample_grid(self.held_out, self.sample_rows), f"epoch_{self.epoch:04d}.png",
-            self.epoch)
+            self.sample_grid(self.held_out_samples), f"epoch_{self.epoch:04d}.png", self.epoch)
         self.visualizer.faces(
             "training pairs: generated faces above the real ones",
-            self.sample_grid(self.train_samples, self.train_rows),
-            f"train_epoch_{self.epoch:04d}.png", self.epoch)
+            self.sample_grid(self.train_samples), f"train_epoch_{self.epoch:04d}.png", self.epoch)
         return grid
 
     def show_sample_speech(self) -> None:
         """The speech behind the first grid row of each sample set, as the encoder hears it
         (pre-emphasised, peak-normalised); it is the same every epoch, so it is sent once."""
-        for title, dataset, rows in (("held-out speech", self.held_out, self.sample_rows[:8]),
-                                     ("training speech", self.train_samples, self.train_rows)):
-            clips = [(f"{column + 1}: {self.info.speaker_names[dataset.speaker_ids[row]]}",
-                      dataset.waveform(row)[0].numpy()) for column, row in enumerate(rows)]
+        for title, samples in (("held-out speech", self.held_out_samples),
+                               ("training speech", self.train_samples)):
+            first_row = zip(samples.speakers[:8], samples.waveforms)
+            clips = [(f"{column + 1}: {speaker}", waveform[0].numpy())
+                     for column, (speaker, waveform) in enumerate(first_row)]
             self.visualizer.speech(f"{title}, in grid order", clips, SAMPLE_RATE)
 
     def checkpoint_payload(self) -> dict:
