@@ -648,7 +648,8 @@ def install_dashboard_assets() -> bool:
                         "can write there (it adds visdom's JavaScript)")
     print(f"installing visdom's JavaScript and CSS from npm into {static} (once)")
     with tempfile.TemporaryDirectory() as folder:
-        for spec, tarball in zip(DASHBOARD_ASSETS, npm_pack(list(DASHBOARD_ASSETS), folder)):
+        tarballs = npm_pack(list(DASHBOARD_ASSETS), folder)
+        for spec, tarball in tarballs.items():
             with tarfile.open(Path(folder) / tarball) as archive:
                 for inside, target in DASHBOARD_ASSETS[spec].items():
                     data = archive.extractfile(f"package/{inside}").read()
@@ -657,8 +658,9 @@ def install_dashboard_assets() -> bool:
     return True
 
 
-def npm_pack(specs: list[str], folder: str) -> list[str]:
-    """Download npm packages as tarballs into `folder` (no node_modules, no scripts run)."""
+def npm_pack(specs: list[str], folder: str) -> dict[str, str]:
+    """Download npm packages as tarballs into `folder` (no node_modules, no scripts run);
+    returns {"name@version": tarball file name}."""
     npm = shutil.which("npm")
     if npm is None:
         raise UserError("visdom's page needs JavaScript from the npm registry but npm is not "
@@ -670,7 +672,8 @@ def npm_pack(specs: list[str], folder: str) -> list[str]:
                       result.stderr.strip()[:200])
         raise UserError(f"npm could not fetch visdom's JavaScript ({reason}); check that the "
                         "npm registry is reachable and try again")
-    return [package["filename"] for package in json.loads(result.stdout)]
+    return {f"{package['name']}@{package['version']}": package["filename"]
+            for package in json.loads(result.stdout)}
 
 
 def write_atomically(path: Path, data: bytes) -> None:
