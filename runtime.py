@@ -65,7 +65,8 @@ def add_dashboard_options(parser: argparse.ArgumentParser) -> None:
     dashboard = parser.add_argument_group("dashboard (visdom; --vis_screen names the environment)")
     dashboard.add_argument("--visdom_server", default="http://localhost",
                            help="visdom server that training plots to")
-    dashboard.add_argument("--visdom_port", type=int, default=8097)
+    dashboard.add_argument("--visdom_port", type=int, default=8097,
+                           help="its port, and the port --serve_dashboard listens on")
     dashboard.add_argument("--no_visdom", action="store_true",
                            help="plot nothing to visdom (the run folder still gets every figure)")
     dashboard.add_argument("--serve_dashboard", action="store_true",
