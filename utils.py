@@ -421,8 +421,9 @@ def _series(records: list[dict], kind: str) -> dict[str, list[tuple[float, float
         if record.get("kind") != kind:
             continue
         for name, value in record.items():
-            if name not in ("kind", "step", "epoch", "time") and isinstance(value, (int, float)) \
-                    and math.isfinite(value):
+            if name in ("kind", "step", "epoch", "time") or not isinstance(value, (int, float)):
+                continue
+            if math.isfinite(value):
                 series.setdefault(name, []).append((record["step"], value))
     return series
 
