@@ -161,6 +161,9 @@ def trim_log(path: Path, step: int, epochs_done: int) -> int:
     return len(lines) - len(kept)
 
 
+EPOCH_END_KINDS = ("evaluation", "image", "epoch")     # log records written after an epoch
+
+
 def _written_after(line: str, step: int, epochs_done: int) -> bool:
     try:
         record = json.loads(line)
@@ -170,7 +173,7 @@ def _written_after(line: str, step: int, epochs_done: int) -> bool:
         return False
     if _number(record.get("step")) > step:
         return True
-    return "event" not in record and _number(record.get("epoch")) > epochs_done
+    return record.get("kind") in EPOCH_END_KINDS and _number(record.get("epoch")) > epochs_done
 
 
 def _number(value) -> float:
@@ -215,6 +218,14 @@ def check_resumable(checkpoint: dict, source) -> dict:
 
 
 # ---------------------------------------------------------------- non-finite losses
+
+class NonFiniteLoss(Exception):
+    """A NaN or infinite loss; the step it belongs to was not applied. `losses`: the figures."""
+
+    def __init__(self, losses: dict[str, float]):
+        super().__init__(describe_losses(losses))
+        self.losses = losses
+
 
 class TrainingDiverged(UserError):
     """Too many non-finite losses in a row: the run stopped, keeping its last good checkpoint."""

@@ -70,7 +70,29 @@ def build_parser() -> argparse.ArgumentParser:
     ours.add_argument("--max_nonfinite_steps", type=int, default=10,
                       help="stop after this many steps in a row with a NaN/inf loss (each is "
                            "skipped, not applied)")
+    add_dashboard_options(parser)
     return parser
+
+
+def add_dashboard_options(parser: argparse.ArgumentParser) -> None:
+    dashboard = parser.add_argument_group("dashboard (visdom; --vis_screen names the environment)")
+    dashboard.add_argument("--visdom_server", default="http://localhost",
+                           help="visdom server that training plots to")
+    dashboard.add_argument("--visdom_port", type=int, default=8097,
+                           help="its port, and the port --serve_dashboard listens on")
+    dashboard.add_argument("--no_visdom", action="store_true",
+                           help="plot nothing to visdom (the run folder still gets every figure)")
+    dashboard.add_argument("--serve_dashboard", action="store_true",
+                           help="start a visdom server on this machine at --visdom_port, after "
+                                "installing its JavaScript from npm if missing")
+
+
+def check_dashboard_options(options) -> None:
+    if not 1 <= options.visdom_port <= 65535:
+        raise UserError(f"--visdom_port must be between 1 and 65535, got {options.visdom_port}")
+    if not options.visdom_server.startswith(("http://", "https://")):
+        raise UserError(f"--visdom_server must start with http:// or https://, "
+                        f"got {options.visdom_server!r}")
 
 
 def check_options(options) -> None:
@@ -96,6 +118,7 @@ def check_options(options) -> None:
     if not options.save_path or Path(options.save_path).is_absolute() or ".." in Path(options.save_path).parts:
         raise UserError("--save_path must be a plain relative name such as 'my_run'")
     check_survival_options(options)
+    check_dashboard_options(options)
 
 
 def check_survival_options(options) -> None:
@@ -147,6 +170,9 @@ def main(argv=None) -> int:
     options = parser.parse_args(argv)
     try:
         check_options(options)
+        if options.serve_dashboard:
+            from utils import serve_dashboard
+            serve_dashboard(options.visdom_port)        # becomes the server; never returns
         checkpoint = None
         if options.resume:
             checkpoint, options = resumed(parser, argv, options)

@@ -3,28 +3,32 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data.audio import find_audio_files, load_speech, prepare_waveform, speech_windows
+from data.audio import (SAMPLE_RATE, find_audio_files, load_speech, prepare_waveform,
+                        speech_windows)
 from data.dataset import SpeechFaceDataset
 from data.order import EpochOrder, seed_worker
 from data.schema import PairFileInfo, validate_pair_file
 from models import ModelArgs, SpeechToFace
 from models.losses import (feature_matching_loss, lsgan_discriminator_loss, lsgan_generator_loss,
                            reconstruction_l1, speaker_softmax_loss)
-from run_state import (EpochProgress, NonFiniteGuard, StopSignals, StoppedBySignal,
-                       check_resumable, checkpoint_name, describe_losses, prune_checkpoints,
-                       remove_partial_files, restore_rng_states, rng_states, trim_log)
-from utils import (JsonLog, UserError, face_grid, load_checkpoint, prepare_output_dir,
-                   save_checkpoint, save_png, seed_everything, to_uint8_images, write_json)
+from run_state import (EpochProgress, NonFiniteGuard, NonFiniteLoss, StopSignals,
+                       StoppedBySignal, check_resumable, checkpoint_name, describe_losses,
+                       prune_checkpoints, remove_partial_files, restore_rng_states, rng_states,
+                       trim_log)
+from utils import (UserError, Visualizer, face_grid, load_checkpoint, prepare_output_dir,
+                   save_checkpoint, save_png, seed_everything, to_uint8_images)
 
 SAMPLE_FACES = 16            # held-out pairs drawn in every epoch's grid
+TRAIN_SAMPLE_FACES = 8      # training pairs drawn beside them
 VALIDATION_PAIRS = 256       # held-out pairs scored each epoch
 
 
@@ -43,6 +47,14 @@ def spread_over_speakers(speaker_ids: np.ndarray, count: int) -> list[int]:
             if queue and len(rows) < count:
                 rows.append(int(queue.pop(0)))
     return rows
+
+
+@dataclass
+class SampleSet:
+    """Fixed pairs drawn every epoch: centre-cropped speech and the real faces."""
+    waveforms: torch.Tensor      # (N, 1, T)
+    faces: torch.Tensor          # (N, 3, S, S)
+    speakers: list[str]
 
 
 def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...], source) -> None:
@@ -81,7 +93,87 @@ def networks_finite(model: torch.nn.Module) -> bool:
     return all(t.isfinite().all() for t in tensors)
 
 
-# ---------------------------------------------------------------- training
+# ---------------------------------------------------------------- one training step
+
+class GanStep:
+    """One batch of training, apart from the loop: a discriminator step, then a generator step.
+
+    Holds the networks' optimizers (Adam, betas 0.5/0.999, as wav2pix); G's optimizer also
+    trains the speech encoder and the speaker classifier.
+    """
+
+    def __init__(self, model: SpeechToFace, options, device: torch.device):
+        self.model, self.options, self.device = model, options, device
+        betas = (0.5, 0.999)
+        self.optimizer_g = torch.optim.Adam(model.generator_parameters(), options.lr_G,
+                                            betas=betas)
+        self.optimizer_d = torch.optim.Adam(model.projection_discriminator.parameters(),
+                                            options.lr_D, betas=betas)
+
+    def __call__(self, batch) -> dict[str, float]:
+        """The batch's figures; raises NonFiniteLoss, having applied nothing, when a loss is
+        NaN or infinite (D's step stands when only G's loss is)."""
+        waveform, real, speaker_id, wrong = (t.to(self.device, non_blocking=True) for t in batch)
+        real, wrong = (faces.contiguous(memory_format=torch.channels_last) for faces in (real, wrong))
+        statistics = [b.detach().clone() for b in self.model.buffers()]   # BN, spectral norm
+        try:
+            with record_function("encoder_and_generator_forward"):
+                embedding, fake = self.model(waveform)   # once per batch; D gets it detached
+            d_values, real_features = self.discriminator_step(real, fake.detach(), wrong,
+                                                              embedding.detach())
+            g_values = self.generator_step(real, fake, embedding, speaker_id, real_features)
+        except NonFiniteLoss:
+            with torch.no_grad():
+                for buffer, saved in zip(self.model.buffers(), statistics):
+                    buffer.copy_(saved)
+            self.optimizer_d.zero_grad(set_to_none=True)
+            self.optimizer_g.zero_grad(set_to_none=True)
+            raise
+        return {k: v.item() for k, v in {**d_values, **g_values}.items()}
+
+    def discriminator_step(self, real, fake, wrong, condition):
+        """Real pair -> 0.9, generated and wrong pairs -> 0; the three passes run as one batch."""
+        discriminator = self.model.projection_discriminator
+        with record_function("discriminator_forward"):
+            scores, features = discriminator(torch.cat([real, fake, wrong]),
+                                             torch.cat([condition, condition, condition]))
+            real_scores, fake_scores, wrong_scores = scores.chunk(3)
+            d_loss = lsgan_discriminator_loss(real_scores, fake_scores, wrong_scores)
+        if not torch.isfinite(d_loss):
+            raise NonFiniteLoss({"d_loss": d_loss.item()})
+        with record_function("discriminator_backward_and_adam"):
+            self.optimizer_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.optimizer_d.step()
+        values = {"d_loss": d_loss, "d_real": real_scores.mean(), "d_fake": fake_scores.mean(),
+                  "d_wrong": wrong_scores.mean()}
+        return values, features[:len(real)].detach()
+
+    def generator_step(self, real, fake, embedding, speaker_id, real_features):
+        """G, speech encoder and speaker classifier: adversarial + L1 + feature matching + softmax."""
+        o, discriminator = self.options, self.model.projection_discriminator
+        with record_function("generator_losses_forward"):
+            discriminator.requires_grad_(False)  # no weight gradients for D in G's step
+            g_scores, g_features = discriminator(fake, embedding)
+            discriminator.requires_grad_(True)
+            logits = self.model.speaker_classifier(embedding)
+            terms = {"g_adv": lsgan_generator_loss(g_scores),
+                     "g_l1": reconstruction_l1(fake, real),
+                     "g_fm": feature_matching_loss(real_features, g_features),
+                     "g_softmax": speaker_softmax_loss(logits, speaker_id)}
+            g_loss = (terms["g_adv"] + o.l1_coef * terms["g_l1"] + o.l2_coef * terms["g_fm"]
+                      + o.softmax_coef * terms["g_softmax"])
+        if not torch.isfinite(g_loss):
+            raise NonFiniteLoss({k: v.item() for k, v in {"g_loss": g_loss, **terms}.items()})
+        with record_function("generator_backward_and_adam"):
+            self.optimizer_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.optimizer_g.step()
+        speaker_acc = (logits.argmax(dim=1) == speaker_id).float().mean()
+        return {"g_loss": g_loss, **terms, "speaker_acc": speaker_acc}
+
+
+# ---------------------------------------------------------------- the training loop
 
 class Trainer:
     def __init__(self, options, device: torch.device, dataset_path: Path,
@@ -97,17 +189,16 @@ class Trainer:
                               noise_dim=options.noise_dim)
         if resume is not None:
             check_resume_architecture(self.args, resume, options.resume)
-        self.model = SpeechToFace(self.args).to(device)
+        # channels_last: 10-20% faster 2-D convolutions on CPU (benchmarks/README.md).
+        self.model = SpeechToFace(self.args).to(device, memory_format=torch.channels_last)
         self._load_pretrained()
-        betas = (0.5, 0.999)
-        self.optimizer_g = torch.optim.Adam(self.model.generator_parameters(), options.lr_G,
-                                            betas=betas)
-        self.optimizer_d = torch.optim.Adam(self.model.projection_discriminator.parameters(),
-                                            options.lr_D, betas=betas)
+        self.gan_step = GanStep(self.model, options, device)
+        self.optimizer_g, self.optimizer_d = self.gan_step.optimizer_g, self.gan_step.optimizer_d
         self.train_loader = self._train_loader()
         self.held_out = self._held_out_dataset()
-        self.sample_rows = spread_over_speakers(self.held_out.speaker_ids, SAMPLE_FACES)
-        self.log = JsonLog(self.run_dir / "log.jsonl")
+        self.held_out_samples = self._sample_set(held_out_split(self.info), SAMPLE_FACES)
+        self.train_samples = self._sample_set("train", TRAIN_SAMPLE_FACES)
+        self.visualizer = Visualizer(self.run_dir, options)
         self.epoch, self.step = 0, 0
         self._init_run_state(resume)
 
@@ -141,51 +232,15 @@ class Trainer:
     def _held_out_dataset(self) -> SpeechFaceDataset:
         return self._dataset(held_out_split(self.info), train=False)
 
-    # ---- one batch: a discriminator step, then a generator step
-
-    def train_step(self, batch) -> dict[str, float] | None:
-        """Returns the batch's losses, or None when a non-finite loss skipped it."""
-        waveform, real, speaker_id, wrong = (t.to(self.device, non_blocking=True) for t in batch)
-        o, model = self.options, self.model
-        discriminator = model.projection_discriminator
-        statistics = [b.detach().clone() for b in model.buffers()]  # put back if skipped
-        embedding, fake = model(waveform)        # G runs once per batch; D gets it detached
-
-        # ---- discriminator: real pair -> 0.9, generated and wrong pairs -> 0
-        condition = embedding.detach()
-        scores, features = discriminator(torch.cat([real, fake.detach(), wrong]),
-                                         torch.cat([condition, condition, condition]))
-        real_scores, fake_scores, wrong_scores = scores.chunk(3)
-        d_loss = lsgan_discriminator_loss(real_scores, fake_scores, wrong_scores)
-        if not torch.isfinite(d_loss):
-            return self._skip_batch(statistics, {"d_loss": d_loss})
-        self.optimizer_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.optimizer_d.step()
-
-        # ---- generator (+ speech encoder and speaker classifier)
-        discriminator.requires_grad_(False)      # no weight gradients for D in G's step
-        g_scores, g_features = discriminator(fake, embedding)
-        discriminator.requires_grad_(True)
-        terms = {
-            "g_adv": lsgan_generator_loss(g_scores),
-            "g_l1": reconstruction_l1(fake, real),
-            "g_fm": feature_matching_loss(features[:len(real)], g_features),
-            "g_softmax": speaker_softmax_loss(model.speaker_classifier(embedding), speaker_id),
-        }
-        g_loss = (terms["g_adv"] + o.l1_coef * terms["g_l1"] + o.l2_coef * terms["g_fm"]
-                  + o.softmax_coef * terms["g_softmax"])
-        if not torch.isfinite(g_loss):
-            return self._skip_batch(statistics, {"g_loss": g_loss, **terms})
-        self.optimizer_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.optimizer_g.step()
-        self.step += 1
-        self.guard.passed()
-        values = {"d_loss": d_loss, "g_loss": g_loss, **terms,
-                  "d_real": real_scores.mean(), "d_fake": fake_scores.mean(),
-                  "d_wrong": wrong_scores.mean()}
-        return {k: v.item() for k, v in values.items()}
+    def _sample_set(self, split: str, count: int) -> SampleSet:
+        """`count` pairs of the split, speakers in turn, read once. The dataset (and its HDF5
+        handle) is dropped here, so no handle crosses the fork of the DataLoader's workers."""
+        dataset = SpeechFaceDataset(self.info, split, self.args.audio_samples,
+                                    self.args.image_size, train=False, in_memory=False)
+        rows = spread_over_speakers(dataset.speaker_ids, count)
+        return SampleSet(torch.stack([dataset.waveform(i) for i in rows]),
+                         torch.stack([dataset.face(i) for i in rows]),
+                         [self.info.speaker_names[dataset.speaker_ids[i]] for i in rows])
 
     def train_epoch(self) -> dict[str, float]:
         """The rest of the current epoch (all of it, unless the run resumed inside it)."""
@@ -197,8 +252,7 @@ class Trainer:
                    initial=self.progress.pairs_done // batch_size, total=usable_pairs // batch_size,
                    leave=False, dynamic_ncols=True, disable=None)
         for batch in bar:
-            losses = self.train_step(batch)
-            self.progress.add(len(batch[0]), losses)
+            self.progress.add(len(batch[0]), self.train_batch(batch))
             if self.progress.batches:
                 means = self.progress.means()
                 bar.set_postfix(d=f"{means['d_loss']:.3f}", g=f"{means['g_loss']:.3f}",
@@ -209,6 +263,20 @@ class Trainer:
             if self.options.max_steps and self.step >= self.options.max_steps:
                 break
         return self.progress.means()
+
+    def train_batch(self, batch) -> dict[str, float] | None:
+        """One step; None when a non-finite loss made it a skipped one."""
+        try:
+            losses = self.gan_step(batch)
+        except NonFiniteLoss as fault:
+            self.step += 1
+            self._skipped(fault.losses)
+            return None
+        self.step += 1
+        self.guard.passed()
+        self.visualizer.scalars(self.step, {**losses, **self.learning_rates()},
+                                epoch=self.epoch + 1)
+        return losses
 
     @torch.no_grad()
     def held_out_scores(self) -> dict[str, float]:
@@ -238,21 +306,43 @@ class Trainer:
             means[speaker] = torch.stack([self.held_out.face(i) for i in rows]).mean(0)
         return means.to(self.device)
 
+    def learning_rates(self) -> dict[str, float]:
+        return {"lr_G": self.optimizer_g.param_groups[0]["lr"],
+                "lr_D": self.optimizer_d.param_groups[0]["lr"]}
+
     @torch.no_grad()
-    def save_sample_grid(self) -> Path:
+    def sample_grid(self, samples: SampleSet) -> np.ndarray:
         """Generated faces (top row of each pair of rows) above the true frames."""
         self.model.eval()
-        waveform = torch.stack([self.held_out.waveform(i) for i in self.sample_rows])
-        real = torch.stack([self.held_out.face(i) for i in self.sample_rows])
-        _, fake = self.model(waveform.to(self.device))
+        real = samples.faces
+        _, fake = self.model(samples.waveforms.to(self.device))
         self.model.train()
         rows = []
         for start in range(0, len(real), 8):
             rows += [fake[start:start + 8].cpu(), real[start:start + 8]]
         if len(rows) > 2 and len(rows[-1]) != len(rows[0]):
             rows = rows[:-2]
-        path = self.run_dir / "samples" / f"epoch_{self.epoch:04d}.png"
-        return save_png(path, face_grid(rows))
+        return face_grid(rows)
+
+    def save_sample_grids(self) -> Path:
+        """This epoch's faces for the held-out and the training samples; returns the first."""
+        grid = self.visualizer.faces(
+            "held-out speech: generated faces above the real ones",
+            self.sample_grid(self.held_out_samples), f"epoch_{self.epoch:04d}.png", self.epoch)
+        self.visualizer.faces(
+            "training pairs: generated faces above the real ones",
+            self.sample_grid(self.train_samples), f"train_epoch_{self.epoch:04d}.png", self.epoch)
+        return grid
+
+    def show_sample_speech(self) -> None:
+        """The speech behind the first grid row of each sample set, as the encoder hears it
+        (pre-emphasised, peak-normalised); it is the same every epoch, so it is sent once."""
+        for title, samples in (("held-out speech", self.held_out_samples),
+                               ("training speech", self.train_samples)):
+            first_row = zip(samples.speakers[:8], samples.waveforms)
+            clips = [(f"{column + 1}: {speaker}", waveform[0].numpy())
+                     for column, (speaker, waveform) in enumerate(first_row)]
+            self.visualizer.speech(f"{title}, in grid order", clips, SAMPLE_RATE)
 
     def checkpoint_payload(self) -> dict:
         # An EMA copy of G (its own issue) belongs here, e.g. as "face_generator_ema", and
@@ -298,7 +388,7 @@ class Trainer:
         self.last_checkpoint = Path(source)
         if checkpoint["speaker_names"] != self.info.speaker_names:
             print(f"note: {self.info.path} names other speakers than the checkpoint's run")
-        trim_log(self.run_dir / "log.jsonl", self.step, self.epoch)
+        trim_log(self.run_dir / "log.jsonl", self.step, self.epoch)   # what it will log again
         print(f"resuming {source} at epoch {self.epoch + 1}, step {self.step}, "
               f"{self.progress.pairs_done} pairs into the epoch")
         restore_rng_states(state["rng"])   # last: building the networks drew from them
@@ -338,30 +428,21 @@ class Trainer:
             else:
                 self._save_at_epoch_end = True
 
-    def _skip_batch(self, statistics: list[torch.Tensor], losses: dict) -> None:
-        """A non-finite loss: the step it belongs to is not applied (a non-finite D loss skips
-        G's step too; a non-finite G loss comes after D's step, which had a finite loss),
-        BatchNorm and spectral-norm statistics are put back, and the batch is counted and
-        logged; --max_nonfinite_steps in a row stop the run."""
-        with torch.no_grad():
-            for buffer, saved in zip(self.model.buffers(), statistics):
-                buffer.copy_(saved)
-        self.optimizer_d.zero_grad(set_to_none=True)
-        self.optimizer_g.zero_grad(set_to_none=True)
-        self.step += 1
-        values = {k: v.item() for k, v in losses.items()}
-        self.log.write(event="skipped_step", epoch=self.epoch + 1, step=self.step,
-                       **{k: v if math.isfinite(v) else str(v) for k, v in values.items()})
-        tqdm.write(f"note: step {self.step} skipped, non-finite loss ({describe_losses(values)})")
-        self.guard.failed(self.step, values, self.last_checkpoint)
-        return None
+    def _skipped(self, losses: dict[str, float]) -> None:
+        """A batch GanStep skipped for a non-finite loss: counted, logged, and
+        --max_nonfinite_steps in a row stop the run."""
+        self.visualizer.log.write(kind="skipped_step", step=self.step, epoch=self.epoch + 1,
+                                  **{k: v if math.isfinite(v) else str(v)
+                                     for k, v in losses.items()})
+        tqdm.write(f"note: step {self.step} skipped, non-finite loss ({describe_losses(losses)})")
+        self.guard.failed(self.step, losses, self.last_checkpoint)
 
     def train(self) -> Path | None:
         """Train to --epochs; returns the last checkpoint. SIGINT/SIGTERM save and raise
         StoppedBySignal; too many non-finite losses in a row raise TrainingDiverged."""
-        write_json(self.run_dir / "options.json", vars(self.options))
         print(f"training on {self.device}: {len(self.train_loader.dataset)} train pairs, "
               f"{len(self.info.speaker_names)} speakers, run folder {self.run_dir}")
+        self.show_sample_speech()
         with StopSignals() as self.signals:
             while self.epoch < self.options.epochs:
                 self.end_epoch(self.train_epoch())
@@ -376,8 +457,9 @@ class Trainer:
         self.epoch += 1
         self.progress = EpochProgress()
         scores = self.held_out_scores()
-        grid = self.save_sample_grid()
-        self.log.write(epoch=self.epoch, step=self.step, **losses, **scores, skipped_steps=skipped)
+        self.visualizer.metrics(self.step, scores, epoch=self.epoch)
+        grid = self.save_sample_grids()
+        self.visualizer.epoch_end(self.epoch, self.step, {**losses, "skipped_steps": skipped})
         print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in
                                                   {**losses, **scores}.items())
               + f"  grid {grid}" + (f"  ({skipped} steps skipped)" if skipped else ""))

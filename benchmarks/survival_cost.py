@@ -79,7 +79,7 @@ def main() -> None:
                               args.repeats)
         run = quietly(lambda: trainer.Trainer(options, device, dataset))
         batch = next(iter(run.train_loader))
-        step = median_seconds(lambda: run.train_step(batch), args.repeats)
+        step = median_seconds(lambda: run.train_batch(batch), args.repeats)
         snapshot = median_seconds(lambda: [b.detach().clone() for b in run.model.buffers()],
                                   args.repeats * 20)
         save = median_seconds(lambda: quietly(run.save), args.repeats)

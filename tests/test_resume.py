@@ -28,7 +28,7 @@ from utils import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 # 4 train pairs in batches of 2: two steps per epoch, two epochs; 0.3 s of speech per face.
-RUN = ["--audio_seconds", "0.3", "--batch_size", "2", "--epochs", "2"]
+RUN = ["--audio_seconds", "0.3", "--batch_size", "2", "--epochs", "2", "--no_visdom"]
 INSIDE_EPOCH_2 = "checkpoint_epoch0002_step00000003.pt"
 
 
@@ -85,9 +85,14 @@ def assert_identical(mine, theirs, where="checkpoint"):
         assert mine == theirs, where
 
 
-def epoch_records(run_dir: Path) -> list[dict]:
-    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "time"} for r in records if "event" not in r]
+def log_records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def logged_figures(run_dir: Path) -> list[dict]:
+    """Every step's losses, every evaluation and every epoch's means, in order, without times."""
+    return [{k: v for k, v in r.items() if k != "time"} for r in log_records(run_dir)
+            if r["kind"] in ("iteration", "evaluation", "epoch")]
 
 
 def assert_same_run(reference: Path, run_dir: Path) -> None:
@@ -96,8 +101,8 @@ def assert_same_run(reference: Path, run_dir: Path) -> None:
     for key in ("networks", "optimizer_g", "optimizer_d", "epoch", "step", "model_args"):
         assert_identical(mine[key], theirs[key], key)
     assert_identical(mine["resume_state"], theirs["resume_state"], "resume_state")
-    logged = epoch_records(run_dir)
-    assert logged == epoch_records(reference)[-len(logged):]
+    logged = logged_figures(run_dir)
+    assert logged == logged_figures(reference)[-len(logged):]
     grid = "samples/epoch_0002.png"
     assert (run_dir / grid).read_bytes() == (reference / grid).read_bytes()
 
@@ -264,11 +269,12 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(workdir, refer
     assert "the last good checkpoint is checkpoints/diverge/latest.pt" in err
     assert identity(run_dir / "latest.pt") == before
     assert not list(run_dir.glob("checkpoint_epoch0003*"))
-    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    skipped = [r for r in records if r.get("event") == "skipped_step"]
+    records = log_records(run_dir)
+    skipped = [r for r in records if r["kind"] == "skipped_step"]
     assert [r["step"] for r in skipped] == [4, 5]
     assert "nan" in skipped[-1].values()
-    assert records[-2]["epoch"] == 2 and records[-2]["skipped_steps"] == 1
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [(r["epoch"], r["skipped_steps"]) for r in epochs] == [(1, 0), (2, 1)]
 
 
 def model_and_optimisers(run: trainer.Trainer) -> dict:
@@ -290,12 +296,12 @@ def test_a_batch_with_a_non_finite_loss_changes_nothing(workdir):
         poisoned[0] = batch[0].clone()
         poisoned[0][0, 0, 100] = float("nan")
         before = model_and_optimisers(run)
-        assert run.train_step(poisoned) is None
+        assert run.train_batch(poisoned) is None
         assert_identical(model_and_optimisers(run), before)
         assert (run.step, run.guard.in_a_row) == (1, 1)
-        logged = json.loads((run.run_dir / "log.jsonl").read_text().splitlines()[-1])
-        assert logged["event"] == "skipped_step" and logged["d_loss"] == "nan"
-        assert run.train_step(batch) is not None and run.guard.in_a_row == 0
+        logged = log_records(run.run_dir)[-1]
+        assert logged["kind"] == "skipped_step" and logged["d_loss"] == "nan"
+        assert run.train_batch(batch) is not None and run.guard.in_a_row == 0
         after = run.model.state_dict()
         assert not torch.equal(after["face_generator.layers.1.running_mean"],
                                before["networks"]["face_generator.layers.1.running_mean"])
