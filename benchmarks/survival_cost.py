@@ -25,15 +25,7 @@ import runtime  # noqa: E402
 import trainer  # noqa: E402
 import utils  # noqa: E402
 from data.demo import demo_dataset_path  # noqa: E402
-
-
-def median_seconds(action, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from dashboard_cost import median_seconds  # noqa: E402  (this folder is on sys.path)
 
 
 def quietly(action):
