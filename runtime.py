@@ -13,6 +13,7 @@ from pathlib import Path
 
 from models import CONDITIONS, DISCRIMINATORS, GENERATORS
 from models.losses import ADVERSARIAL_LOSSES
+from run_state import StoppedBySignal
 from utils import UserError
 
 IMAGE_SIZES = (64, 128)
@@ -59,8 +60,42 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop after this many training steps (0: no limit); for smoke tests")
     ours.add_argument("--audio", nargs="+", default=None, metavar="PATH",
                       help="with --inference: your own wav files or folders, one face per window")
+    # ---- surviving runs (issue 8)
+    ours.add_argument("--resume", default=None, metavar="latest|PATH",
+                      help="continue a run exactly: 'latest' in checkpoints/<save_path>, or a "
+                           "checkpoint or run folder; its options apply unless given again")
+    ours.add_argument("--checkpoint_every_steps", type=int, default=0,
+                      help="also checkpoint every N steps (0: only every --checkpoint_every "
+                           "epochs)")
+    ours.add_argument("--keep_checkpoints", type=int, default=0,
+                      help="keep only the newest K checkpoints (0: keep all)")
+    ours.add_argument("--max_nonfinite_steps", type=int, default=10,
+                      help="stop after this many steps in a row with a NaN/inf loss (each is "
+                           "skipped, not applied)")
+    add_dashboard_options(parser)
     add_variant_options(parser)
     return parser
+
+
+def add_dashboard_options(parser: argparse.ArgumentParser) -> None:
+    dashboard = parser.add_argument_group("dashboard (visdom; --vis_screen names the environment)")
+    dashboard.add_argument("--visdom_server", default="http://localhost",
+                           help="visdom server that training plots to")
+    dashboard.add_argument("--visdom_port", type=int, default=8097,
+                           help="its port, and the port --serve_dashboard listens on")
+    dashboard.add_argument("--no_visdom", action="store_true",
+                           help="plot nothing to visdom (the run folder still gets every figure)")
+    dashboard.add_argument("--serve_dashboard", action="store_true",
+                           help="start a visdom server on this machine at --visdom_port, after "
+                                "installing its JavaScript from npm if missing")
+
+
+def check_dashboard_options(options) -> None:
+    if not 1 <= options.visdom_port <= 65535:
+        raise UserError(f"--visdom_port must be between 1 and 65535, got {options.visdom_port}")
+    if not options.visdom_server.startswith(("http://", "https://")):
+        raise UserError(f"--visdom_server must start with http:// or https://, "
+                        f"got {options.visdom_server!r}")
 
 
 # ---------------------------------------------------------------- GAN variants (issue 7)
@@ -150,7 +185,46 @@ def check_options(options) -> None:
         raise UserError("--audio renders faces and needs --inference")
     if not options.save_path or Path(options.save_path).is_absolute() or ".." in Path(options.save_path).parts:
         raise UserError("--save_path must be a plain relative name such as 'my_run'")
+    check_survival_options(options)
+    check_dashboard_options(options)
     check_variant_options(options)
+
+
+def check_survival_options(options) -> None:
+    for name in ("checkpoint_every_steps", "keep_checkpoints"):
+        if getattr(options, name) < 0:
+            raise UserError(f"--{name} must not be negative, got {getattr(options, name)}")
+    if options.max_nonfinite_steps < 1:
+        raise UserError(f"--max_nonfinite_steps must be at least 1, got "
+                        f"{options.max_nonfinite_steps}")
+    if options.resume and options.inference:
+        raise UserError("--resume continues training; to render faces use --inference "
+                        "--pre_trained_gen with the checkpoint")
+    if options.resume and (options.pre_trained_gen or options.pre_trained_disc):
+        raise UserError("--resume restores every network itself; drop --pre_trained_gen and "
+                        "--pre_trained_disc")
+
+
+def given_options(parser: argparse.ArgumentParser, argv) -> set[str]:
+    """The options this command line sets: argparse fills in a default only where the
+    namespace has no value yet, so every name starts out as a marker."""
+    unset = object()
+    names = vars(parser.parse_args([]))
+    given = parser.parse_args(argv, argparse.Namespace(**{name: unset for name in names}))
+    return {name for name, value in vars(given).items() if value is not unset}
+
+
+def resumed(parser: argparse.ArgumentParser, argv, options):
+    """--resume: the checkpoint to continue, and the options (its own, unless given again)."""
+    from run_state import check_resumable, merge_resumed_options, resume_checkpoint_path
+    from utils import load_checkpoint
+    path = resume_checkpoint_path(options.resume, Path("checkpoints") / options.save_path)
+    checkpoint = load_checkpoint(path)
+    check_resumable(checkpoint, path)
+    options.resume = str(path)
+    options = merge_resumed_options(options, checkpoint["options"], given_options(parser, argv))
+    check_options(options)
+    return checkpoint, options
 
 
 def dataset_path(options) -> Path:
@@ -161,9 +235,16 @@ def dataset_path(options) -> Path:
 
 
 def main(argv=None) -> int:
-    options = build_parser().parse_args(argv)
+    parser = build_parser()
+    options = parser.parse_args(argv)
     try:
         check_options(options)
+        if options.serve_dashboard:
+            from utils import serve_dashboard
+            serve_dashboard(options.visdom_port)        # becomes the server; never returns
+        checkpoint = None
+        if options.resume:
+            checkpoint, options = resumed(parser, argv, options)
         resolve_variants(options)
         import trainer
         from utils import choose_device
@@ -172,10 +253,14 @@ def main(argv=None) -> int:
             trainer.run_inference(options, device, None if options.audio else dataset_path(options))
         else:
             options.num_workers = trainer.clip_workers(options.num_workers)
-            trainer.Trainer(options, device, dataset_path(options)).train()
+            trainer.Trainer(options, device, dataset_path(options), resume=checkpoint).train()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except StoppedBySignal as stop:
+        print(f"stopped by {stop}: saved {stop.checkpoint}; continue with --resume latest "
+              f"--save_path {options.save_path}", file=sys.stderr)
+        return 128 + stop.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,26 +1,34 @@
 """Training and rendering: turns losses into optimiser steps, and speech into face PNGs."""
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.profiler import record_function
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data.audio import find_audio_files, load_speech, prepare_waveform, speech_windows
+from data.audio import (SAMPLE_RATE, find_audio_files, load_speech, prepare_waveform,
+                        speech_windows)
 from data.dataset import SpeechFaceDataset
+from data.order import EpochDraws, EpochOrder, seed_worker
 from data.schema import PairFileInfo, require_embeddings, validate_pair_file
 from models import ModelArgs, SpeechToFace
 from models.losses import (ADVERSARIAL_LOSSES, feature_matching_loss, gradient_penalty,
                            reconstruction_l1, speaker_softmax_loss)
-from utils import (JsonLog, UserError, face_grid, load_checkpoint, prepare_output_dir,
-                   save_checkpoint, save_png, seed_everything, to_uint8_images, write_json)
+from run_state import (EpochProgress, NonFiniteGuard, NonFiniteLoss, StopSignals,
+                       StoppedBySignal, check_resumable, checkpoint_name, describe_losses,
+                       prune_checkpoints, remove_partial_files, restore_rng_states, rng_states,
+                       trim_log)
+from utils import (UserError, Visualizer, face_grid, load_checkpoint, prepare_output_dir,
+                   save_checkpoint, save_png, seed_everything, to_uint8_images)
 
 SAMPLE_FACES = 16            # held-out pairs drawn in every epoch's grid
+TRAIN_SAMPLE_FACES = 8      # training pairs drawn beside them
 VALIDATION_PAIRS = 256       # held-out pairs scored each epoch
 
 
@@ -39,6 +47,14 @@ def spread_over_speakers(speaker_ids: np.ndarray, count: int) -> list[int]:
             if queue and len(rows) < count:
                 rows.append(int(queue.pop(0)))
     return rows
+
+
+@dataclass
+class SampleSet:
+    """Fixed pairs drawn every epoch: their condition (centre-cropped speech) and real faces."""
+    conditions: torch.Tensor     # (N, 1, T) speech, (N, E) stored vectors, or (N, 0)
+    faces: torch.Tensor          # (N, 3, S, S)
+    speakers: list[str]
 
 
 def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...], source) -> None:
@@ -61,6 +77,25 @@ def network_state(checkpoint: dict, part: str) -> dict:
     """The state_dict of one sub-network (e.g. "face_generator") of a checkpoint."""
     return {k[len(part) + 1:]: v for k, v in checkpoint["networks"].items()
             if k.startswith(part + ".")}
+
+
+def check_resume_architecture(args: ModelArgs, checkpoint: dict, source) -> None:
+    """Resuming needs the very same networks (speakers included): say what differs."""
+    differences = args.differences(ModelArgs(**checkpoint["model_args"]))
+    if differences:
+        raise UserError(f"{source}: cannot resume into another architecture "
+                        f"({', '.join(differences)}; checkpoint vs now); drop the options "
+                        "that change it")
+
+
+def networks_finite(model: torch.nn.Module) -> bool:
+    """Whether every weight and statistic is finite. A 2-norm over all of them is fast (8 ms
+    for 18 M values, against 250 ms for isfinite) but overflows for absurd finite weights,
+    so only its "no" is checked exactly."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    if torch.nn.utils.get_total_norm(tensors, 2.0).isfinite():
+        return True
+    return all(t.isfinite().all() for t in tensors)
 
 
 # ---------------------------------------------------------------- one training step
@@ -91,19 +126,31 @@ class GanStep:
         self.wrong_pairs = options.cls and self.model.conditioned
         self.coefficients = {"g_adv": 1.0, "g_l1": options.l1_coef, "g_fm": options.l2_coef,
                              "g_softmax": options.softmax_coef}
-        self.batches_seen = 0
+        self.batches_seen = 0        # the Trainer's step; restored with it on --resume
 
     def __call__(self, batch) -> dict[str, float]:
+        """The batch's figures; raises NonFiniteLoss, having applied nothing, when a loss is
+        NaN or infinite (D's step stands when only G's loss is)."""
         condition_input, real, speaker_id, wrong = (t.to(self.device, non_blocking=True)
                                                     for t in batch)
+        real, wrong = (faces.contiguous(memory_format=torch.channels_last) for faces in (real, wrong))
+        statistics = [b.detach().clone() for b in self.model.buffers()]   # BN, spectral norm
         self.batches_seen += 1
-        if self.batches_seen % self.d_iters:
-            return self.critic_step(condition_input, real, wrong)
-        with record_function("encoder_and_generator_forward"):
-            embedding, fake = self.model(condition_input)   # once per batch; D gets it detached
-        d_values, real_features = self.discriminator_step(real, fake.detach(), wrong,
-                                                          embedding.detach())
-        g_values = self.generator_step(real, fake, embedding, speaker_id, real_features)
+        try:
+            if self.batches_seen % self.d_iters:
+                return self.critic_step(condition_input, real, wrong)
+            with record_function("encoder_and_generator_forward"):
+                embedding, fake = self.model(condition_input)   # once per batch; D gets it detached
+            d_values, real_features = self.discriminator_step(real, fake.detach(), wrong,
+                                                              embedding.detach())
+            g_values = self.generator_step(real, fake, embedding, speaker_id, real_features)
+        except NonFiniteLoss:
+            with torch.no_grad():
+                for buffer, saved in zip(self.model.buffers(), statistics):
+                    buffer.copy_(saved)
+            self.optimizer_d.zero_grad(set_to_none=True)
+            self.optimizer_g.zero_grad(set_to_none=True)
+            raise
         return {k: v.item() for k, v in {**d_values, **g_values}.items()}
 
     def critic_step(self, condition_input, real, wrong) -> dict[str, float]:
@@ -129,6 +176,8 @@ class GanStep:
                 values["d_gp"] = gradient_penalty(lambda x, c: discriminator(x, c)[0],
                                                   real, fake, condition)
                 d_loss = d_loss + self.options.gp_coef * values["d_gp"]
+        if not torch.isfinite(d_loss):
+            raise NonFiniteLoss({"d_loss": d_loss.item()})
         with record_function("discriminator_backward_and_adam"):
             self.optimizer_d.zero_grad(set_to_none=True)
             d_loss.backward()
@@ -150,6 +199,8 @@ class GanStep:
                 terms.update(g_l1=reconstruction_l1(fake, real),
                              g_softmax=speaker_softmax_loss(logits, speaker_id))
             g_loss = sum(self.coefficients[name] * term for name, term in terms.items())
+        if not torch.isfinite(g_loss):
+            raise NonFiniteLoss({k: v.item() for k, v in {"g_loss": g_loss, **terms}.items()})
         with record_function("generator_backward_and_adam"):
             self.optimizer_g.zero_grad(set_to_none=True)
             g_loss.backward()
@@ -162,7 +213,9 @@ class GanStep:
 # ---------------------------------------------------------------- the training loop
 
 class Trainer:
-    def __init__(self, options, device: torch.device, dataset_path: Path):
+    def __init__(self, options, device: torch.device, dataset_path: Path,
+                 resume: dict | None = None):
+        """`resume`: a checkpoint to continue exactly (runtime.py loads it for --resume)."""
         self.options, self.device = options, device
         self.info = validate_pair_file(dataset_path)
         self.speaker_names, self.speaker_map = self.info.speaker_names, None
@@ -170,15 +223,20 @@ class Trainer:
         self.args = self._model_args()
         self.run_dir = prepare_output_dir(Path("checkpoints") / options.save_path)
         self.loader_generator = seed_everything(options.seed)
-        self.model = SpeechToFace(self.args).to(device)
+        if resume is not None:
+            check_resume_architecture(self.args, resume, options.resume)
+        # channels_last: 10-20% faster 2-D convolutions on CPU (benchmarks/README.md).
+        self.model = SpeechToFace(self.args).to(device, memory_format=torch.channels_last)
         self._load_pretrained()
         self.gan_step = GanStep(self.model, options, device)
         self.optimizer_g, self.optimizer_d = self.gan_step.optimizer_g, self.gan_step.optimizer_d
         self.train_loader = self._train_loader()
         self.held_out = self._held_out_dataset()
-        self.sample_rows = spread_over_speakers(self.held_out.speaker_ids, SAMPLE_FACES)
-        self.log = JsonLog(self.run_dir / "log.jsonl")
+        self.held_out_samples = self._sample_set(held_out_split(self.info), SAMPLE_FACES)
+        self.train_samples = self._sample_set("train", TRAIN_SAMPLE_FACES)
+        self.visualizer = Visualizer(self.run_dir, options)
         self.epoch, self.step = 0, 0
+        self._init_run_state(resume)
 
     def _model_args(self) -> ModelArgs:
         o = self.options
@@ -210,12 +268,6 @@ class Trainer:
               "architecture is the checkpoint's")
         return base
 
-    def _finetune_sampler(self, dataset) -> RandomSampler:
-        # A handful of pairs: batches drawn with replacement, every step in one epoch, so the
-        # held-out scores and checkpoint come once, at the end.
-        return RandomSampler(dataset, replacement=True, generator=self.loader_generator,
-                             num_samples=self.options.max_steps * self.options.batch_size)
-
     def _load_pretrained(self) -> None:
         if self.base:
             start_from_trained(self.model, self.base, self.options.finetune)
@@ -236,37 +288,70 @@ class Trainer:
     def _train_loader(self) -> DataLoader:
         dataset = self._dataset("train", train=True)
         if self.base:
-            order = {"sampler": self._finetune_sampler(dataset)}
+            # A handful of pairs: every fine-tuning step in one epoch of draws with
+            # replacement, so the held-out scores and the checkpoint come once, at the end.
+            self.order = EpochDraws(len(dataset), self.options.seed,
+                                    self.options.max_steps * self.options.batch_size)
         elif self.options.batch_size > len(dataset):
             raise UserError(f"--batch_size {self.options.batch_size} is larger than the train "
                             f"split ({len(dataset)} pairs); lower --batch_size")
         else:
-            order = {"shuffle": True, "generator": self.loader_generator}
+            self.order = EpochOrder(len(dataset), self.options.seed)    # resumable shuffling
         workers = self.options.num_workers
-        return DataLoader(dataset, batch_size=self.options.batch_size, **order,
+        return DataLoader(dataset, batch_size=self.options.batch_size, sampler=self.order,
                           drop_last=True, num_workers=workers,
-                          persistent_workers=workers > 0,
-                          pin_memory=self.device.type == "cuda")
+                          persistent_workers=workers > 0, generator=self.loader_generator,
+                          worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda")
 
     def _held_out_dataset(self) -> SpeechFaceDataset:
         return self._dataset(held_out_split(self.info), train=False)
 
+    def _sample_set(self, split: str, count: int) -> SampleSet:
+        """`count` pairs of the split, speakers in turn, read once. The dataset (and its HDF5
+        handle) is dropped here, so no handle crosses the fork of the DataLoader's workers."""
+        dataset = SpeechFaceDataset(self.info, split, self.args.audio_samples,
+                                    self.args.image_size, train=False, in_memory=False,
+                                    condition=self.args.condition, speaker_map=self.speaker_map)
+        rows = spread_over_speakers(dataset.speaker_ids, count)
+        return SampleSet(torch.stack([dataset.condition(i) for i in rows]),
+                         torch.stack([dataset.face(i) for i in rows]),
+                         [self.speaker_names[dataset.speaker_ids[i]] for i in rows])
+
     def train_epoch(self) -> dict[str, float]:
+        """The rest of the current epoch (all of it, unless the run resumed inside it)."""
         self.model.train()
-        totals, counts = {}, {}   # per figure: with --d_iters > 1 not every batch has G's
+        batch_size = self.options.batch_size
+        usable_pairs = self.order.epoch_length // batch_size * batch_size
+        self.order.start(self.epoch, self.progress.pairs_done)
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.options.epochs}",
+                   initial=self.progress.pairs_done // batch_size, total=usable_pairs // batch_size,
                    leave=False, dynamic_ncols=True, disable=None)
         for batch in bar:
-            losses = self.gan_step(batch)
-            self.step += 1
-            for name, value in losses.items():
-                totals[name] = totals.get(name, 0.0) + value
-                counts[name] = counts.get(name, 0) + 1
-            bar.set_postfix({short: f"{totals[name] / counts[name]:.3f}" for short, name in
-                             (("d", "d_loss"), ("g", "g_loss"), ("l1", "g_l1")) if name in totals})
+            self.progress.add(len(batch[0]), self.train_batch(batch))
+            if self.progress.batches:
+                means = self.progress.means()   # with --d_iters > 1, G's only every N batches
+                bar.set_postfix({short: f"{means[name]:.3f}" for short, name in
+                                 (("d", "d_loss"), ("g", "g_loss"), ("l1", "g_l1")) if name in means})
+            if self.signals.received:
+                raise StoppedBySignal(self.signals.received, self.save())
+            self._checkpoint_inside_epoch(usable_pairs)
             if self.options.max_steps and self.step >= self.options.max_steps:
                 break
-        return {name: total / counts[name] for name, total in totals.items()}
+        return self.progress.means()
+
+    def train_batch(self, batch) -> dict[str, float] | None:
+        """One step; None when a non-finite loss made it a skipped one."""
+        try:
+            losses = self.gan_step(batch)
+        except NonFiniteLoss as fault:
+            self.step += 1
+            self._skipped(fault.losses)
+            return None
+        self.step += 1
+        self.guard.passed()
+        self.visualizer.scalars(self.step, {**losses, **self.learning_rates()},
+                                epoch=self.epoch + 1)
+        return losses
 
     @torch.no_grad()
     def held_out_scores(self) -> dict[str, float]:
@@ -298,52 +383,170 @@ class Trainer:
             means[speaker] = torch.stack([self.held_out.face(i) for i in rows]).mean(0)
         return means.to(self.device)
 
+    def learning_rates(self) -> dict[str, float]:
+        return {"lr_G": self.optimizer_g.param_groups[0]["lr"],
+                "lr_D": self.optimizer_d.param_groups[0]["lr"]}
+
     @torch.no_grad()
-    def save_sample_grid(self) -> Path:
+    def sample_grid(self, samples: SampleSet) -> np.ndarray:
         """Generated faces (top row of each pair of rows) above the true frames."""
         self.model.eval()
-        condition = torch.stack([self.held_out.condition(i) for i in self.sample_rows])
-        real = torch.stack([self.held_out.face(i) for i in self.sample_rows])
-        _, fake = self.model(condition.to(self.device))
+        real = samples.faces
+        _, fake = self.model(samples.conditions.to(self.device))
         self.model.train()
         rows = []
         for start in range(0, len(real), 8):
             rows += [fake[start:start + 8].cpu(), real[start:start + 8]]
         if len(rows) > 2 and len(rows[-1]) != len(rows[0]):
             rows = rows[:-2]
-        path = self.run_dir / "samples" / f"epoch_{self.epoch:04d}.png"
-        return save_png(path, face_grid(rows))
+        return face_grid(rows)
+
+    def save_sample_grids(self) -> Path:
+        """This epoch's faces for the held-out and the training samples; returns the first."""
+        grid = self.visualizer.faces(
+            "held-out speech: generated faces above the real ones",
+            self.sample_grid(self.held_out_samples), f"epoch_{self.epoch:04d}.png", self.epoch)
+        self.visualizer.faces(
+            "training pairs: generated faces above the real ones",
+            self.sample_grid(self.train_samples), f"train_epoch_{self.epoch:04d}.png", self.epoch)
+        return grid
+
+    def show_sample_speech(self) -> None:
+        """The speech behind the first grid row of each sample set, as the encoder hears it
+        (pre-emphasised, peak-normalised); it is the same every epoch, so it is sent once."""
+        if self.args.condition != "speech":
+            return
+        for title, samples in (("held-out speech", self.held_out_samples),
+                               ("training speech", self.train_samples)):
+            first_row = zip(samples.speakers[:8], samples.conditions)
+            clips = [(f"{column + 1}: {speaker}", waveform[0].numpy())
+                     for column, (speaker, waveform) in enumerate(first_row)]
+            self.visualizer.speech(f"{title}, in grid order", clips, SAMPLE_RATE)
 
     def checkpoint_payload(self) -> dict:
+        # An EMA copy of G (its own issue) belongs here, e.g. as "face_generator_ema", and
+        # back into the model in restore(), so that a resumed run continues its average.
         return {"model_args": asdict(self.args), "networks": self.model.state_dict(),
                 "optimizer_g": self.optimizer_g.state_dict(),
                 "optimizer_d": self.optimizer_d.state_dict(),
                 "epoch": self.epoch, "step": self.step, "options": vars(self.options),
-                "speaker_names": self.speaker_names}
+                "speaker_names": self.speaker_names, "resume_state": self.resume_state()}
 
-    def save(self) -> Path:
-        return save_checkpoint(self.run_dir, self.checkpoint_payload(),
-                               f"checkpoint_epoch{self.epoch:04d}.pt")
+    # ---- surviving: exact resume, checkpoints on a schedule, non-finite losses (issue 8)
 
-    def train(self) -> Path:
-        write_json(self.run_dir / "options.json", vars(self.options))
+    def _init_run_state(self, resume: dict | None) -> None:
+        self.progress = EpochProgress()
+        self.guard = NonFiniteGuard(self.options.max_nonfinite_steps)
+        self.signals = StopSignals()
+        self.last_checkpoint: Path | None = None
+        self._saved_at, self._save_at_epoch_end = None, False
+        for partial in remove_partial_files(self.run_dir):
+            print(f"note: removed {partial}, a checkpoint cut off mid-write")
+        if resume is not None:
+            self.restore(resume)
+
+    def resume_state(self) -> dict:
+        """What an exact continuation needs besides weights and optimisers."""
+        return {"epoch_progress": self.progress.state(), "rng": rng_states(),
+                "nonfinite_in_a_row": self.guard.in_a_row}
+
+    def restore(self, checkpoint: dict) -> None:
+        """Continue where `checkpoint` stopped: networks, both optimisers, the place in the
+        data (epoch, pairs done), the loss sums of the epoch so far, every random generator."""
+        source = self.options.resume
+        state = check_resumable(checkpoint, source)
+        self.model.load_state_dict(checkpoint["networks"])
+        for optimizer, name, lr in ((self.optimizer_g, "optimizer_g", self.options.lr_G),
+                                    (self.optimizer_d, "optimizer_d", self.options.lr_D)):
+            optimizer.load_state_dict(checkpoint[name])
+            for group in optimizer.param_groups:
+                group["lr"] = lr             # a learning rate given on the command line wins
+        self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
+        self.gan_step.batches_seen = self.step          # --d_iters: G's turn comes on time
+        self.progress = EpochProgress(**state["epoch_progress"])
+        self.guard.in_a_row = state["nonfinite_in_a_row"]
+        self.last_checkpoint = Path(source)
+        if checkpoint["speaker_names"] != self.speaker_names:
+            print(f"note: {self.info.path} names other speakers than the checkpoint's run")
+        trim_log(self.run_dir / "log.jsonl", self.step, self.epoch)   # what it will log again
+        print(f"resuming {source} at epoch {self.epoch + 1}, step {self.step}, "
+              f"{self.progress.pairs_done} pairs into the epoch")
+        restore_rng_states(state["rng"])   # last: building the networks drew from them
+
+    def save(self) -> Path | None:
+        """Checkpoint where the run stands. Weights that are no longer finite are not saved,
+        so the newest checkpoint stays the last good one."""
+        if not networks_finite(self.model):
+            tqdm.write("note: the networks hold non-finite values; no checkpoint written, "
+                       f"the last good one is {self.last_checkpoint}")
+            return self.last_checkpoint
+        name = checkpoint_name(self.epoch, self.step, mid_epoch=self.progress.pairs_done > 0)
+        self.last_checkpoint = save_checkpoint(self.run_dir, self.checkpoint_payload(), name)
+        prune_checkpoints(self.run_dir, self.options.keep_checkpoints)
+        self._saved_at, self._save_at_epoch_end = (self.epoch, self.step), False
+        return self.last_checkpoint
+
+    def _save_if_healthy(self) -> None:
+        """Scheduled checkpoints wait while the last batch was skipped: the newest checkpoint
+        should follow an applied step, not a state every step may now fail from."""
+        if self.guard.in_a_row:
+            tqdm.write(f"note: checkpoint at step {self.step} put off to the epoch's end, "
+                       "its batch was skipped")
+            self._save_at_epoch_end = True
+            return
+        self.save()
+
+    def _save_unless_saved(self) -> Path | None:
+        return self.last_checkpoint if self._saved_at == (self.epoch, self.step) else self.save()
+
+    def _checkpoint_inside_epoch(self, usable_pairs: int) -> None:
+        """--checkpoint_every_steps: a step that ends an epoch saves after the epoch's end."""
+        every = self.options.checkpoint_every_steps
+        if every and self.step % every == 0:
+            if self.progress.pairs_done < usable_pairs:
+                self._save_if_healthy()
+            else:
+                self._save_at_epoch_end = True
+
+    def _skipped(self, losses: dict[str, float]) -> None:
+        """A batch GanStep skipped for a non-finite loss: counted, logged, and
+        --max_nonfinite_steps in a row stop the run."""
+        self.visualizer.log.write(kind="skipped_step", step=self.step, epoch=self.epoch + 1,
+                                  **{k: v if math.isfinite(v) else str(v)
+                                     for k, v in losses.items()})
+        tqdm.write(f"note: step {self.step} skipped, non-finite loss ({describe_losses(losses)})")
+        self.guard.failed(self.step, losses, self.last_checkpoint)
+
+    def train(self) -> Path | None:
+        """Train to --epochs; returns the last checkpoint. SIGINT/SIGTERM save and raise
+        StoppedBySignal; too many non-finite losses in a row raise TrainingDiverged."""
         print(f"training on {self.device}: {len(self.train_loader.dataset)} train pairs, "
-              f"{len(self.info.speaker_names)} speakers, run folder {self.run_dir}")
-        checkpoint = None
-        while self.epoch < self.options.epochs:
-            losses = self.train_epoch()
-            self.epoch += 1
-            scores = self.held_out_scores()
-            grid = self.save_sample_grid()
-            self.log.write(epoch=self.epoch, step=self.step, **losses, **scores)
-            print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in
-                                                      {**losses, **scores}.items())
-                  + f"  grid {grid}")
-            if self.epoch % self.options.checkpoint_every == 0 or self._finished():
-                checkpoint = self.save()
-            if self._finished():
-                break
-        return checkpoint
+              f"{len(self.speaker_names)} speakers, run folder {self.run_dir}")
+        self.show_sample_speech()
+        with StopSignals() as self.signals:
+            while self.epoch < self.options.epochs:
+                self.end_epoch(self.train_epoch())
+                if self._finished():
+                    break
+                if self.signals.received:
+                    raise StoppedBySignal(self.signals.received, self._save_unless_saved())
+        return self.last_checkpoint
+
+    def end_epoch(self, losses: dict[str, float]) -> None:
+        skipped = self.progress.skipped
+        self.epoch += 1
+        self.progress = EpochProgress()
+        scores = self.held_out_scores()
+        self.visualizer.metrics(self.step, scores, epoch=self.epoch)
+        grid = self.save_sample_grids()
+        self.visualizer.epoch_end(self.epoch, self.step, {**losses, "skipped_steps": skipped})
+        print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in
+                                                  {**losses, **scores}.items())
+              + f"  grid {grid}" + (f"  ({skipped} steps skipped)" if skipped else ""))
+        if self._finished():
+            self.save()                  # the run's result, even right after a skipped batch
+        elif self.epoch % self.options.checkpoint_every == 0 or self._save_at_epoch_end:
+            self._save_if_healthy()
 
     def _finished(self) -> bool:
         steps_done = self.options.max_steps and self.step >= self.options.max_steps

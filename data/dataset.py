@@ -24,6 +24,10 @@ class SpeechFaceDataset(Dataset):
     with condition="none" an empty (0,) tensor. `speaker_map[i]` renumbers the file's
     speaker i (fine-tuning appends new speakers to a trained model's). The HDF5 file is
     opened lazily, once per DataLoader worker, since h5py handles must not cross a fork.
+
+    An item key is a row, or (row, item_seed) from data.order.EpochOrder: then the crop and
+    the wrong face come from a generator seeded for that item alone, so they do not depend
+    on which worker loads it (exact resume).
     """
 
     def __init__(self, info: PairFileInfo, split: str, audio_samples: int, image_size: int,
@@ -43,15 +47,20 @@ class SpeechFaceDataset(Dataset):
         self._file, self._arrays, self.condition_kind = None, None, condition
         if condition == "embedding":
             require_embeddings(info)
-        with h5py.File(self.path, "r") as f:
-            self.speaker_ids = f[split]["speaker_ids"][()].astype(np.int64)
-            if speaker_map is not None:
-                self.speaker_ids = np.asarray(speaker_map, dtype=np.int64)[self.speaker_ids]
-            if condition == "embedding":
-                self._embeddings = f[split]["embeddings"][()].astype(np.float32)
-            size = f[split]["waveforms"].nbytes + f[split]["faces"].nbytes
-            if in_memory or (in_memory is None and size <= IN_MEMORY_LIMIT_BYTES):
-                self._arrays = {key: f[split][key][()] for key in ("waveforms", "faces")}
+        try:
+            with h5py.File(self.path, "r") as f:
+                self.speaker_ids = f[split]["speaker_ids"][()].astype(np.int64)
+                if condition == "embedding":
+                    self._embeddings = f[split]["embeddings"][()].astype(np.float32)
+                size = f[split]["waveforms"].nbytes + f[split]["faces"].nbytes
+                if in_memory or (in_memory is None and size <= IN_MEMORY_LIMIT_BYTES):
+                    self._arrays = {key: f[split][key][()] for key in ("waveforms", "faces")}
+        except (OSError, RuntimeError, KeyError, ValueError) as error:
+            raise PairFileError(f"{info.path}: split '{split}' cannot be read, the file is "
+                                f"damaged ({str(error).splitlines()[0][:100]}); rebuild it with "
+                                "`python -m data.prepare` or copy it again") from None
+        if speaker_map is not None:
+            self.speaker_ids = np.asarray(speaker_map, dtype=np.int64)[self.speaker_ids]
         everyone = np.arange(len(self.speaker_ids))
         self._other_rows = {s: everyone[self.speaker_ids != s] for s in np.unique(self.speaker_ids)}
 
@@ -70,22 +79,22 @@ class SpeechFaceDataset(Dataset):
             self._file = h5py.File(self.path, "r")
         return self._file[self.split]
 
-    def _crop_start(self, window_length: int) -> int:
+    def _crop_start(self, window_length: int, generator: torch.Generator | None = None) -> int:
         spare = window_length - self.audio_samples
         if self.train:
-            return int(torch.randint(spare + 1, ()).item())
+            return int(torch.randint(spare + 1, (), generator=generator).item())
         return spare // 2
 
-    def waveform(self, index: int) -> torch.Tensor:
+    def waveform(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
         window = self._rows()["waveforms"][index]
-        start = self._crop_start(len(window))
+        start = self._crop_start(len(window), generator)
         speech = window[start:start + self.audio_samples].astype(np.float32) / 32768.0
         return torch.from_numpy(prepare_waveform(speech))[None]          # (1, T)
 
-    def condition(self, index: int) -> torch.Tensor:
+    def condition(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """The model's input for pair `index`: its speech (1, T), its vector (E,), or (0,)."""
         if self.condition_kind == "speech":
-            return self.waveform(index)
+            return self.waveform(index, generator)
         if self.condition_kind == "embedding":
             return torch.from_numpy(self._embeddings[index])
         return torch.zeros(0)
@@ -93,17 +102,20 @@ class SpeechFaceDataset(Dataset):
     def face(self, index: int) -> torch.Tensor:
         return face_tensor(self._rows()["faces"][index], self.image_size)
 
-    def wrong_row(self, index: int) -> int:
+    def wrong_row(self, index: int, generator: torch.Generator | None = None) -> int:
         """A random row of another speaker; of another pair where the split has one speaker."""
         others = self._other_rows[self.speaker_ids[index]]
         if len(others):
-            return int(others[torch.randint(len(others), ()).item()])
-        row = int(torch.randint(max(len(self) - 1, 1), ()).item())
+            return int(others[torch.randint(len(others), (), generator=generator).item()])
+        row = int(torch.randint(max(len(self) - 1, 1), (), generator=generator).item())
         return row + 1 if len(self) > 1 and row >= index else row
 
-    def __getitem__(self, index: int):
-        wrong = self.wrong_row(index)
-        return (self.condition(index), self.face(index),
+    def __getitem__(self, key):
+        index, generator = key, None
+        if isinstance(key, tuple):                      # (row, item_seed) from EpochOrder
+            index, generator = key[0], torch.Generator().manual_seed(key[1])
+        wrong = self.wrong_row(index, generator)
+        return (self.condition(index, generator), self.face(index),
                 torch.tensor(self.speaker_ids[index]), self.face(wrong))
 
 

@@ -263,35 +263,68 @@ def validate_pair_file(path) -> PairFileInfo:
     """Open a pair file, check it against the schema and describe it; raises PairFileError."""
     path = Path(path)
     with _open(path) as f:
-        if f.attrs.get("format") != FORMAT_NAME:
-            _fail(path, f"is not a {FORMAT_NAME} file (no 'format' attribute); "
-                        "convert it with `python -m data.prepare`")
-        version = int(f.attrs.get("version", -1))
-        if version != FORMAT_VERSION:
-            _fail(path, f"has format version {version}; this code reads version {FORMAT_VERSION}")
-        rate = int(f.attrs.get("sample_rate", 0))
-        if rate != SAMPLE_RATE:
-            _fail(path, f"holds speech at {rate} Hz; the models read {SAMPLE_RATE} Hz, "
-                        "so rebuild it with `python -m data.prepare` (it resamples)")
-        names = [n.decode() if isinstance(n, bytes) else str(n)
-                 for n in f.attrs.get("speaker_names", [])]
-        if not names:
-            _fail(path, "names no speakers (root attribute 'speaker_names')")
-        if "train" not in f:
-            _fail(path, "has no 'train' split")
-        info = PairFileInfo(path=path, speaker_names=names, sample_rate=rate)
-        for split in SPLITS:
-            if split in f:
-                info.splits[split] = _check_split(path, f, split, len(names))
-        shapes = {(s.window_samples, s.face_size) for s in info.splits.values()}
-        if len(shapes) > 1:
-            _fail(path, f"splits disagree on window length or face size: {sorted(shapes)}")
-        widths = {split: s.embedding_dim for split, s in info.splits.items()}
-        if len(set(widths.values())) > 1:
-            _fail(path, "splits disagree on their embeddings (split: width, 0 for none): "
-                        f"{widths}; give every split embeddings of one width, or none")
-        for value_check in _sample_rows(f, info):
-            _fail(path, value_check)
+        try:
+            return _describe(path, f)
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as error:
+            # h5py's own errors on a damaged file (a cut copy, flipped bytes): broken heaps,
+            # addresses past the end, undecodable headers.
+            detail = str(error).strip().splitlines()[0][:100] if str(error).strip() else ""
+            _fail(path, f"is damaged ({type(error).__name__}: {detail}); rebuild it with "
+                        "`python -m data.prepare` or copy it again")
+
+
+def _scalar_attr(f: h5py.File, name: str):
+    """A root attribute as a plain Python scalar (bytes decoded), or None if absent or not one."""
+    value = f.attrs.get(name)
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, (str, int, float)) else None
+
+
+def _speaker_names(path, f: h5py.File) -> list[str]:
+    value = f.attrs.get("speaker_names")
+    if value is None or isinstance(value, (str, bytes)) or np.ndim(value) != 1 or len(value) == 0:
+        _fail(path, "names no speakers (root attribute 'speaker_names' must list their names)")
+    names = [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in value]
+    if not all(isinstance(n, str) and n for n in names):
+        _fail(path, "root attribute 'speaker_names' must hold non-empty strings")
+    if len(set(names)) != len(names):
+        _fail(path, "root attribute 'speaker_names' names a speaker twice")
+    return names
+
+
+def _describe(path, f: h5py.File) -> PairFileInfo:
+    if _scalar_attr(f, "format") != FORMAT_NAME:
+        _fail(path, f"is not a {FORMAT_NAME} file (no 'format' attribute); "
+                    "convert it with `python -m data.prepare`")
+    version = _scalar_attr(f, "version")
+    if version != FORMAT_VERSION:
+        _fail(path, f"has format version {version!r}; this code reads version {FORMAT_VERSION}")
+    rate = _scalar_attr(f, "sample_rate")
+    if rate != SAMPLE_RATE:
+        _fail(path, f"holds speech at {rate!r} Hz (root attribute 'sample_rate'); the models "
+                    f"read {SAMPLE_RATE} Hz, so rebuild it with `python -m data.prepare` "
+                    "(it resamples)")
+    names = _speaker_names(path, f)
+    if "train" not in f:
+        _fail(path, "has no 'train' split")
+    info = PairFileInfo(path=path, speaker_names=names, sample_rate=int(rate))
+    for split in SPLITS:
+        if split in f:
+            info.splits[split] = _check_split(path, f, split, len(names))
+    shapes = {(s.window_samples, s.face_size) for s in info.splits.values()}
+    if len(shapes) > 1:
+        _fail(path, f"splits disagree on window length or face size: {sorted(shapes)}")
+    widths = {split: s.embedding_dim for split, s in info.splits.items()}
+    if len(set(widths.values())) > 1:
+        _fail(path, "splits disagree on their embeddings (split: width, 0 for none): "
+                    f"{widths}; give every split embeddings of one width, or none")
+    for value_check in _sample_rows(f, info):
+        _fail(path, value_check)
     return info
 
 

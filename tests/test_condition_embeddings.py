@@ -13,7 +13,7 @@ from data.schema import PairFileError, PairWriter, validate_pair_file, write_pai
 from tests.conftest import make_pairs
 from utils import load_checkpoint
 
-FAST = ["--audio_seconds", "0.3", "--batch_size", "4", "--num_workers", "0"]
+FAST = ["--audio_seconds", "0.3", "--batch_size", "4", "--num_workers", "0", "--no_visdom"]
 WIDTH = 6
 
 

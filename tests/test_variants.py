@@ -10,10 +10,12 @@ import runtime
 import trainer
 from data.schema import write_pair_file
 from models import ModelArgs, SpeechToFace
+from run_state import EpochProgress
 from tests.conftest import make_pairs, write_wav
+from tests.test_resume import assert_same_run, cli
 from utils import load_checkpoint
 
-FAST = ["--audio_seconds", "0.3", "--batch_size", "4", "--num_workers", "0"]
+FAST = ["--audio_seconds", "0.3", "--batch_size", "4", "--num_workers", "0", "--no_visdom"]
 
 VARIANTS = {
     "gan": ["--loss", "gan"],
@@ -30,8 +32,11 @@ def train(dataset, save_path, *extra, steps=2):
                          "--max_steps", str(steps), *FAST, *extra])
 
 
-def first_log_record(run_dir):
-    return json.loads((run_dir / "log.jsonl").read_text().splitlines()[0])
+def epoch_figures(run_dir):
+    """The first epoch's mean losses and held-out scores, as log.jsonl holds them."""
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return {k: v for r in records if r["kind"] in ("epoch", "evaluation") and r["epoch"] == 1
+            for k, v in r.items()}
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -40,7 +45,7 @@ def test_each_variant_trains_two_steps_and_renders(variant, tiny_pairs, tmp_path
     assert train(tiny_pairs, variant, *VARIANTS[variant]) == 0
     run_dir = tmp_path / "checkpoints" / variant
     checkpoint = load_checkpoint(run_dir / "latest.pt")
-    record = first_log_record(run_dir)
+    record = epoch_figures(run_dir)
     assert all(np.isfinite(v) for v in record.values() if isinstance(v, float))
     assert {"d_loss", "g_loss", "g_adv", "g_l1"} <= record.keys()
     assert ("d_gp" in record) == (variant == "wgan-gp")
@@ -84,7 +89,7 @@ def test_unconditional_dcgan_trains_on_faces_alone_and_draws_random_faces(tiny_p
     assert checkpoint["model_args"]["noise_dim"] == 100
     assert not any(k.startswith(("speech_encoder.", "speaker_classifier.", "projection_"
                                  "discriminator.embed")) for k in checkpoint["networks"])
-    record = first_log_record(run_dir)
+    record = epoch_figures(run_dir)
     assert {"g_adv", "g_fm"} <= record.keys()
     assert not {"g_l1", "g_softmax", "d_wrong", "val_l1"} & record.keys()
     assert runtime.main(["--inference", "--pre_trained_gen", str(run_dir), "--num_faces", "3",
@@ -170,3 +175,28 @@ def test_finetune_extends_the_speaker_classifier_and_trains_bounded_steps(tiny_p
                          str(new_file), "--save_path", "tuned"]) == 0
     assert sorted(p.name for p in (tmp_path / "results/tuned").glob("*.png")) == [
         "carl_00000.png", "dora_00001.png"]
+
+
+# ---------------------------------------------------------------- with the survival machinery
+
+def test_epoch_means_count_each_figure_over_the_batches_that_have_it():
+    progress = EpochProgress()
+    progress.add(4, {"d_loss": 1.0})                       # a critic step
+    progress.add(4, {"d_loss": 3.0, "g_loss": 10.0})       # D, then G
+    progress.add(4, None)                                  # skipped
+    assert progress.means() == {"d_loss": 2.0, "g_loss": 10.0}
+    assert EpochProgress(**{**progress.state(), "counts": {}}).means()["g_loss"] == 5.0
+
+
+def test_a_wgan_gp_run_resumed_between_critic_steps_ends_bit_identical(tmp_path):
+    rng = np.random.default_rng(0)
+    write_pair_file(tmp_path / "pairs.h5", {"train": make_pairs(rng, 4, 6000, 16, 2),
+                                            "valid": make_pairs(rng, 2, 6000, 16, 2)}, ["a", "b"])
+    run = ["--dataset", str(tmp_path / "pairs.h5"), "--audio_seconds", "0.3", "--batch_size", "2",
+           "--epochs", "2", "--no_visdom", "--num_workers", "0", "--loss", "wgan-gp",
+           "--d_iters", "2"]          # G steps at steps 2 and 4; the checkpoint after step 3
+    assert cli(tmp_path, *run, "--save_path", "straight", "--checkpoint_every_steps", "3") == 0
+    straight = tmp_path / "checkpoints" / "straight"
+    assert cli(tmp_path, "--resume", straight / "checkpoint_epoch0002_step00000003.pt",
+               "--save_path", "resumed") == 0
+    assert_same_run(straight, tmp_path / "checkpoints" / "resumed")
