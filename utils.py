@@ -109,10 +109,7 @@ def save_checkpoint(run_dir, payload: dict, name: str) -> Path:
     moves only once the new file is complete, so a crash mid-write keeps the last one.
     """
     run_dir = Path(run_dir)
-    target = run_dir / name
-    partial = run_dir / f".{name}.partial"
-    torch.save({"format_version": CHECKPOINT_FORMAT, **payload}, partial)
-    os.replace(partial, target)
+    target = save_checkpoint_file(run_dir / name, payload)
     latest_partial = run_dir / ".latest.pt.partial"
     latest_partial.unlink(missing_ok=True)
     try:
@@ -120,6 +117,15 @@ def save_checkpoint(run_dir, payload: dict, name: str) -> Path:
     except OSError:
         latest_partial.write_bytes(target.read_bytes())
     os.replace(latest_partial, run_dir / "latest.pt")
+    return target
+
+
+def save_checkpoint_file(target, payload: dict) -> Path:
+    """Write one checkpoint under a temporary name and rename it into place."""
+    target = Path(target)
+    partial = target.with_name(f".{target.name}.partial")
+    torch.save({"format_version": CHECKPOINT_FORMAT, **payload}, partial)
+    os.replace(partial, target)
     return target
 
 
