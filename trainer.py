@@ -402,11 +402,11 @@ def unseen_speakers(info: PairFileInfo, split: str) -> bool:
 
 def metric_suite(names: list[str], info: PairFileInfo, device, inception_path) -> FaceMetrics:
     """The named metrics, with the identity classifier of this file where one is needed."""
+    inception = inception_network(inception_path, device) if inception_path else None
     classifier = None
     if NEEDS_CLASSIFIER & set(names):
         classifier = identity_classifier_for(info.path, lambda: read_faces(info, "train"),
                                              len(info.speaker_names), device)
-    inception = inception_network(inception_path, device) if inception_path else None
     return FaceMetrics(names, device, classifier, inception)
 
 

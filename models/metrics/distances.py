@@ -22,7 +22,8 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     """
     real, fake = real.astype(np.float64), fake.astype(np.float64)
     mean_term = float(np.sum((real.mean(0) - fake.mean(0)) ** 2))
-    cov_real, cov_fake = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    cov_real = np.atleast_2d(np.cov(real, rowvar=False))
+    cov_fake = np.atleast_2d(np.cov(fake, rowvar=False))
     values, vectors = np.linalg.eigh(cov_real)
     root_real = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
     middle = np.linalg.eigvalsh(root_real @ cov_fake @ root_real)

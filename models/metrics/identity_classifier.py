@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CACHE_VERSION = 1           # bump when the recipe below changes, so old caches are not reused
-TRAIN_STEPS = 400
+CACHE_VERSION = 2           # bump when the recipe below changes, so old caches are not reused
+TRAIN_EPOCHS = 10           # passes over the train faces, as steps within the bounds below
+MIN_STEPS, MAX_STEPS = 100, 200
 BATCH_SIZE = 32
 LEARNING_RATE = 2e-3
 SHIFT_PIXELS = 4            # random translation, so a face need not sit where the crops did
@@ -28,7 +29,7 @@ SHIFT_PIXELS = 4            # random translation, so a face need not sit where t
 class IdentityClassifierConfig:
     num_speakers: int
     image_size: int = 64
-    channels: tuple = (32, 64, 128, 256)
+    channels: tuple = (16, 32, 64, 128)
     feature_dim: int = 128
 
 
@@ -73,6 +74,10 @@ def augment(faces: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (faces * gain).clamp(-1, 1)
 
 
+def training_steps(num_faces: int) -> int:
+    return min(MAX_STEPS, max(MIN_STEPS, TRAIN_EPOCHS * -(-num_faces // BATCH_SIZE)))
+
+
 def train_identity_classifier(faces: np.ndarray, speaker_ids: np.ndarray, num_speakers: int,
                               device, seed: int = 0) -> IdentityClassifier:
     """Train on uint8 faces (N, S, S, 3) and their speaker ids; a fixed number of steps."""
@@ -82,9 +87,10 @@ def train_identity_classifier(faces: np.ndarray, speaker_ids: np.ndarray, num_sp
     inputs = faces_to_input(faces, classifier.config.image_size)
     labels = torch.as_tensor(speaker_ids, dtype=torch.long)
     optimiser = torch.optim.Adam(classifier.parameters(), LEARNING_RATE)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, TRAIN_STEPS)
+    steps = training_steps(len(inputs))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     classifier.train()
-    for _ in range(TRAIN_STEPS):
+    for _ in range(steps):
         rows = torch.randint(len(inputs), (min(BATCH_SIZE, len(inputs)),), generator=generator)
         batch = augment(inputs[rows], generator).to(device)
         logits, _ = classifier(batch)
@@ -167,7 +173,7 @@ def identity_classifier_for(pair_file, read_train_faces, num_speakers: int, devi
         return classifier
     faces, speaker_ids = read_train_faces()
     log(f"training the identity classifier on {len(faces)} real train faces "
-        f"({TRAIN_STEPS} steps); cached in {path}")
+        f"({training_steps(len(faces))} steps); cached in {path}")
     classifier = train_identity_classifier(faces, speaker_ids, num_speakers, device)
     if not save_cache(path, classifier, sha256):
         log(f"note: {path.parent} is not writable; the identity classifier is kept for this "
