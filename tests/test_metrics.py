@@ -3,6 +3,7 @@ checkpoints scored through the command line, and training with --eval_every."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -278,3 +279,19 @@ def test_an_untrained_generator_scores_near_chance(demo_pairs, tmp_path):
     assert metrics["identity_top1_real"] >= 0.95          # the classifier knows the real faces
     assert metrics["identity_top1"] <= 0.25               # chance: 1/8
     assert abs(metrics["matching_1v2"] - 0.5) <= 0.15
+
+
+LONG_TESTS = "WAV2PIX_LONG_TESTS"
+
+
+@pytest.mark.skipif(not os.environ.get(LONG_TESTS),
+                    reason=f"trains on the demo set for 300 steps (many CPU minutes); set {LONG_TESTS}=1")
+def test_a_short_training_on_the_demo_set_scores_clearly_above_chance(demo_pairs, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert runtime.main(["--dataset", str(demo_pairs), "--save_path", "short", "--epochs", "3",
+                         "--max_steps", "300", "--audio_seconds", "0.3", "--batch_size", "16",
+                         "--lr_G", "0.001", "--num_workers", "0"]) == 0
+    metrics = evaluate_on_demo(tmp_path / "checkpoints" / "short" / "latest.pt", demo_pairs, 64)
+    assert metrics["identity_top1"] >= 0.375              # three times chance (1/8)
+    assert metrics["matching_1v2"] >= 0.65                # chance: 0.5
