@@ -10,6 +10,7 @@ Each stage reports the median of `--repeats` runs, scaled to 1,000 faces.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -29,13 +30,19 @@ from models.metrics.identity_classifier import (classify, train_identity_classif
 from utils import load_checkpoint, to_uint8_images  # noqa: E402
 
 
-def median_seconds(work, repeats: int) -> float:
-    times = []
+GENERATE = "generate faces (speech encoder + G)"
+LANDMARKS_ONLY = "dlib HOG + 68 landmarks"
+
+
+def median_seconds(work, repeats: int) -> tuple[float, float]:
+    """Median wall-clock and CPU seconds of `work`: CPU time says more on a shared machine."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         work()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def generator(checkpoint) -> SpeechToFace:
@@ -70,29 +77,32 @@ def main() -> None:
     train_faces, train_ids = read_faces(info, "train")
     dlib_faces, haar = DlibFaces(), HaarFaces()
     faces = generate(model, dataset, rows)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     classifier = train_identity_classifier(train_faces, train_ids, len(info.speaker_names), "cpu")
-    training = time.perf_counter() - start
+    training = (time.perf_counter() - start, time.process_time() - start_cpu)
     stages = {
-        "generate faces (speech encoder + G)": lambda: generate(model, dataset, rows),
-        "dlib HOG + 68 landmarks": lambda: dlib_faces.analyse(faces, descriptors=False),
+        GENERATE: lambda: generate(model, dataset, rows),
+        LANDMARKS_ONLY: lambda: dlib_faces.analyse(faces, descriptors=False),
         "dlib HOG + landmarks + 128-d descriptor": lambda: dlib_faces.analyse(faces),
         "OpenCV Haar cascade": lambda: haar.found(faces),
         "identity classifier": lambda: classify(classifier, faces, "cpu"),
     }
     print(f"{options.faces} faces of {model.args.image_size} px, median of {options.repeats}, "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"{'stage':42s} {'s / 1000 faces':>15s}")
+          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'stage':42s} {'wall s / 1000':>14s} {'CPU s / 1000':>13s}")
+    scale = 1000 / options.faces
     per_thousand = {}
     for name, work in stages.items():
-        per_thousand[name] = median_seconds(work, options.repeats) * 1000 / options.faces
-        print(f"{name:42s} {per_thousand[name]:15.1f}")
-    analysis = sum(v for k, v in per_thousand.items()
-                   if k not in ("dlib HOG + 68 landmarks", "generate faces (speech encoder + G)"))
-    generated = analysis + per_thousand["generate faces (speech encoder + G)"]
-    print(f"{'all metrics on generated faces (sum)':42s} {generated:15.1f}")
-    print(f"{'--evaluate per 1000 pairs (+ real faces)':42s} {generated + analysis:15.1f}")
-    print(f"identity classifier training, once per pair file: {training:.1f} s "
+        per_thousand[name] = [v * scale for v in median_seconds(work, options.repeats)]
+        print(f"{name:42s} {per_thousand[name][0]:14.1f} {per_thousand[name][1]:13.1f}")
+    analysis = [sum(v[i] for k, v in per_thousand.items() if k not in (LANDMARKS_ONLY, GENERATE))
+                for i in (0, 1)]
+    generated = [a + g for a, g in zip(analysis, per_thousand[GENERATE])]
+    print(f"{'all metrics on generated faces':42s} {generated[0]:14.1f} {generated[1]:13.1f}")
+    print(f"{'--evaluate per 1000 pairs (+ real faces)':42s} {generated[0] + analysis[0]:14.1f} "
+          f"{generated[1] + analysis[1]:13.1f}")
+    print(f"identity classifier training, once per pair file: {training[0]:.1f} s wall, "
+          f"{training[1]:.1f} s CPU "
           f"({training_steps(len(train_faces))} steps on {len(train_faces)} faces)")
 
 
