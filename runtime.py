@@ -4,6 +4,7 @@
     python runtime.py --dataset pairs.h5 --epochs 50    # train on your own pair file
     python runtime.py --inference --pre_trained_gen checkpoints/run/latest.pt --audio me.wav
     python runtime.py --evaluate --pre_trained_gen checkpoints/run/latest.pt --split test
+    python runtime.py --save_path run --resume latest      # continue a stopped run exactly
 """
 from __future__ import annotations
 

@@ -450,6 +450,9 @@ class Trainer:
         print(f"training on {self.device}: {len(self.train_loader.dataset)} train pairs, "
               f"{len(self.info.speaker_names)} speakers, run folder {self.run_dir}")
         self.show_sample_speech()
+        if self.epoch >= self.options.epochs:
+            print(f"note: the run already did its {self.options.epochs} epochs; pass a larger "
+                  "--epochs to train on")
         with StopSignals() as self.signals:
             while self.epoch < self.options.epochs:
                 self.end_epoch(self.train_epoch())
