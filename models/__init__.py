@@ -11,7 +11,7 @@ from models.projection_discriminator import ProjectionDiscriminator, ProjectionD
 from models.speaker_classifier import SpeakerClassifier
 from models.speech_encoder import SpeechEncoder, SpeechEncoderConfig
 
-__all__ = ["IMAGE_SIZES", "ModelArgs", "SpeechToFace"]
+__all__ = ["IMAGE_SIZES", "ModelArgs", "SpeechToFace", "sample_noise"]
 
 
 @dataclass
@@ -26,6 +26,13 @@ class ModelArgs:
     def differences(self, other: "ModelArgs") -> list[str]:
         mine, theirs = asdict(self), asdict(other)
         return [f"{k} {theirs[k]} vs {mine[k]}" for k in mine if mine[k] != theirs[k]]
+
+
+def sample_noise(args: ModelArgs, batch_size: int, device) -> torch.Tensor | None:
+    """G's noise input (B, noise_dim), or None when the speech alone decides the face."""
+    if args.noise_dim == 0:
+        return None
+    return torch.randn(batch_size, args.noise_dim, device=device)
 
 
 class SpeechToFace(nn.Module):
@@ -48,9 +55,7 @@ class SpeechToFace(nn.Module):
             yield from module.parameters()
 
     def sample_noise(self, batch_size: int, device) -> torch.Tensor | None:
-        if self.args.noise_dim == 0:
-            return None
-        return torch.randn(batch_size, self.args.noise_dim, device=device)
+        return sample_noise(self.args, batch_size, device)
 
     def forward(self, waveform: torch.Tensor):
         """waveform (B, 1, T) -> (speech embedding (B, E), faces (B, 3, S, S))."""
