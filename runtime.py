@@ -57,7 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop after this many training steps (0: no limit); for smoke tests")
     ours.add_argument("--audio", nargs="+", default=None, metavar="PATH",
                       help="with --inference: your own wav files or folders, one face per window")
+    add_scaling_options(parser)
     return parser
+
+
+def add_scaling_options(parser: argparse.ArgumentParser) -> None:
+    scaling = parser.add_argument_group(
+        "several GPUs and machines (start with torchrun; --batch_size is per process)")
+    scaling.add_argument("--batchnorm", default="local", choices=("local", "sync", "frozen"),
+                         help="local: each process normalises with its own batch; sync: "
+                              "SyncBatchNorm over all processes (CUDA only); frozen: use the "
+                              "stored running statistics (fine-tuning with small batches)")
+    scaling.add_argument("--ema", action="store_true",
+                         help="keep an exponential moving average of the generator side; "
+                              "checkpoints save it and inference uses it")
+    scaling.add_argument("--ema_decay", type=float, default=0.999,
+                         help="weight of the old average at each step")
+    scaling.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                         help="autocast dtype of forward passes (fp16 adds loss scaling)")
 
 
 def check_options(options) -> None:
@@ -82,6 +99,21 @@ def check_options(options) -> None:
         raise UserError("--audio renders faces and needs --inference")
     if not options.save_path or Path(options.save_path).is_absolute() or ".." in Path(options.save_path).parts:
         raise UserError("--save_path must be a plain relative name such as 'my_run'")
+    if not 0 < options.ema_decay < 1:
+        raise UserError(f"--ema_decay must be between 0 and 1 (such as 0.999), got {options.ema_decay}")
+
+
+def check_scaling(options, device, ranks) -> None:
+    """Options that depend on the device and on how the processes were started."""
+    if options.inference and ranks.distributed:
+        raise UserError("--inference runs in one process; start it with python, not torchrun")
+    if options.batchnorm == "sync" and device.type != "cuda":
+        raise UserError("--batchnorm sync needs CUDA (PyTorch's SyncBatchNorm does not run on "
+                        "CPU); use --batchnorm local or frozen")
+    if options.precision == "bf16" and device.type == "cuda":
+        import torch
+        if not torch.cuda.is_bf16_supported():
+            raise UserError("this GPU has no bfloat16 support; use --precision fp16 or fp32")
 
 
 def dataset_path(options) -> Path:
@@ -95,14 +127,18 @@ def main(argv=None) -> int:
     options = build_parser().parse_args(argv)
     try:
         check_options(options)
+        import distributed
         import trainer
         from utils import choose_device
         device = choose_device(options.device)
+        check_scaling(options, device, distributed.ranks_from_environment())
         if options.inference:
             trainer.run_inference(options, device, None if options.audio else dataset_path(options))
         else:
             options.num_workers = trainer.clip_workers(options.num_workers)
-            trainer.Trainer(options, device, dataset_path(options)).train()
+            with distributed.process_group(device) as (ranks, device):
+                path = ranks.main_first(dataset_path, options)   # rank 0 makes the demo cache
+                trainer.Trainer(options, device, path, ranks).train()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -2,19 +2,23 @@
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torch.profiler import record_function
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from data.audio import find_audio_files, load_speech, prepare_waveform, speech_windows
 from data.dataset import SpeechFaceDataset
 from data.schema import PairFileInfo, validate_pair_file
-from models import ModelArgs, SpeechToFace
+from distributed import SINGLE_PROCESS, Ranks
+from ema import EMA_PARTS, GeneratorEma
+from models import ModelArgs, SpeechToFace, sample_noise
 from models.losses import (feature_matching_loss, lsgan_discriminator_loss, lsgan_generator_loss,
                            reconstruction_l1, speaker_softmax_loss)
 from utils import (JsonLog, UserError, face_grid, load_checkpoint, prepare_output_dir,
@@ -41,13 +45,15 @@ def spread_over_speakers(speaker_ids: np.ndarray, count: int) -> list[int]:
     return rows
 
 
-def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...], source) -> None:
-    """Copy the named sub-networks of a checkpoint into `model`, saying what does not fit."""
+def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...], source,
+                  key: str = "networks") -> None:
+    """Copy the named sub-networks of a checkpoint's `key` entry into `model`, saying what
+    does not fit (`key` "ema": the averaged generator of an --ema run)."""
     differences = model.args.differences(ModelArgs(**checkpoint["model_args"]))
     if any(not d.startswith("num_speakers") for d in differences):
         raise UserError(f"{source}: checkpoint was trained with a different architecture "
                         f"({', '.join(differences)}; checkpoint vs now)")
-    state = checkpoint["networks"]
+    state = checkpoint[key]
     for part in parts:
         own = getattr(model, part).state_dict()
         theirs = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
@@ -60,54 +66,96 @@ def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...],
 
 # ---------------------------------------------------------------- one training step
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(precision: str, device: torch.device):
+    """Mixed precision for forward passes and losses; fp32 runs as written."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+class GeneratorSide(nn.Module):
+    """Speech encoder, face generator and speaker classifier as one module.
+
+    DDP wraps whole modules and the GAN's two halves step apart, so the generator half is
+    gathered here and the discriminator is wrapped on its own. The parameters are the
+    model's own: checkpoints keep saving the plain `model.state_dict()`.
+    """
+
+    def __init__(self, model: SpeechToFace):
+        super().__init__()
+        self.args = model.args
+        self.speech_encoder = model.speech_encoder
+        self.face_generator = model.face_generator
+        self.speaker_classifier = model.speaker_classifier
+
+    def forward(self, waveform: torch.Tensor):
+        """waveform (B, 1, T) -> (embedding (B, E), faces (B, 3, S, S), speaker logits (B, K))."""
+        embedding = self.speech_encoder(waveform)
+        noise = sample_noise(self.args, len(waveform), waveform.device)
+        return embedding, self.face_generator(embedding, noise), self.speaker_classifier(embedding)
+
+
 class GanStep:
     """One batch of training, apart from the loop: a discriminator step, then a generator step.
 
     Holds the networks' optimizers (Adam, betas 0.5/0.999, as wav2pix); G's optimizer also
-    trains the speech encoder and the speaker classifier.
+    trains the speech encoder and the speaker classifier. With several processes both
+    halves are DDP modules, which average the gradients over the processes in backward.
     """
 
-    def __init__(self, model: SpeechToFace, options, device: torch.device):
+    def __init__(self, model: SpeechToFace, options, device: torch.device,
+                 ranks: Ranks = SINGLE_PROCESS):
         self.model, self.options, self.device = model, options, device
         betas = (0.5, 0.999)
         self.optimizer_g = torch.optim.Adam(model.generator_parameters(), options.lr_G,
                                             betas=betas)
         self.optimizer_d = torch.optim.Adam(model.projection_discriminator.parameters(),
                                             options.lr_D, betas=betas)
+        self.generator_side = ranks.wrap(GeneratorSide(model), device)
+        self.discriminator = ranks.wrap(model.projection_discriminator, device)
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
+        fp16 = options.precision == "fp16"
+        self.scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
+
+    def autocast(self):
+        return autocast(self.options.precision, self.device)
 
     def __call__(self, batch) -> dict[str, float]:
         waveform, real, speaker_id, wrong = (t.to(self.device, non_blocking=True) for t in batch)
-        with record_function("encoder_and_generator_forward"):
-            embedding, fake = self.model(waveform)   # once per batch; D gets it detached
+        with record_function("encoder_and_generator_forward"), self.autocast():
+            embedding, fake, logits = self.generator_side(waveform)  # once; D gets it detached
         d_values, real_features = self.discriminator_step(real, fake.detach(), wrong,
                                                           embedding.detach())
-        g_values = self.generator_step(real, fake, embedding, speaker_id, real_features)
+        g_values = self.generator_step(real, fake, embedding, logits, speaker_id, real_features)
         return {k: v.item() for k, v in {**d_values, **g_values}.items()}
 
     def discriminator_step(self, real, fake, wrong, condition):
         """Real pair -> 0.9, generated and wrong pairs -> 0; the three passes run as one batch."""
-        discriminator = self.model.projection_discriminator
-        with record_function("discriminator_forward"):
-            scores, features = discriminator(torch.cat([real, fake, wrong]),
-                                             torch.cat([condition, condition, condition]))
+        with record_function("discriminator_forward"), self.autocast():
+            scores, features = self.discriminator(torch.cat([real, fake, wrong]),
+                                                  torch.cat([condition, condition, condition]))
             real_scores, fake_scores, wrong_scores = scores.chunk(3)
             d_loss = lsgan_discriminator_loss(real_scores, fake_scores, wrong_scores)
         with record_function("discriminator_backward_and_adam"):
-            self.optimizer_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.optimizer_d.step()
+            backward_and_step(d_loss, self.optimizer_d, self.scaler_d)
         values = {"d_loss": d_loss, "d_real": real_scores.mean(), "d_fake": fake_scores.mean(),
                   "d_wrong": wrong_scores.mean()}
         return values, features[:len(real)].detach()
 
-    def generator_step(self, real, fake, embedding, speaker_id, real_features):
+    def generator_step(self, real, fake, embedding, logits, speaker_id, real_features):
         """G, speech encoder and speaker classifier: adversarial + L1 + feature matching + softmax."""
-        o, discriminator = self.options, self.model.projection_discriminator
-        with record_function("generator_losses_forward"):
+        o = self.options
+        # The plain D, not its DDP wrapper: this pass gives D no weight gradients, and the
+        # wrapper would wait for them in backward.
+        discriminator = self.model.projection_discriminator
+        with record_function("generator_losses_forward"), self.autocast():
             discriminator.requires_grad_(False)  # no weight gradients for D in G's step
             g_scores, g_features = discriminator(fake, embedding)
             discriminator.requires_grad_(True)
-            logits = self.model.speaker_classifier(embedding)
             terms = {"g_adv": lsgan_generator_loss(g_scores),
                      "g_l1": reconstruction_l1(fake, real),
                      "g_fm": feature_matching_loss(real_features, g_features),
@@ -115,30 +163,43 @@ class GanStep:
             g_loss = (terms["g_adv"] + o.l1_coef * terms["g_l1"] + o.l2_coef * terms["g_fm"]
                       + o.softmax_coef * terms["g_softmax"])
         with record_function("generator_backward_and_adam"):
-            self.optimizer_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            self.optimizer_g.step()
+            backward_and_step(g_loss, self.optimizer_g, self.scaler_g)
         speaker_acc = (logits.argmax(dim=1) == speaker_id).float().mean()
         return {"g_loss": g_loss, **terms, "speaker_acc": speaker_acc}
+
+
+def backward_and_step(loss, optimizer, scaler: torch.amp.GradScaler) -> None:
+    """Backward and Adam; a disabled scaler (fp32, bf16) passes the loss through unscaled."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 # ---------------------------------------------------------------- the training loop
 
 class Trainer:
-    def __init__(self, options, device: torch.device, dataset_path: Path):
-        self.options, self.device = options, device
+    def __init__(self, options, device: torch.device, dataset_path: Path,
+                 ranks: Ranks = SINGLE_PROCESS):
+        self.options, self.device, self.ranks = options, device, ranks
         self.info = validate_pair_file(dataset_path)
-        self.run_dir = prepare_output_dir(Path("checkpoints") / options.save_path)
-        self.loader_generator = seed_everything(options.seed)
+        self.run_dir = Path("checkpoints") / options.save_path
+        if ranks.is_main:                 # the other processes never write
+            prepare_output_dir(self.run_dir)
+        self.loader_generator = seed_everything(options.seed + ranks.rank)
         self.args = ModelArgs(image_size=options.image_size,
                               audio_samples=round(options.audio_seconds * 16000),
                               num_speakers=len(self.info.speaker_names),
                               noise_dim=options.noise_dim)
+        self.train_loader = self._train_loader()     # a batch that cannot fit fails first
         self.model = SpeechToFace(self.args).to(device)
         self._load_pretrained()
-        self.gan_step = GanStep(self.model, options, device)
+        if options.batchnorm == "sync":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.gan_step = GanStep(self.model, options, device, ranks)
+        # After DDP has broadcast rank 0's weights, so every process averages the same ones.
+        self.ema = GeneratorEma(self.model, options.ema_decay) if options.ema else None
         self.optimizer_g, self.optimizer_d = self.gan_step.optimizer_g, self.gan_step.optimizer_d
-        self.train_loader = self._train_loader()
         self.held_out = self._held_out_dataset()
         self.sample_rows = spread_over_speakers(self.held_out.speaker_ids, SAMPLE_FACES)
         self.log = JsonLog(self.run_dir / "log.jsonl")
@@ -157,29 +218,40 @@ class Trainer:
 
     def _dataset(self, split: str, train: bool) -> SpeechFaceDataset:
         return SpeechFaceDataset(self.info, split, self.args.audio_samples,
-                                 self.args.image_size, train=train)
+                                 self.args.image_size, train=train, seed=self.options.seed)
 
     def _train_loader(self) -> DataLoader:
         dataset = self._dataset("train", train=True)
-        if self.options.batch_size > len(dataset):
-            raise UserError(f"--batch_size {self.options.batch_size} is larger than the train "
-                            f"split ({len(dataset)} pairs); lower --batch_size")
+        ranks, batch_size = self.ranks, self.options.batch_size
+        share = len(dataset) // ranks.world_size
+        if batch_size > share:
+            each = f", {share} for each of {ranks.world_size} processes" if ranks.distributed else ""
+            raise UserError(f"--batch_size {batch_size} is larger than the train split "
+                            f"({len(dataset)} pairs{each}); lower --batch_size")
+        # One sampler for any number of processes: rank r of N reads perm[r::N] of the
+        # permutation one process would read, so N x --batch_size is the global batch.
+        sampler = DistributedSampler(dataset, ranks.world_size, ranks.rank, shuffle=True,
+                                     seed=self.options.seed, drop_last=True)
         workers = self.options.num_workers
-        return DataLoader(dataset, batch_size=self.options.batch_size, shuffle=True,
-                          drop_last=True, num_workers=workers,
-                          persistent_workers=workers > 0, generator=self.loader_generator,
+        # Workers are forked anew each epoch (not persistent), so they see dataset.set_epoch.
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
+                          num_workers=workers, generator=self.loader_generator,
                           pin_memory=self.device.type == "cuda")
 
     def _held_out_dataset(self) -> SpeechFaceDataset:
         return self._dataset(held_out_split(self.info), train=False)
 
     def train_epoch(self) -> dict[str, float]:
-        self.model.train()
+        self._train_mode()
+        self.train_loader.sampler.set_epoch(self.epoch)
+        self.train_loader.dataset.set_epoch(self.epoch)
         totals, count = {}, 0
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.options.epochs}",
-                   leave=False, dynamic_ncols=True, disable=None)
+                   leave=False, dynamic_ncols=True, disable=None if self.ranks.is_main else True)
         for batch in bar:
             losses = self.gan_step(batch)
+            if self.ema:
+                self.ema.update()
             self.step += 1
             count += 1
             totals = {k: totals.get(k, 0.0) + v for k, v in losses.items()}
@@ -187,7 +259,19 @@ class Trainer:
                             l1=f"{totals['g_l1'] / count:.3f}")
             if self.options.max_steps and self.step >= self.options.max_steps:
                 break
-        return {k: v / max(count, 1) for k, v in totals.items()}
+        return self.ranks.mean({k: v / max(count, 1) for k, v in totals.items()}, self.device)
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        if self.options.batchnorm == "frozen":   # normalise with the stored running statistics
+            for module in self.model.modules():
+                if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)):
+                    module.eval()
+
+    @property
+    def rendering_model(self) -> SpeechToFace:
+        """What held-out scores and sample grids use: the averaged generator under --ema."""
+        return self.ema.average if self.ema else self.model
 
     @torch.no_grad()
     def held_out_scores(self) -> dict[str, float]:
@@ -201,7 +285,7 @@ class Trainer:
             chunk = rows[start:start + 64]
             waveform = torch.stack([self.held_out.waveform(i) for i in chunk]).to(self.device)
             real = torch.stack([self.held_out.face(i) for i in chunk]).to(self.device)
-            _, fake = self.model(waveform)
+            _, fake = self.rendering_model(waveform)
             l1 += (fake - real).abs().mean(dim=(1, 2, 3)).sum().item()
             nearest = torch.cdist(fake.flatten(1), mean_faces.flatten(1)).argmin(dim=1).cpu()
             hits += (nearest.numpy() == self.held_out.speaker_ids[chunk]).sum()
@@ -223,7 +307,7 @@ class Trainer:
         self.model.eval()
         waveform = torch.stack([self.held_out.waveform(i) for i in self.sample_rows])
         real = torch.stack([self.held_out.face(i) for i in self.sample_rows])
-        _, fake = self.model(waveform.to(self.device))
+        _, fake = self.rendering_model(waveform.to(self.device))
         self.model.train()
         rows = []
         for start in range(0, len(real), 8):
@@ -238,31 +322,55 @@ class Trainer:
                 "optimizer_g": self.optimizer_g.state_dict(),
                 "optimizer_d": self.optimizer_d.state_dict(),
                 "epoch": self.epoch, "step": self.step, "options": vars(self.options),
-                "speaker_names": self.info.speaker_names}
+                "speaker_names": self.info.speaker_names, **self._scaling_payload()}
+
+    def _scaling_payload(self) -> dict:
+        """What --ema, --precision fp16 and torchrun add to a checkpoint."""
+        payload = {"world_size": self.ranks.world_size,
+                   "grad_scalers": {"d": self.gan_step.scaler_d.state_dict(),
+                                    "g": self.gan_step.scaler_g.state_dict()}}
+        if self.ema:
+            payload.update(ema=self.ema.state_dict(), ema_updates=self.ema.updates)
+        return payload
 
     def save(self) -> Path:
         return save_checkpoint(self.run_dir, self.checkpoint_payload(),
                                f"checkpoint_epoch{self.epoch:04d}.pt")
 
-    def train(self) -> Path:
-        write_json(self.run_dir / "options.json", vars(self.options))
-        print(f"training on {self.device}: {len(self.train_loader.dataset)} train pairs, "
-              f"{len(self.info.speaker_names)} speakers, run folder {self.run_dir}")
+    def train(self) -> Path | None:
+        """Train; returns the last checkpoint written (None in processes other than rank 0)."""
+        if self.ranks.is_main:
+            write_json(self.run_dir / "options.json", vars(self.options))
+            print(f"training on {self.device}{self._processes_note()}: "
+                  f"{len(self.train_loader.dataset)} train pairs, "
+                  f"{len(self.info.speaker_names)} speakers, run folder {self.run_dir}")
         checkpoint = None
         while self.epoch < self.options.epochs:
             losses = self.train_epoch()
             self.epoch += 1
-            scores = self.held_out_scores()
-            grid = self.save_sample_grid()
-            self.log.write(epoch=self.epoch, step=self.step, **losses, **scores)
-            print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in
-                                                      {**losses, **scores}.items())
-                  + f"  grid {grid}")
-            if self.epoch % self.options.checkpoint_every == 0 or self._finished():
-                checkpoint = self.save()
+            if self.ranks.is_main:
+                checkpoint = self.end_epoch(losses) or checkpoint
             if self._finished():
                 break
         return checkpoint
+
+    def end_epoch(self, losses: dict[str, float]) -> Path | None:
+        """Score, draw, log and maybe save: the main process's work after each epoch."""
+        scores = self.held_out_scores()
+        grid = self.save_sample_grid()
+        self.log.write(epoch=self.epoch, step=self.step, **losses, **scores)
+        print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in
+                                                  {**losses, **scores}.items())
+              + f"  grid {grid}")
+        if self.epoch % self.options.checkpoint_every == 0 or self._finished():
+            return self.save()
+        return None
+
+    def _processes_note(self) -> str:
+        if not self.ranks.distributed:
+            return ""
+        return (f" x {self.ranks.world_size} processes (global batch "
+                f"{self.ranks.world_size} x {self.options.batch_size})")
 
     def _finished(self) -> bool:
         steps_done = self.options.max_steps and self.step >= self.options.max_steps
@@ -272,10 +380,10 @@ class Trainer:
 # ---------------------------------------------------------------- inference
 
 def generator_from_checkpoint(path, device: torch.device) -> tuple[SpeechToFace, dict]:
+    """The generator side of a checkpoint: its averaged weights when the run kept them (--ema)."""
     checkpoint = load_checkpoint(path)
     model = SpeechToFace(ModelArgs(**checkpoint["model_args"]))
-    load_networks(model, checkpoint, ("speech_encoder", "face_generator", "speaker_classifier"),
-                  path)
+    load_networks(model, checkpoint, EMA_PARTS, path, "ema" if "ema" in checkpoint else "networks")
     return model.to(device).eval(), checkpoint
 
 
@@ -314,6 +422,8 @@ def render_audio_files(model: SpeechToFace, paths, out_dir: Path, device) -> int
 def run_inference(options, device: torch.device, dataset_path: Path | None) -> Path:
     source = options.pre_trained_gen or Path("checkpoints") / options.save_path
     model, checkpoint = generator_from_checkpoint(source, device)
+    if "ema" in checkpoint:
+        print("note: rendering with the run's averaged generator (--ema)")
     out_dir = prepare_output_dir(Path("results") / options.save_path)
     if options.audio:
         count = render_audio_files(model, options.audio, out_dir, device)
