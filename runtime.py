@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_scaling_options(parser: argparse.ArgumentParser) -> None:
     scaling = parser.add_argument_group(
-        "several GPUs and machines (start with torchrun; --batch_size is per process)")
+        "scaling up: several GPUs and machines (start with torchrun; --batch_size is per "
+        "process), averaged generator, mixed precision")
     scaling.add_argument("--batchnorm", default="local", choices=("local", "sync", "frozen"),
                          help="local: each process normalises with its own batch; sync: "
                               "SyncBatchNorm over all processes (CUDA only); frozen: use the "
