@@ -70,3 +70,23 @@ def test_noise_vector_changes_the_face_only_when_asked_for():
     plain = SpeechToFace(ModelArgs(noise_dim=0, num_speakers=2)).eval()
     with torch.no_grad():
         assert torch.equal(plain(waveform)[1], plain(waveform)[1])
+
+
+def test_unfolded_and_plain_convolution_paths_agree():
+    from models.speech_encoder import StridedConv1d
+    torch.manual_seed(0)
+    encoder = SpeechEncoder(SpeechEncoderConfig(audio_samples=4800))
+    unfolded = [m for m in encoder.modules() if isinstance(m, StridedConv1d) and m.unfold]
+    assert len(unfolded) == 3                    # the first layer and the two deepest
+    waveform = torch.randn(3, 1, 4800)
+    fast = encoder(waveform)
+    fast.sum().backward()
+    fast_grads = [m.weight.grad.clone() for m in unfolded]
+    encoder.zero_grad()
+    for layer in unfolded:
+        layer.unfold = False
+    plain = encoder(waveform)
+    plain.sum().backward()
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-6)
+    for grad, layer in zip(fast_grads, unfolded):
+        torch.testing.assert_close(grad, layer.weight.grad, rtol=1e-3, atol=1e-5)
