@@ -57,8 +57,30 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop after this many training steps (0: no limit); for smoke tests")
     ours.add_argument("--audio", nargs="+", default=None, metavar="PATH",
                       help="with --inference: your own wav files or folders, one face per window")
+    add_dashboard_options(parser)
     add_scaling_options(parser)
     return parser
+
+
+def add_dashboard_options(parser: argparse.ArgumentParser) -> None:
+    dashboard = parser.add_argument_group("dashboard (visdom; --vis_screen names the environment)")
+    dashboard.add_argument("--visdom_server", default="http://localhost",
+                           help="visdom server that training plots to")
+    dashboard.add_argument("--visdom_port", type=int, default=8097,
+                           help="its port, and the port --serve_dashboard listens on")
+    dashboard.add_argument("--no_visdom", action="store_true",
+                           help="plot nothing to visdom (the run folder still gets every figure)")
+    dashboard.add_argument("--serve_dashboard", action="store_true",
+                           help="start a visdom server on this machine at --visdom_port, after "
+                                "installing its JavaScript from npm if missing")
+
+
+def check_dashboard_options(options) -> None:
+    if not 1 <= options.visdom_port <= 65535:
+        raise UserError(f"--visdom_port must be between 1 and 65535, got {options.visdom_port}")
+    if not options.visdom_server.startswith(("http://", "https://")):
+        raise UserError(f"--visdom_server must start with http:// or https://, "
+                        f"got {options.visdom_server!r}")
 
 
 def add_scaling_options(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +122,7 @@ def check_options(options) -> None:
         raise UserError("--audio renders faces and needs --inference")
     if not options.save_path or Path(options.save_path).is_absolute() or ".." in Path(options.save_path).parts:
         raise UserError("--save_path must be a plain relative name such as 'my_run'")
+    check_dashboard_options(options)
     if not 0 < options.ema_decay < 1:
         raise UserError(f"--ema_decay must be between 0 and 1 (such as 0.999), got {options.ema_decay}")
 
@@ -128,6 +151,9 @@ def main(argv=None) -> int:
     options = build_parser().parse_args(argv)
     try:
         check_options(options)
+        if options.serve_dashboard:
+            from utils import serve_dashboard
+            serve_dashboard(options.visdom_port)        # becomes the server; never returns
         import distributed
         import trainer
         from utils import choose_device

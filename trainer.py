@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,8 @@ from torch.profiler import record_function
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from data.audio import find_audio_files, load_speech, prepare_waveform, speech_windows
+from data.audio import (SAMPLE_RATE, find_audio_files, load_speech, prepare_waveform,
+                        speech_windows)
 from data.dataset import SpeechFaceDataset
 from data.schema import PairFileInfo, validate_pair_file
 from distributed import SINGLE_PROCESS, Ranks
@@ -21,10 +22,11 @@ from ema import EMA_PARTS, GeneratorEma
 from models import ModelArgs, SpeechToFace, sample_noise
 from models.losses import (feature_matching_loss, lsgan_discriminator_loss, lsgan_generator_loss,
                            reconstruction_l1, speaker_softmax_loss)
-from utils import (JsonLog, UserError, face_grid, load_checkpoint, prepare_output_dir,
-                   save_checkpoint, save_png, seed_everything, to_uint8_images, write_json)
+from utils import (UserError, Visualizer, face_grid, load_checkpoint, prepare_output_dir,
+                   save_checkpoint, save_png, seed_everything, to_uint8_images)
 
 SAMPLE_FACES = 16            # held-out pairs drawn in every epoch's grid
+TRAIN_SAMPLE_FACES = 8      # training pairs drawn beside them
 VALIDATION_PAIRS = 256       # held-out pairs scored each epoch
 
 
@@ -43,6 +45,14 @@ def spread_over_speakers(speaker_ids: np.ndarray, count: int) -> list[int]:
             if queue and len(rows) < count:
                 rows.append(int(queue.pop(0)))
     return rows
+
+
+@dataclass
+class SampleSet:
+    """Fixed pairs drawn every epoch: centre-cropped speech and the real faces."""
+    waveforms: torch.Tensor      # (N, 1, T)
+    faces: torch.Tensor          # (N, 3, S, S)
+    speakers: list[str]
 
 
 def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...], source,
@@ -203,8 +213,9 @@ class Trainer:
         self.ema = GeneratorEma(self.model, options.ema_decay) if options.ema else None
         self.optimizer_g, self.optimizer_d = self.gan_step.optimizer_g, self.gan_step.optimizer_d
         self.held_out = self._held_out_dataset()
-        self.sample_rows = spread_over_speakers(self.held_out.speaker_ids, SAMPLE_FACES)
-        self.log = JsonLog(self.run_dir / "log.jsonl")
+        self.held_out_samples = self._sample_set(held_out_split(self.info), SAMPLE_FACES)
+        self.train_samples = self._sample_set("train", TRAIN_SAMPLE_FACES)
+        self.visualizer = Visualizer(self.run_dir, options) if ranks.is_main else None
         self.epoch, self.step = 0, 0
 
     def _load_pretrained(self) -> None:
@@ -243,6 +254,16 @@ class Trainer:
     def _held_out_dataset(self) -> SpeechFaceDataset:
         return self._dataset(held_out_split(self.info), train=False)
 
+    def _sample_set(self, split: str, count: int) -> SampleSet:
+        """`count` pairs of the split, speakers in turn, read once. The dataset (and its HDF5
+        handle) is dropped here, so no handle crosses the fork of the DataLoader's workers."""
+        dataset = SpeechFaceDataset(self.info, split, self.args.audio_samples,
+                                    self.args.image_size, train=False, in_memory=False)
+        rows = spread_over_speakers(dataset.speaker_ids, count)
+        return SampleSet(torch.stack([dataset.waveform(i) for i in rows]),
+                         torch.stack([dataset.face(i) for i in rows]),
+                         [self.info.speaker_names[dataset.speaker_ids[i]] for i in rows])
+
     def train_epoch(self) -> dict[str, float]:
         self._train_mode()
         self.train_loader.sampler.set_epoch(self.epoch)
@@ -255,6 +276,9 @@ class Trainer:
             if self.ema:
                 self.ema.update()
             self.step += 1
+            if self.visualizer:          # rank 0's own batch; epoch means cover all processes
+                self.visualizer.scalars(self.step, {**losses, **self.learning_rates()},
+                                        epoch=self.epoch + 1)
             count += 1
             totals = {k: totals.get(k, 0.0) + v for k, v in losses.items()}
             bar.set_postfix(d=f"{totals['d_loss'] / count:.3f}", g=f"{totals['g_loss'] / count:.3f}",
@@ -303,21 +327,43 @@ class Trainer:
             means[speaker] = torch.stack([self.held_out.face(i) for i in rows]).mean(0)
         return means.to(self.device)
 
+    def learning_rates(self) -> dict[str, float]:
+        return {"lr_G": self.optimizer_g.param_groups[0]["lr"],
+                "lr_D": self.optimizer_d.param_groups[0]["lr"]}
+
     @torch.no_grad()
-    def save_sample_grid(self) -> Path:
+    def sample_grid(self, samples: SampleSet) -> np.ndarray:
         """Generated faces (top row of each pair of rows) above the true frames."""
         self.model.eval()
-        waveform = torch.stack([self.held_out.waveform(i) for i in self.sample_rows])
-        real = torch.stack([self.held_out.face(i) for i in self.sample_rows])
-        _, fake = self.rendering_model(waveform.to(self.device))
+        real = samples.faces
+        _, fake = self.rendering_model(samples.waveforms.to(self.device))
         self.model.train()
         rows = []
         for start in range(0, len(real), 8):
             rows += [fake[start:start + 8].cpu(), real[start:start + 8]]
         if len(rows) > 2 and len(rows[-1]) != len(rows[0]):
             rows = rows[:-2]
-        path = self.run_dir / "samples" / f"epoch_{self.epoch:04d}.png"
-        return save_png(path, face_grid(rows))
+        return face_grid(rows)
+
+    def save_sample_grids(self) -> Path:
+        """This epoch's faces for the held-out and the training samples; returns the first."""
+        grid = self.visualizer.faces(
+            "held-out speech: generated faces above the real ones",
+            self.sample_grid(self.held_out_samples), f"epoch_{self.epoch:04d}.png", self.epoch)
+        self.visualizer.faces(
+            "training pairs: generated faces above the real ones",
+            self.sample_grid(self.train_samples), f"train_epoch_{self.epoch:04d}.png", self.epoch)
+        return grid
+
+    def show_sample_speech(self) -> None:
+        """The speech behind the first grid row of each sample set, as the encoder hears it
+        (pre-emphasised, peak-normalised); it is the same every epoch, so it is sent once."""
+        for title, samples in (("held-out speech", self.held_out_samples),
+                               ("training speech", self.train_samples)):
+            first_row = zip(samples.speakers[:8], samples.waveforms)
+            clips = [(f"{column + 1}: {speaker}", waveform[0].numpy())
+                     for column, (speaker, waveform) in enumerate(first_row)]
+            self.visualizer.speech(f"{title}, in grid order", clips, SAMPLE_RATE)
 
     def checkpoint_payload(self) -> dict:
         return {"model_args": asdict(self.args), "networks": self.model.state_dict(),
@@ -342,10 +388,10 @@ class Trainer:
     def train(self) -> Path | None:
         """Train; returns the last checkpoint written (None in processes other than rank 0)."""
         if self.ranks.is_main:
-            write_json(self.run_dir / "options.json", vars(self.options))
             print(f"training on {self.device}{self._processes_note()}: "
                   f"{len(self.train_loader.dataset)} train pairs, "
                   f"{len(self.info.speaker_names)} speakers, run folder {self.run_dir}")
+            self.show_sample_speech()
         checkpoint = None
         while self.epoch < self.options.epochs:
             losses = self.train_epoch()
@@ -359,8 +405,9 @@ class Trainer:
     def end_epoch(self, losses: dict[str, float]) -> Path | None:
         """Score, draw, log and maybe save: the main process's work after each epoch."""
         scores = self.held_out_scores()
-        grid = self.save_sample_grid()
-        self.log.write(epoch=self.epoch, step=self.step, **losses, **scores)
+        self.visualizer.metrics(self.step, scores, epoch=self.epoch)
+        grid = self.save_sample_grids()
+        self.visualizer.epoch_end(self.epoch, self.step, losses)
         print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in
                                                   {**losses, **scores}.items())
               + f"  grid {grid}")

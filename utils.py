@@ -1,15 +1,27 @@
 """Shared helpers at the end of the chain: errors, devices, seeds, images, checkpoints, logs."""
 from __future__ import annotations
 
+import base64
+import html
 import json
+import logging
+import math
 import os
 import pickle
 import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import soundfile
 import torch
 from PIL import Image
 
@@ -156,3 +168,533 @@ def load_checkpoint(path) -> dict:
         raise UserError(f"{path}: checkpoint format {checkpoint.get('format_version')}, "
                         f"this program reads format {CHECKPOINT_FORMAT}")
     return checkpoint
+
+
+# ================================================================ dashboard and run folder
+# Issue 5. One Visualizer per run, created by the Trainer: it writes every figure to the run
+# folder (log.jsonl, PNG grids, wav clips, a static index.html) and, when a server answers,
+# to visdom. Then the offline set-up of visdom's own page.
+
+PLOT_SECONDS = 2.0          # at most one visdom update per panel this often (plus each epoch end)
+SMOOTHING = 0.9             # weight of the exponential moving average of per-iteration curves
+VISDOM_TIMEOUT_SECONDS = 10
+# Per-iteration figures grouped into panels: (title, figure names, logarithmic y axis).
+# Figures named in none of them get a panel of their own.
+PANELS = (
+    ("generator loss (weighted total)", ("g_loss",), False),
+    ("generator loss terms", ("g_adv", "g_l1", "g_fm", "g_softmax"), True),
+    ("discriminator loss", ("d_loss",), False),
+    ("D mean scores (targets 0.9 / 0)", ("d_real", "d_fake", "d_wrong"), False),
+    ("speaker accuracy (train batches)", ("speaker_acc",), False),
+    ("learning rates", ("lr_G", "lr_D"), False),
+)
+
+
+class Ema:
+    """Exponential moving average with TensorBoard's start-up correction (no drag towards 0)."""
+
+    def __init__(self, weight: float = SMOOTHING):
+        self.weight, self.mean, self.count = weight, 0.0, 0
+
+    def update(self, value: float) -> float:
+        self.count += 1
+        self.mean = self.weight * self.mean + (1 - self.weight) * value
+        return self.value
+
+    @property
+    def value(self) -> float:
+        return self.mean / (1 - self.weight ** self.count)
+
+
+def panels_for(names) -> list[tuple[str, tuple[str, ...], bool]]:
+    """The PANELS that hold any of `names`, then one panel for each name none of them holds."""
+    names = list(names)
+    panels = [(title, tuple(n for n in members if n in names), log)
+              for title, members, log in PANELS if any(n in names for n in members)]
+    grouped = {n for _, members, _ in PANELS for n in members}
+    return panels + [(name, (name,), False) for name in names if name not in grouped]
+
+
+def window_id(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
+
+
+class Visualizer:
+    """What a run shows, behind a few calls (as CycleGAN's util/visualizer.py).
+
+    Everything goes to `checkpoints/<save_path>/`: options.json, log.jsonl (one JSON line
+    per figure: `kind` is start, iteration, evaluation, epoch, image or speech), the PNG
+    grids, the wav clips and index.html. It also goes to visdom when a server answers.
+    """
+
+    def __init__(self, run_dir, options):
+        self.run_dir = Path(run_dir)
+        write_json(self.run_dir / "options.json", vars(options))
+        self.log = JsonLog(self.run_dir / "log.jsonl")
+        self.log.write(kind="start", save_path=options.save_path)
+        self.smoothed: dict[str, Ema] = {}
+        self.step, self.plotted_step, self.last_plot = 0, None, -math.inf
+        self.visdom = None if options.no_visdom else VisdomWindows(options, self.run_dir)
+
+    def scalars(self, step: int, values: dict[str, float], epoch: int | None = None) -> None:
+        """Per-iteration figures: raw to the log; smoothed to visdom every PLOT_SECONDS."""
+        self.log.write(kind="iteration", step=step, epoch=epoch, **values)
+        for name, value in values.items():
+            self.smoothed.setdefault(name, Ema()).update(value)
+        self.step = step
+        if time.monotonic() - self.last_plot >= PLOT_SECONDS:
+            self._plot_smoothed()
+
+    def _plot_smoothed(self) -> None:
+        self.last_plot = time.monotonic()
+        if self.visdom and self.smoothed and self.plotted_step != self.step:
+            self.plotted_step = self.step
+            for title, names, log_scale in panels_for(self.smoothed):
+                values = {n: self.smoothed[n].value for n in names}
+                self.visdom.line(title, self.step, values, log_scale)
+
+    def metrics(self, step: int, values: dict[str, float], epoch: int | None = None) -> None:
+        """Numbers from one evaluation (held-out scores, FID...): one curve per name."""
+        self.log.write(kind="evaluation", step=step, epoch=epoch, **values)
+        if self.visdom:
+            for name, value in values.items():
+                self.visdom.line(f"evaluation: {name}", step, {name: value})
+
+    def faces(self, title: str, grid: np.ndarray, filename: str, epoch: int) -> Path:
+        """A face grid: samples/<filename> in the run folder, one image window in visdom."""
+        path = save_png(self.run_dir / "samples" / filename, grid)
+        self.log.write(kind="image", title=title, epoch=epoch,
+                       path=path.relative_to(self.run_dir).as_posix())
+        if self.visdom:
+            self.visdom.image(title, grid, f"epoch {epoch}")
+        return path
+
+    def speech(self, title: str, clips: list[tuple[str, np.ndarray]], sample_rate: int) -> None:
+        """Speech clips, (caption, float waveform): wav files, and players in visdom."""
+        folder = self.run_dir / "samples" / "speech"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for index, (_, waveform) in enumerate(clips):
+            paths.append(folder / f"{window_id(title)}_{index:02d}.wav")
+            soundfile.write(str(paths[-1]), waveform, sample_rate, subtype="PCM_16")
+        captions = [caption for caption, _ in clips]
+        self.log.write(kind="speech", title=title, captions=captions,
+                       paths=[p.relative_to(self.run_dir).as_posix() for p in paths])
+        if self.visdom:
+            self.visdom.audio(title, captions, paths)
+
+    def epoch_end(self, epoch: int, step: int, means: dict[str, float]) -> Path:
+        """Epoch means to the log, the latest curves to visdom, and index.html rewritten."""
+        self.log.write(kind="epoch", epoch=epoch, step=step, **means)
+        self._plot_smoothed()
+        if self.visdom:
+            self.visdom.save()
+        return write_run_page(self.run_dir)
+
+
+class VisdomWindows:
+    """visdom's client behind one guard. If the server is absent or stops answering, this
+    says so in one line and the run goes on without it (the client itself would print a
+    traceback for every call and return False)."""
+
+    def __init__(self, options, run_dir: Path):
+        self.address = f"{options.visdom_server}:{options.visdom_port}"
+        self.env, self.created, self.client = options.vis_screen, set(), None
+        self.fallback = f"training goes on; {run_dir / 'index.html'} shows the run"
+        try:
+            self.client = quiet_visdom_client(options.visdom_server, options.visdom_port,
+                                              self.env)
+        except OSError:
+            print(f"note: no visdom server answers at {self.address} (start one with "
+                  f"`python runtime.py --serve_dashboard --visdom_port {options.visdom_port}`"
+                  f" or pass --no_visdom); {self.fallback}")
+        else:
+            print(f"dashboard: {self.address}/env/{self.env}")
+
+    def _send(self, call) -> None:
+        if self.client is None:
+            return
+        try:
+            call(self.client)
+        except OSError as error:
+            self.client = None
+            print(f"note: the visdom server at {self.address} stopped answering "
+                  f"({str(error).splitlines()[0][:80]}); {self.fallback}")
+
+    def line(self, title: str, step: int, values: dict[str, float], log_scale=False) -> None:
+        win = window_id(title)
+        opts = {"title": title, "legend": list(values), "xlabel": "step",
+                "ytype": "log" if log_scale else "linear"}
+
+        def send(client):
+            client.line(Y=np.array([list(values.values())], dtype=float),
+                        X=np.full((1, len(values)), step), win=win, env=self.env,
+                        update="append" if win in self.created else None, opts=opts)
+            self.created.add(win)
+        self._send(send)
+
+    def image(self, title: str, grid: np.ndarray, caption: str) -> None:
+        self._send(lambda client: client.image(
+            grid.transpose(2, 0, 1), win=window_id(title), env=self.env,
+            opts={"title": title, "caption": caption}))
+
+    def audio(self, title: str, captions: list[str], paths: list[Path]) -> None:
+        """One window of players; visdom's own `audio` takes one clip and leaves temp files."""
+        players = audio_players(captions, [
+            f"data:audio/wav;base64,{base64.b64encode(path.read_bytes()).decode()}"
+            for path in paths])
+        self._send(lambda client: client.text(players, win=window_id(title), env=self.env,
+                                              opts={"title": title}))
+
+    def save(self) -> None:
+        """Ask the server to keep this environment on its disk, so it survives a restart."""
+        self._send(lambda client: client.save([self.env]))
+
+
+def quiet_visdom_client(server: str, port: int, env: str):
+    """A visdom client that raises OSError instead of printing, and never waits forever."""
+    import visdom
+    logging.getLogger("visdom").setLevel(logging.ERROR)   # its notes on sockets we do not use
+
+    class TimedVisdom(visdom.Visdom):
+        def _handle_post(self, url, data=None):
+            return self.session.post(url, data=data, timeout=VISDOM_TIMEOUT_SECONDS).text
+
+    return TimedVisdom(server=server, port=port, env=env, raise_exceptions=True,
+                       use_incoming_socket=False)
+
+
+# ---------------------------------------------------------------- index.html: a run without a server
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
+CHART_POINTS = 1500          # polyline points per curve; longer runs are thinned for the page
+
+
+def current_run_records(log_path: Path) -> list[dict]:
+    """The log's records since its last `start` (a reused --save_path appends a new run)."""
+    records = []
+    if log_path.is_file():
+        for line in log_path.read_text().splitlines():
+            record = json.loads(line)
+            records = [] if record.get("kind") == "start" else records
+            records.append(record)
+    return records
+
+
+def write_run_page(run_dir) -> Path:
+    """index.html: curves as inline SVG, the latest grids, the speech and the options; it
+    needs no server and no network, so a run can be read later from its folder alone."""
+    run_dir = Path(run_dir)
+    records = current_run_records(run_dir / "log.jsonl")
+    options_path = run_dir / "options.json"
+    options = json.loads(options_path.read_text()) if options_path.is_file() else {}
+    sections = [_training_charts(records), _evaluation_charts(records), _image_section(records),
+                _speech_section(records), _options_section(options)]
+    title = html.escape(f"run {run_dir.name}")
+    page = (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f"<style>{PAGE_STYLE}</style></head>\n<body><h1>{title}</h1>\n<p>{_progress(records)}"
+            f"</p>\n" + "\n".join(s for s in sections if s) + "\n</body></html>\n")
+    write_atomically(run_dir / "index.html", page.encode())
+    return run_dir / "index.html"
+
+
+PAGE_STYLE = ("body{font-family:sans-serif;margin:1.5em;color:#222}"
+              "section{display:flex;flex-wrap:wrap;gap:1em;margin-bottom:1.5em}"
+              "figure{margin:0}figcaption{font-size:13px;margin:.3em 0}"
+              "img{image-rendering:pixelated;max-width:100%}"
+              "td{padding:0 1em 0 0;font-size:13px}svg{background:#fff;border:1px solid #ddd}")
+
+
+def _progress(records: list[dict]) -> str:
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    if not epochs:
+        return "no epoch finished yet"
+    last = epochs[-1]
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last.get("time", 0)))
+    return f"epoch {last['epoch']}, step {last['step']}, written {when}"
+
+
+def _series(records: list[dict], kind: str) -> dict[str, list[tuple[float, float]]]:
+    """(step, value) of every finite number logged under `kind`, by figure name."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for record in records:
+        if record.get("kind") != kind:
+            continue
+        for name, value in record.items():
+            if name in ("kind", "step", "epoch", "time") or not isinstance(value, (int, float)):
+                continue
+            if math.isfinite(value):
+                series.setdefault(name, []).append((record["step"], value))
+    return series
+
+
+def _training_charts(records: list[dict]) -> str:
+    series = _series(records, "iteration")
+    charts = []
+    for title, names, log_scale in panels_for(series):
+        lines = {}
+        for name in names:
+            ema = Ema()
+            lines[name] = (series[name], [(x, ema.update(y)) for x, y in series[name]])
+        charts.append(svg_chart(title, lines, log_scale))
+    return _section("Training, per iteration", charts,
+                    "<p>bold: smoothed (moving average), faint: raw</p>")
+
+
+def _evaluation_charts(records: list[dict]) -> str:
+    series = _series(records, "evaluation")
+    charts = [svg_chart(f"evaluation: {name}", {name: ([], points)}, False, dots=True)
+              for name, points in series.items()]
+    return _section("Evaluations", charts)
+
+
+def _image_section(records: list[dict]) -> str:
+    by_title: dict[str, list[dict]] = {}
+    for record in records:
+        if record.get("kind") == "image":
+            by_title.setdefault(record["title"], []).append(record)
+    figures = []
+    for title, images in by_title.items():
+        latest = images[-1]
+        earlier = "".join(_figure(f"epoch {r['epoch']}", _image(r["path"], lazy=True))
+                          for r in images[-2::-1])
+        folded = f"<details><summary>earlier epochs</summary>{earlier}</details>" if earlier else ""
+        figures.append(_figure(f"{title}, epoch {latest['epoch']}",
+                               _image(latest["path"]) + folded))
+    return _section("Faces", figures)
+
+
+def _speech_section(records: list[dict]) -> str:
+    latest = {r["title"]: r for r in records if r.get("kind") == "speech"}
+    return _section("Speech", [_figure(title, audio_players(r["captions"], r["paths"]))
+                               for title, r in latest.items()])
+
+
+def _options_section(options: dict) -> str:
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(json.dumps(v))}</td></tr>"
+                   for k, v in sorted(options.items()))
+    return f"<h2>Options</h2><table>{rows}</table>" if rows else ""
+
+
+def _section(heading: str, parts: list[str], note: str = "") -> str:
+    parts = [part for part in parts if part]
+    return f"<h2>{heading}</h2>{note}<section>{''.join(parts)}</section>" if parts else ""
+
+
+def _figure(caption: str, content: str) -> str:
+    return f"<figure><figcaption>{html.escape(caption)}</figcaption>{content}</figure>"
+
+
+def _image(source: str, lazy: bool = False) -> str:
+    loading = ' loading="lazy"' if lazy else ""
+    return f"<img{loading} src=\"{html.escape(source)}\">"
+
+
+def audio_players(captions: list[str], sources: list[str]) -> str:
+    """One captioned player per clip; a source is a file path or a data: URI."""
+    return "".join(f"<div>{html.escape(caption)}<br><audio controls preload=\"none\" "
+                   f"src=\"{html.escape(source)}\"></audio></div>"
+                   for caption, source in zip(captions, sources))
+
+
+def svg_chart(title: str, lines: dict[str, tuple[list, list]], log_scale: bool,
+              dots: bool = False, width: int = 460, height: int = 250) -> str:
+    """An inline SVG line chart. `lines` maps a name to (faint raw points, bold points);
+    long curves are thinned to about CHART_POINTS before anything is drawn."""
+    lines = {name: (_thin(raw), _thin(bold)) for name, (raw, bold) in lines.items()}
+    frame = ChartFrame([p for raw, bold in lines.values() for p in raw + bold], log_scale,
+                       width, height)
+    if frame.empty:
+        return ""
+    parts = [f"<text x=\"{frame.LEFT}\" y=\"14\" font-size=\"13\">{html.escape(title)}</text>",
+             frame.axes()]
+    for index, (name, (raw, bold)) in enumerate(lines.items()):
+        color = PALETTE[index % len(PALETTE)]
+        parts += [frame.polyline(raw, color, 1, 0.25), frame.polyline(bold, color, 1.8, 1),
+                  frame.dots(bold, color) if dots else "",
+                  f"<text x=\"{frame.LEFT + 8 + 100 * index}\" y=\"30\" font-size=\"11\" "
+                  f"fill=\"{color}\">&#9644; {html.escape(name)}</text>"]
+    return (f"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" "
+            f"class=\"chart\">" + "".join(parts) + "</svg>")
+
+
+def _thin(curve: list) -> list:
+    return curve[::max(1, len(curve) // CHART_POINTS)]
+
+
+class ChartFrame:
+    """Maps (step, value) points to the pixels of one chart, on a log10 axis when asked."""
+    LEFT, RIGHT, TOP, BOTTOM = 58, 10, 40, 26
+
+    def __init__(self, points, log_scale: bool, width: int, height: int):
+        self.log_scale, self.width, self.height = log_scale, width, height
+        scaled = [(x, self.scale(y)) for x, y in points]
+        kept = [(x, y) for x, y in scaled if y is not None]
+        self.empty = not kept
+        if kept:
+            self.x0, self.x1 = min(x for x, _ in kept), max(x for x, _ in kept)
+            self.y0, self.y1 = min(y for _, y in kept), max(y for _, y in kept)
+            self.x1 = max(self.x1, self.x0 + 1)
+            if self.y1 - self.y0 <= 1e-12 * max(1.0, abs(self.y0)):   # flat: give it room
+                margin = abs(self.y0) * 0.1 + 1e-9
+                self.y0, self.y1 = self.y0 - margin, self.y1 + margin
+
+    def scale(self, y: float) -> float | None:
+        if not self.log_scale:
+            return y
+        return math.log10(y) if y > 0 else None
+
+    def place(self, x: float, scaled_y: float) -> tuple[float, float]:
+        across = (x - self.x0) / (self.x1 - self.x0)
+        up = (scaled_y - self.y0) / (self.y1 - self.y0)
+        return (self.LEFT + across * (self.width - self.LEFT - self.RIGHT),
+                self.height - self.BOTTOM - up * (self.height - self.TOP - self.BOTTOM))
+
+    def axes(self) -> str:
+        """Five labelled grid lines up the value axis, five whole steps along the bottom."""
+        parts = []
+        magnitude = max(abs(self.y0), abs(self.y1)) / (self.y1 - self.y0)
+        digits = 3 + min(6, max(0, math.floor(math.log10(magnitude)))) if magnitude > 0 else 3
+        for i in range(5):
+            y = self.y0 + (self.y1 - self.y0) * i / 4
+            label = 10 ** y if self.log_scale else y
+            _, py = self.place(self.x0, y)
+            parts.append(f"<line x1=\"{self.LEFT}\" x2=\"{self.width - self.RIGHT}\" "
+                         f"y1=\"{py:.1f}\" y2=\"{py:.1f}\" stroke=\"#eee\"/>"
+                         f"<text x=\"{self.LEFT - 4}\" y=\"{py + 4:.1f}\" font-size=\"10\" "
+                         f"text-anchor=\"end\">{label:.{3 if self.log_scale else digits}g}</text>")
+        for x in sorted({round(self.x0 + (self.x1 - self.x0) * i / 4) for i in range(5)}):
+            px, _ = self.place(x, self.y0)
+            parts.append(f"<text x=\"{px:.1f}\" y=\"{self.height - 8}\" font-size=\"10\" "
+                         f"text-anchor=\"middle\">{x}</text>")
+        return "".join(parts)
+
+    def _placed(self, curve) -> list[tuple[float, float]]:
+        scaled = [(x, self.scale(y)) for x, y in curve]
+        return [self.place(x, y) for x, y in scaled if y is not None]
+
+    def polyline(self, curve, color: str, stroke: float, opacity: float) -> str:
+        xy = " ".join(f"{px:.1f},{py:.1f}" for px, py in self._placed(curve))
+        return (f"<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"{stroke}\" "
+                f"stroke-opacity=\"{opacity}\" points=\"{xy}\"/>" if xy else "")
+
+    def dots(self, curve, color: str) -> str:
+        return "".join(f"<circle cx=\"{px:.1f}\" cy=\"{py:.1f}\" r=\"2.5\" fill=\"{color}\"/>"
+                       for px, py in self._placed(curve))
+
+
+# ---------------------------------------------------------------- visdom's page, offline
+
+_BOOTSTRAP_FONTS = {f"dist/fonts/glyphicons-halflings-regular.{ext}":
+                    f"fonts/glyphicons-halflings-regular.{ext}"
+                    for ext in ("eot", "woff2", "woff", "ttf")}
+_MATHJAX_FILES = ("MathJax.js", "config/Safe.js", "config/TeX-AMS-MML_HTMLorMML.js",
+                  "extensions/Safe.js", "jax/output/SVG/jax.js", "jax/output/SVG/config.js",
+                  "jax/output/SVG/fonts/TeX/fontdata.js",
+                  "jax/output/SVG/fonts/TeX/Size1/Regular/Main.js")
+# The third-party files of visdom 0.2.4's page, which its server downloads from CDNs on
+# first start (visdom/server/build.py) and cannot fetch offline. Each comes from an npm
+# package: {package: {file in the package: file under visdom/static, as build.py names it}}.
+DASHBOARD_ASSETS = {
+    "jquery@3.1.1": {"dist/jquery.min.js": "js/jquery.min.js"},
+    "bootstrap@3.3.7": {
+        "dist/js/bootstrap.min.js": "js/bootstrap.min.js",
+        "dist/css/bootstrap.min.css": "css/bootstrap.min.css", **_BOOTSTRAP_FONTS,
+        # build.py keeps the URL's fragment in this file name
+        "dist/fonts/glyphicons-halflings-regular.svg":
+            "fonts/glyphicons-halflings-regular.svg#glyphicons_halflingsregular"},
+    "react@16.2.0": {"umd/react.production.min.js": "js/react-react.min.js"},
+    "react-dom@16.2.0": {"umd/react-dom.production.min.js": "js/react-dom.min.js"},
+    "react-modal@3.1.10": {"dist/react-modal.min.js": "js/react-modal.min.js"},
+    "plotly.js-dist-min@2.11.1": {"plotly.min.js": "js/plotly-plotly.min.js"},
+    "sjcl@1.0.7": {"sjcl.js": "js/sjcl.js"},
+    "layout-bin-packer@1.4.0": {"dist/layout-bin-packer.js": "js/layout_bin_packer.js",
+                                "dist/layout-bin-packer.js.map": "js/layout-bin-packer.js.map"},
+    "d3@3.5.17": {"d3.min.js": "js/d3.v3.min.js"},
+    "d3-selection-multi@1.0.1": {"build/d3-selection-multi.js": "js/d3-selection-multi.v1.js"},
+    "save-svg-as-png@1.4.17": {"lib/saveSvgAsPng.js": "js/saveSvgAsPng.js"},
+    "react-resizable@1.4.6": {"css/styles.css": "css/react-resizable-styles.css"},
+    "react-grid-layout@0.16.3": {"css/styles.css": "css/react-grid-layout-styles.css"},
+    "classnames@2.2.5": {"index.js": "fonts/classnames"},
+    "mathjax@2.7.5": {name: f"js/mathjax/2.7.5/{name}" for name in _MATHJAX_FILES},
+}
+
+
+def visdom_static_dir() -> Path:
+    import visdom
+    return Path(visdom.__file__).parent / "static"
+
+
+def missing_dashboard_assets(static: Path) -> list[str]:
+    """Asset files absent from visdom's static folder; with `version.built` holding visdom's
+    version and none absent, its server starts without a network call."""
+    import visdom
+    built = static / "version.built"
+    missing = [target for files in DASHBOARD_ASSETS.values() for target in files.values()
+               if not (static / target).is_file()]
+    if not built.is_file() or built.read_text().strip() != visdom.__version__:
+        missing.append("version.built")
+    return missing
+
+
+def install_dashboard_assets() -> bool:
+    """Copy visdom's page assets from npm packages into its static folder if any is
+    missing; return whether anything was installed."""
+    import visdom
+    static = visdom_static_dir()
+    if not missing_dashboard_assets(static):
+        return False
+    if not os.access(static, os.W_OK):
+        raise UserError(f"visdom's folder {static} is read-only; run this once as a user who "
+                        "can write there (it adds visdom's JavaScript)")
+    print(f"installing visdom's JavaScript and CSS from npm into {static} (once)")
+    with tempfile.TemporaryDirectory() as folder:
+        tarballs = npm_pack(list(DASHBOARD_ASSETS), folder)
+        for spec, tarball in tarballs.items():
+            with tarfile.open(Path(folder) / tarball) as archive:
+                for inside, target in DASHBOARD_ASSETS[spec].items():
+                    data = archive.extractfile(f"package/{inside}").read()
+                    write_atomically(static / target, data)
+    write_atomically(static / "version.built", visdom.__version__.encode())
+    return True
+
+
+def npm_pack(specs: list[str], folder: str) -> dict[str, str]:
+    """Download npm packages as tarballs into `folder` (no node_modules, no scripts run);
+    returns {"name@version": tarball file name}."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise UserError("visdom's page needs JavaScript from the npm registry but npm is not "
+                        "installed; install Node.js and npm (Debian: apt-get install npm)")
+    result = subprocess.run([npm, "pack", "--json", "--ignore-scripts", *specs], cwd=folder,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = next((line for line in result.stderr.splitlines() if "ERR" in line),
+                      result.stderr.strip()[:200])
+        raise UserError(f"npm could not fetch visdom's JavaScript ({reason}); check that the "
+                        "npm registry is reachable and try again")
+    return {f"{package['name']}@{package['version']}": package["filename"]
+            for package in json.loads(result.stdout)}
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def serve_dashboard(port: int) -> None:
+    """Install visdom's page assets if missing, then become a visdom server on 127.0.0.1."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise UserError(f"port {port} is taken (a visdom server may already run there: open "
+                            f"http://localhost:{port}); choose another --visdom_port") from None
+    install_dashboard_assets()
+    print(f"visdom dashboard: open http://localhost:{port} (this machine only; from another "
+          f"one, `ssh -L {port}:localhost:{port} <this machine>` first)", flush=True)
+    command = [sys.executable, "-m", "visdom.server", "-port", str(port), "-bind_local"]
+    os.execv(sys.executable, command)

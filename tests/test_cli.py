@@ -108,13 +108,16 @@ def test_unusable_audio_is_refused_in_one_line(checkpoint, tmp_path, capsys):
     not_audio.write_text("this is text, not audio")
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
+    no_audio = tmp_path / "pictures"      # (the run folder holds wav clips of its speech)
+    no_audio.mkdir()
+    (no_audio / "face.png").write_bytes(b"")
     cases = {
         str(write_wav(tmp_path / "short.wav", 0.1)): "shorter than one window",
         str(write_wav(tmp_path / "silent.wav", 1.0, amplitude=0.0)): "silent",
         str(not_audio): "not a readable audio file",
         str(empty): "not a readable audio file",
         str(tmp_path / "absent.wav"): "no such file",
-        str(tmp_path / "checkpoints"): "no audio files",
+        str(no_audio): "no audio files",
     }
     for path, expected in cases.items():
         code = runtime.main(["--inference", "--pre_trained_gen", str(checkpoint),

@@ -75,18 +75,21 @@ def test_noise_vector_changes_the_face_only_when_asked_for():
 def test_unfolded_and_plain_convolution_paths_agree():
     from models.speech_encoder import StridedConv1d
     torch.manual_seed(0)
-    encoder = SpeechEncoder(SpeechEncoderConfig(audio_samples=4800))
+    # eval mode: train-mode BatchNorm over a batch of 3 makes some gradients pure rounding noise.
+    encoder = SpeechEncoder(SpeechEncoderConfig(audio_samples=4800)).eval()
     unfolded = [m for m in encoder.modules() if isinstance(m, StridedConv1d) and m.unfold]
     assert len(unfolded) == 3                    # the first layer and the two deepest
     waveform = torch.randn(3, 1, 4800)
+    direction = torch.randn(3, 128)
     fast = encoder(waveform)
-    fast.sum().backward()
+    (fast * direction).sum().backward()
     fast_grads = [m.weight.grad.clone() for m in unfolded]
     encoder.zero_grad()
     for layer in unfolded:
         layer.unfold = False
     plain = encoder(waveform)
-    plain.sum().backward()
+    (plain * direction).sum().backward()
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-6)
     for grad, layer in zip(fast_grads, unfolded):
-        torch.testing.assert_close(grad, layer.weight.grad, rtol=1e-3, atol=1e-5)
+        scale = layer.weight.grad.abs().max().item()
+        torch.testing.assert_close(grad, layer.weight.grad, rtol=1e-3, atol=1e-4 * scale)
