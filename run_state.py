@@ -144,7 +144,8 @@ def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
 
 def remove_partial_files(run_dir: Path) -> list[Path]:
     """Half-written checkpoints left by a run killed mid-write (they were never renamed in)."""
-    partials = sorted(run_dir.glob(".*.partial"))
+    partials = sorted([*run_dir.glob(".checkpoint_*.pt.partial"),
+                       *run_dir.glob(".latest.pt.partial")])
     for path in partials:
         path.unlink()
     return partials

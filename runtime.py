@@ -3,6 +3,8 @@
     python runtime.py                                   # train on the embedded demo set
     python runtime.py --dataset pairs.h5 --epochs 50    # train on your own pair file
     python runtime.py --inference --pre_trained_gen checkpoints/run/latest.pt --audio me.wav
+    python runtime.py --evaluate --pre_trained_gen checkpoints/run/latest.pt --split test
+    python runtime.py --save_path run --resume latest      # continue a stopped run exactly
 """
 from __future__ import annotations
 
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop after this many steps in a row with a NaN/inf loss (each is "
                            "skipped, not applied)")
     add_dashboard_options(parser)
+    add_evaluation_options(parser)
     add_variant_options(parser)
     return parser
 
@@ -96,6 +99,40 @@ def check_dashboard_options(options) -> None:
     if not options.visdom_server.startswith(("http://", "https://")):
         raise UserError(f"--visdom_server must start with http:// or https://, "
                         f"got {options.visdom_server!r}")
+def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
+    """--evaluate and the metrics during training (issue 4)."""
+    from models.metrics import METRICS
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--evaluate", action="store_true",
+                            help="score the faces of --pre_trained_gen (or the run's latest.pt) "
+                                 "for --split; prints a table, writes metrics.json beside it")
+    evaluation.add_argument("--split", default="test", choices=("train", "valid", "test"),
+                            help="with --evaluate: the split to score")
+    evaluation.add_argument("--metrics", default="all",
+                            help=f"comma-separated: {', '.join(METRICS)}; or all")
+    evaluation.add_argument("--inception", default=None, metavar="PATH",
+                            help="a TorchScript Inception-v3 file (inception-2015-12-05.pt) "
+                                 "for true FID; nothing is downloaded")
+    evaluation.add_argument("--eval_every", type=int, default=0, metavar="N",
+                            help="during training, run the metrics on the held-out split every "
+                                 "N epochs and keep best.pt by identity accuracy (0: never)")
+    evaluation.add_argument("--eval_samples", type=int, default=None, metavar="N",
+                            help="pairs scored: 256 by default during training, every pair of "
+                                 "the split with --evaluate")
+
+
+def check_evaluation_options(options) -> None:
+    from models.metrics import parse_metric_names
+    parse_metric_names(options.metrics)
+    if options.evaluate and options.inference:
+        raise UserError("--evaluate and --inference are separate modes; pass one of them")
+    if options.eval_every < 0:
+        raise UserError(f"--eval_every must not be negative, got {options.eval_every}")
+    if options.eval_samples is not None and options.eval_samples < 2:
+        raise UserError(f"--eval_samples must be at least 2, got {options.eval_samples}")
+    if options.inception and not Path(options.inception).is_file():
+        raise UserError(f"--inception {options.inception}: no such file; pass a TorchScript "
+                        "Inception-v3 file such as inception-2015-12-05.pt")
 
 
 # ---------------------------------------------------------------- GAN variants (issue 7)
@@ -144,8 +181,8 @@ def check_variant_options(options) -> None:
     for name in ("finetune_steps", "num_faces"):
         if getattr(options, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(options, name)}")
-    if options.finetune and options.inference:
-        raise UserError("--finetune trains; render the fine-tuned run afterwards with --inference")
+    if options.finetune and (options.inference or options.evaluate):
+        raise UserError("--finetune trains; render or evaluate the fine-tuned run afterwards")
     if options.finetune and not options.dataset:
         raise UserError("--finetune needs --dataset NEW.h5 holding the new speakers' pairs")
     if options.finetune and (options.pre_trained_gen or options.pre_trained_disc):
@@ -187,6 +224,7 @@ def check_options(options) -> None:
         raise UserError("--save_path must be a plain relative name such as 'my_run'")
     check_survival_options(options)
     check_dashboard_options(options)
+    check_evaluation_options(options)
     check_variant_options(options)
 
 
@@ -251,6 +289,8 @@ def main(argv=None) -> int:
         device = choose_device(options.device)
         if options.inference:
             trainer.run_inference(options, device, None if options.audio else dataset_path(options))
+        elif options.evaluate:
+            trainer.run_evaluation(options, device, dataset_path(options))
         else:
             options.num_workers = trainer.clip_workers(options.num_workers)
             trainer.Trainer(options, device, dataset_path(options), resume=checkpoint).train()

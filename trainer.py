@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -16,8 +17,12 @@ from data.audio import (SAMPLE_RATE, find_audio_files, load_speech, prepare_wave
                         speech_windows)
 from data.dataset import SpeechFaceDataset
 from data.order import EpochDraws, EpochOrder, seed_worker
+from data.dataset import read_faces, read_speaker_ids
 from data.schema import PairFileInfo, require_embeddings, validate_pair_file
 from models import ModelArgs, SpeechToFace
+from models.metrics import NEEDS_CLASSIFIER, parse_metric_names
+from models.metrics.identity_classifier import identity_classifier_for
+from models.metrics.suite import FaceMetrics, format_table, load_inception
 from models.losses import (ADVERSARIAL_LOSSES, feature_matching_loss, gradient_penalty,
                            reconstruction_l1, speaker_softmax_loss)
 from run_state import (EpochProgress, NonFiniteGuard, NonFiniteLoss, StopSignals,
@@ -26,6 +31,7 @@ from run_state import (EpochProgress, NonFiniteGuard, NonFiniteLoss, StopSignals
                        trim_log)
 from utils import (UserError, Visualizer, face_grid, load_checkpoint, prepare_output_dir,
                    save_checkpoint, save_png, seed_everything, to_uint8_images)
+from utils import resolve_checkpoint, save_checkpoint_file, write_json
 
 SAMPLE_FACES = 16            # held-out pairs drawn in every epoch's grid
 TRAIN_SAMPLE_FACES = 8      # training pairs drawn beside them
@@ -236,6 +242,7 @@ class Trainer:
         self.train_samples = self._sample_set("train", TRAIN_SAMPLE_FACES)
         self.visualizer = Visualizer(self.run_dir, options)
         self.epoch, self.step = 0, 0
+        self.evaluation, self.best_score = self._training_evaluation(), None
         self._init_run_state(resume)
 
     def _model_args(self) -> ModelArgs:
@@ -523,6 +530,9 @@ class Trainer:
         print(f"training on {self.device}: {len(self.train_loader.dataset)} train pairs, "
               f"{len(self.speaker_names)} speakers, run folder {self.run_dir}")
         self.show_sample_speech()
+        if self.epoch >= self.options.epochs:
+            print(f"note: the run already did its {self.options.epochs} epochs; pass a larger "
+                  "--epochs to train on")
         with StopSignals() as self.signals:
             while self.epoch < self.options.epochs:
                 self.end_epoch(self.train_epoch())
@@ -536,7 +546,7 @@ class Trainer:
         skipped = self.progress.skipped
         self.epoch += 1
         self.progress = EpochProgress()
-        scores = self.held_out_scores()
+        scores = {**self.held_out_scores(), **self.evaluate_if_due()}
         self.visualizer.metrics(self.step, scores, epoch=self.epoch)
         grid = self.save_sample_grids()
         self.visualizer.epoch_end(self.epoch, self.step, {**losses, "skipped_steps": skipped})
@@ -551,6 +561,38 @@ class Trainer:
     def _finished(self) -> bool:
         steps_done = self.options.max_steps and self.step >= self.options.max_steps
         return bool(steps_done) or self.epoch >= self.options.epochs
+
+    # ---- --eval_every: the evaluate metrics on the held-out split, and best.pt (issue 4)
+
+    def _training_evaluation(self) -> SplitEvaluation | None:
+        if not self.options.eval_every:
+            return None
+        split = held_out_split(self.info)
+        evaluation = evaluation_for(self.options, self.info, split, self.args, self.device,
+                                    self.options.eval_samples or EVAL_SAMPLES)
+        key = best_metric(evaluation.suite.names)
+        print(f"evaluating every {self.options.eval_every} epochs on {len(evaluation.rows)} "
+              f"'{split}' pairs; " + (f"best.pt keeps the best {key}" if key else
+                                      "no identity metric chosen, so no best.pt"))
+        return evaluation
+
+    def evaluate_if_due(self) -> dict[str, float]:
+        """The metrics as `eval_<name>` log entries, on the epochs --eval_every names."""
+        if self.evaluation is None or self.epoch % self.options.eval_every:
+            return {}
+        metrics = self.evaluation.run(self.model)
+        print(f"evaluation after epoch {self.epoch}:\n{format_table(metrics)}")
+        self._keep_best(metrics)
+        return {f"eval_{key}": value for key, value in metrics.items()}
+
+    def _keep_best(self, metrics: dict[str, float]) -> None:
+        """Write best.pt (atomically, beside latest.pt) when the identity score improves."""
+        key = best_metric(self.evaluation.suite.names)
+        if key is None or (self.best_score is not None and metrics[key] <= self.best_score):
+            return
+        self.best_score = metrics[key]
+        save_checkpoint_file(self.run_dir / "best.pt", {
+            **self.checkpoint_payload(), "best": {"metric": key, "value": metrics[key]}})
 
 
 # ---------------------------------------------------------------- fine-tuning (--finetune)
@@ -664,3 +706,131 @@ def clip_workers(requested: int) -> int:
               f"using {cores}")
         return cores
     return requested
+
+
+# ---------------------------------------------------------------- evaluation (issue 4)
+
+EVAL_SAMPLES = 256           # held-out pairs --eval_every scores unless --eval_samples says
+
+
+def best_metric(names: list[str]) -> str | None:
+    """What best.pt is chosen by: identity accuracy, or 1:2 matching for unseen speakers."""
+    if "identity" in names:
+        return "identity_top1"
+    return "matching_1v2" if "matching" in names else None
+
+
+class SplitEvaluation:
+    """Scores a generator on fixed rows of one split; the real faces are analysed once."""
+
+    def __init__(self, suite: FaceMetrics, dataset: SpeechFaceDataset, rows: list[int], device,
+                 unseen: bool):
+        self.suite, self.dataset, self.rows, self.device = suite, dataset, rows, device
+        self.mode = "unseen_speakers" if unseen else "seen_speakers"
+        self.speaker_ids = dataset.speaker_ids[rows]
+        real = [to_uint8_images(torch.stack([dataset.face(i) for i in rows[s:s + 64]]))
+                for s in range(0, len(rows), 64)]
+        self.real = suite.analyse(np.concatenate(real))
+
+    @torch.no_grad()
+    def generate(self, model: SpeechToFace) -> np.ndarray:
+        """uint8 faces (N, S, S, 3), one per row, in eval mode."""
+        was_training = model.training
+        model.eval()
+        faces = []
+        for start in range(0, len(self.rows), 64):
+            chunk = self.rows[start:start + 64]
+            condition = torch.stack([self.dataset.condition(i) for i in chunk]).to(self.device)
+            faces.append(to_uint8_images(model(condition)[1]))
+        model.train(was_training)
+        return np.concatenate(faces)
+
+    def run(self, model: SpeechToFace) -> dict[str, float]:
+        fake = self.suite.analyse(self.generate(model))
+        return self.suite.score(fake, self.real, self.speaker_ids)
+
+
+def unseen_speakers(info: PairFileInfo, split: str) -> bool:
+    """True where the split holds a speaker with no train pairs (a speaker-disjoint split)."""
+    heard = set(read_speaker_ids(info, "train").tolist())
+    return not set(read_speaker_ids(info, split).tolist()) <= heard
+
+
+def metric_suite(names: list[str], info: PairFileInfo, device, inception_path) -> FaceMetrics:
+    """The named metrics, with the identity classifier of this file where one is needed."""
+    inception = inception_network(inception_path, device) if inception_path else None
+    classifier = None
+    if NEEDS_CLASSIFIER & set(names):
+        classifier = identity_classifier_for(info.path, lambda: read_faces(info, "train"),
+                                             len(info.speaker_names), device)
+    return FaceMetrics(names, device, classifier, inception)
+
+
+def inception_network(path, device):
+    try:
+        return load_inception(path, device)
+    except (RuntimeError, ValueError) as error:
+        raise UserError(f"--inception {path}: not a TorchScript model "
+                        f"({str(error).splitlines()[0][:100]})") from None
+
+
+def unconditional_metrics(names: list[str], args: ModelArgs) -> list[str]:
+    """An unconditional model's faces belong to no speaker and pair with no frame: of the
+    metrics, only face detection and Frechet distances apply."""
+    if args.condition != "none":
+        return names
+    kept = [name for name in names if name.startswith("detection") or name == "frechet"]
+    if not kept:
+        raise UserError("an unconditional model (--condition none) has no speaker or true "
+                        "frame to be scored against; choose --metrics detection_dlib, "
+                        "detection_haar or frechet")
+    if len(kept) < len(names):
+        print(f"note: an unconditional model is scored on {', '.join(kept)} only")
+    return kept
+
+
+def evaluation_for(options, info: PairFileInfo, split: str, args: ModelArgs, device,
+                   limit: int | None) -> SplitEvaluation:
+    """Rows of `split` (all, or `limit` spread over the speakers) ready to score."""
+    dataset = SpeechFaceDataset(info, split, args.audio_samples, args.image_size, train=False,
+                                condition=args.condition)
+    rows = spread_over_speakers(dataset.speaker_ids, limit or len(dataset))
+    names = unconditional_metrics(parse_metric_names(options.metrics), args)
+    if "matching" in names and len(np.unique(dataset.speaker_ids[rows])) < 2:
+        raise UserError(f"split '{split}' of {info.path} holds one speaker; 1:2 matching "
+                        "compares speakers, so evaluate a split with two or more")
+    unseen = unseen_speakers(info, split)
+    if unseen and "identity" in names:
+        names.remove("identity")
+        print(f"note: split '{split}' holds speakers the train split lacks; identity accuracy "
+              "is undefined for them, so 1:2 matching and recall@K score identity instead")
+    suite = metric_suite(names, info, device, options.inception)
+    return SplitEvaluation(suite, dataset, rows, device, unseen)
+
+
+def run_evaluation(options, device: torch.device, dataset_path: Path) -> dict:
+    """--evaluate: score a checkpoint's faces for a split, print a table, write metrics.json."""
+    source = resolve_checkpoint(options.pre_trained_gen or Path("checkpoints") / options.save_path)
+    model, checkpoint = generator_from_checkpoint(source, device)
+    info = validate_pair_file(dataset_path)
+    if options.split not in info.splits:
+        raise UserError(f"{info.path} has no '{options.split}' split (it has "
+                        f"{', '.join(info.splits)}); choose one with --split")
+    started = time.perf_counter()
+    evaluation = evaluation_for(options, info, options.split, model.args, device,
+                                options.eval_samples)
+    prepared = time.perf_counter()
+    metrics = evaluation.run(model)
+    report = {"checkpoint": str(source), "dataset": str(info.path), "split": options.split,
+              "pairs": len(evaluation.rows), "speakers": int(len(np.unique(evaluation.speaker_ids))),
+              "mode": evaluation.mode,
+              "epoch": checkpoint.get("epoch"), "step": checkpoint.get("step"),
+              "detectors": evaluation.suite.detectors(), "metrics": metrics,
+              "seconds": {"real_faces": round(prepared - started, 2),
+                          "generated_faces": round(time.perf_counter() - prepared, 2)}}
+    print(f"{source} on split '{options.split}' of {info.path} ({report['pairs']} pairs, "
+          f"{report['speakers']} speakers, {report['mode'].replace('_', ' ')}):")
+    print(format_table(metrics))
+    write_json(source.parent / "metrics.json", report)
+    print(f"wrote {source.parent / 'metrics.json'}")
+    return report

@@ -169,6 +169,15 @@ def _sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+def save_checkpoint_file(target, payload: dict) -> Path:
+    """Write one checkpoint under a temporary name and rename it into place."""
+    target = Path(target)
+    partial = target.with_name(f".{target.name}.partial")
+    torch.save({"format_version": CHECKPOINT_FORMAT, **payload}, partial)
+    os.replace(partial, target)
+    return target
+
+
 def resolve_checkpoint(path) -> Path:
     """A checkpoint file, or a run folder meaning its latest.pt."""
     path = Path(path)

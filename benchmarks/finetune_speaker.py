@@ -125,7 +125,7 @@ def main() -> None:
     names = demo_info.speaker_names
     old = [s for s in range(len(names)) if s != bench.held_out]
     common = ["--batch_size", bench.batch_size, "--audio_seconds", bench.audio_seconds,
-              "--num_workers", 0]
+              "--num_workers", 0, "--no_visdom"]
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(bench.work or temporary).resolve()
         work.mkdir(parents=True, exist_ok=True)

@@ -127,3 +127,14 @@ def face_tensor(face: np.ndarray, image_size: int) -> torch.Tensor:
                                antialias=True, align_corners=False)[0].clamp(0, 255)
     return tensor / 127.5 - 1.0
 
+
+
+def read_faces(info: PairFileInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """All faces of a split as stored, uint8 (N, S, S, 3), and their speaker ids (N,)."""
+    with h5py.File(info.path, "r") as f:
+        return f[split]["faces"][()], f[split]["speaker_ids"][()].astype(np.int64)
+
+
+def read_speaker_ids(info: PairFileInfo, split: str) -> np.ndarray:
+    with h5py.File(info.path, "r") as f:
+        return f[split]["speaker_ids"][()].astype(np.int64)

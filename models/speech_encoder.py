@@ -66,7 +66,8 @@ class SpeechEncoder(nn.Module):
             # SEGAN pads by reflection; a window too short to reflect falls back to zeros.
             # Zero-padded layers always unfold: oneDNN's backward for a kernel longer than its
             # zero-padded input (15 over 5 samples) sums in a thread-dependent order on CPU,
-            # which would break bit-identical resume.
+            # which would break bit-identical resume. For 0.3-4 s of speech only the >= 256
+            # channel blocks are ever zero-padded, so this holds should that rule change.
             padding_mode = "reflect" if length > pad else "zeros"
             unfold = in_channels == 1 or in_channels >= 256 or padding_mode == "zeros"
             layers += [StridedConv1d(in_channels, out_channels, config.kernel_size, config.stride,

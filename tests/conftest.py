@@ -23,14 +23,25 @@ def make_pairs(rng, count: int, window: int, face_size: int, speakers: int):
     return waveforms.astype(np.int16), faces.astype(np.uint8), speaker_ids
 
 
-@pytest.fixture
-def tiny_pairs(tmp_path) -> Path:
+def write_tiny_pairs(folder) -> Path:
     """A real pair file: 3 speakers, 0.5 s windows, 40 px faces (resized by the loader)."""
     rng = np.random.default_rng(0)
     splits = {"train": make_pairs(rng, 12, 8000, 40, 3),
               "valid": make_pairs(rng, 6, 8000, 40, 3),
               "test": make_pairs(rng, 3, 8000, 40, 3)}
-    return write_pair_file(tmp_path / "tiny.h5", splits, ["anna", "bert", "carl"])
+    return write_pair_file(Path(folder) / "tiny.h5", splits, ["anna", "bert", "carl"])
+
+
+@pytest.fixture
+def tiny_pairs(tmp_path) -> Path:
+    return write_tiny_pairs(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_pairs_once(tmp_path_factory) -> Path:
+    """The same file made once per session, so an identity classifier cached beside it is
+    trained once for every test that scores on it. Tests must not change it."""
+    return write_tiny_pairs(tmp_path_factory.mktemp("tiny_once"))
 
 
 def write_wav(path, seconds: float, rate: int = 16000, channels: int = 1,

@@ -22,6 +22,7 @@ import torch
 import runtime
 import trainer
 from data.schema import write_pair_file
+from models.speech_encoder import SpeechEncoder, SpeechEncoderConfig
 from tests.conftest import make_pairs
 from run_state import StopSignals
 from utils import load_checkpoint
@@ -124,6 +125,22 @@ def test_checkpoints_carry_their_metadata(reference):
 def test_resume_inside_an_epoch_is_bit_identical(workdir, reference):
     assert cli(workdir, "--resume", reference / INSIDE_EPOCH_2, "--save_path", "resumed") == 0
     assert_same_run(reference, workdir / "checkpoints" / "resumed")
+
+
+def test_the_encoder_backward_is_deterministic_where_onednn_is_not():
+    """At 0.3 s the last encoder block convolves 5 zero-padded samples with a kernel of 15.
+    oneDNN's convolution backward sums that in a thread-dependent order (on 2 cores, 64
+    pairs: another gradient nearly every time); the unfold path does not, and exact resume
+    needs it to stay."""
+    last_block = SpeechEncoder(SpeechEncoderConfig(audio_samples=4800)).convs[15]
+    assert last_block.padding_mode == "zeros"
+    features = torch.randn(64, 512, 5, requires_grad=True)
+    gradients = []
+    for _ in range(5):
+        features.grad, last_block.weight.grad = None, None
+        last_block(features).square().sum().backward()
+        gradients.append((features.grad.clone(), last_block.weight.grad.clone()))
+    assert all(torch.equal(a, b) for later in gradients[1:] for a, b in zip(gradients[0], later))
 
 
 # ---------------------------------------------------------------- real signals, real processes

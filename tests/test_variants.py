@@ -99,6 +99,14 @@ def test_unconditional_dcgan_trains_on_faces_alone_and_draws_random_faces(tiny_p
     assert Image.open(pngs[0]).size == (64, 64)
     assert not np.array_equal(np.asarray(Image.open(pngs[0])), np.asarray(Image.open(pngs[1])))
     capsys.readouterr()
+    assert runtime.main(["--evaluate", "--pre_trained_gen", str(run_dir), "--dataset",
+                         str(tiny_pairs), "--metrics", "detection_haar,l1"]) == 0
+    assert "scored on detection_haar only" in capsys.readouterr().out
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert set(report["metrics"]) == {"detection_haar", "detection_haar_real"}
+    assert runtime.main(["--evaluate", "--pre_trained_gen", str(run_dir), "--dataset",
+                         str(tiny_pairs), "--metrics", "identity"]) == 2
+    assert "choose --metrics detection_dlib" in capsys.readouterr().err
     wav = write_wav(tmp_path / "voice.wav", 1.0)
     assert runtime.main(["--inference", "--pre_trained_gen", str(run_dir), "--audio", str(wav),
                          "--save_path", "x"]) == 2
@@ -116,6 +124,7 @@ BAD_VARIANT_OPTIONS = {
     "--num_faces 0": "--num_faces must be at least 1",
     "--finetune run": "--finetune needs --dataset NEW.h5",
     "--finetune run --inference": "--finetune trains",
+    "--finetune run --evaluate": "--finetune trains",
     "--finetune run --dataset x.h5 --pre_trained_gen run": "drop --pre_trained_gen",
     "--finetune missing.pt --dataset TINY": "no such checkpoint",
     "--condition embedding --dataset TINY": "holds no per-pair 'embeddings'",

@@ -1,0 +1,38 @@
+"""Evaluation metrics for generated faces: are they faces, and do they belong to the speaker?
+
+The registry below names every metric a user can ask for with `--metrics`; options are
+checked against it when they are parsed, before any model or detector is loaded.
+"""
+from __future__ import annotations
+
+from utils import UserError
+
+METRICS = {
+    "detection_dlib": "share of faces where dlib's HOG detector finds a face and places all "
+                      "68 landmarks (the wav2pix measure)",
+    "detection_haar": "share of faces OpenCV's frontal-face Haar cascade finds",
+    "identity": "top-1/top-5 accuracy of a speaker classifier trained on the real train faces, "
+                "with its accuracy on the real faces as the ceiling",
+    "dlib_similarity": "cosine and Euclidean distance of dlib's 128-d descriptors to the "
+                       "speaker's real faces and to other speakers' (SF2F)",
+    "frechet": "Frechet distance between real and generated faces in the classifier's and "
+               "dlib's feature spaces (and Inception FID with --inception)",
+    "l1": "mean L1 distance to the paired real frame, in [-1, 1] pixel units",
+    "matching": "1:2 matching accuracy and voice-to-face recall@1/5/10 on dlib descriptors",
+}
+
+# What needs dlib's face descriptor, and what needs the identity classifier.
+NEEDS_DESCRIPTORS = {"dlib_similarity", "frechet", "matching"}
+NEEDS_CLASSIFIER = {"identity", "frechet"}
+
+
+def parse_metric_names(text: str) -> list[str]:
+    """'all' or a comma-separated list of registry names -> the names, in registry order."""
+    if text.strip() == "all":
+        return list(METRICS)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METRICS]
+    if unknown or not names:
+        raise UserError(f"--metrics: unknown metric {', '.join(unknown) or repr(text)}; "
+                        f"choose from all, {', '.join(METRICS)}")
+    return [name for name in METRICS if name in names]

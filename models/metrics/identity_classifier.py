@@ -1,0 +1,181 @@
+"""A speaker classifier on face images, trained on a pair file's real train faces.
+
+It plays the part of wav2pix's fine-tuned VGG-Face: its top-1 accuracy on generated faces
+says whether a face shows the right speaker, its accuracy on real faces is the ceiling,
+and its penultimate features give a Frechet distance in a space that knows these speakers.
+It is trained once per pair file and cached next to it, keyed by the file's SHA-256.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CACHE_VERSION = 3           # bump when the recipe below changes, so old caches are not reused
+TRAIN_EPOCHS = 10           # passes over the train faces, as steps within the bounds below
+MIN_STEPS, MAX_STEPS = 100, 200
+BATCH_SIZE = 32
+LEARNING_RATE = 2e-3
+SHIFT_PIXELS = 4            # random translation, so a face need not sit where the crops did
+
+
+@dataclass
+class IdentityClassifierConfig:
+    num_speakers: int
+    image_size: int = 64
+    channels: tuple = (16, 32, 64, 128)
+    feature_dim: int = 128
+
+
+class IdentityClassifier(nn.Module):
+    """faces (B, 3, 64, 64) in [-1, 1] -> (logits (B, num_speakers), features (B, 128))."""
+
+    def __init__(self, config: IdentityClassifierConfig):
+        super().__init__()
+        self.config = config
+        layers, in_channels = [], 3
+        for out_channels in config.channels:          # 64 -> 32 -> 16 -> 8 -> 4
+            layers += [nn.Conv2d(in_channels, out_channels, 3, 2, 1, bias=False),
+                       nn.BatchNorm2d(out_channels), nn.ReLU(True)]
+            in_channels = out_channels
+        self.trunk = nn.Sequential(*layers)
+        self.features = nn.Sequential(nn.Linear(in_channels, config.feature_dim), nn.ReLU(True))
+        self.head = nn.Linear(config.feature_dim, config.num_speakers)
+
+    def forward(self, faces: torch.Tensor):
+        pooled = self.trunk(faces).mean(dim=(2, 3))    # (B, C)
+        features = self.features(pooled)
+        return self.head(features), features
+
+
+def faces_to_input(faces: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (N, S, S, 3) -> float (N, 3, size, size) in [-1, 1]."""
+    tensor = torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float()
+    if tensor.shape[-1] != size:
+        tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True,
+                               align_corners=False).clamp(0, 255)
+    return tensor / 127.5 - 1.0
+
+
+def augment(faces: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random mirror, shift and brightness: the classifier must not key on exact pixels."""
+    batch = len(faces)
+    flip = torch.rand(batch, generator=generator) < 0.5
+    faces = torch.where(flip[:, None, None, None], faces.flip(3), faces)
+    shift = torch.randint(-SHIFT_PIXELS, SHIFT_PIXELS + 1, (2,), generator=generator).tolist()
+    faces = torch.roll(faces, shifts=shift, dims=(2, 3))
+    gain = 1 + 0.2 * (torch.rand(batch, 1, 1, 1, generator=generator) - 0.5)
+    return (faces * gain).clamp(-1, 1)
+
+
+def training_steps(num_faces: int) -> int:
+    return min(MAX_STEPS, max(MIN_STEPS, TRAIN_EPOCHS * -(-num_faces // BATCH_SIZE)))
+
+
+def train_identity_classifier(faces: np.ndarray, speaker_ids: np.ndarray, num_speakers: int,
+                              device, seed: int = 0) -> IdentityClassifier:
+    """Train on uint8 faces (N, S, S, 3) and their speaker ids; a fixed number of steps."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    classifier = IdentityClassifier(IdentityClassifierConfig(num_speakers)).to(device)
+    inputs = faces_to_input(faces, classifier.config.image_size)
+    labels = torch.as_tensor(speaker_ids, dtype=torch.long)
+    optimiser = torch.optim.Adam(classifier.parameters(), LEARNING_RATE)
+    steps = training_steps(len(inputs))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    classifier.train()
+    for _ in range(steps):
+        rows = torch.randint(len(inputs), (min(BATCH_SIZE, len(inputs)),), generator=generator)
+        batch = augment(inputs[rows], generator).to(device)
+        logits, _ = classifier(batch)
+        loss = F.cross_entropy(logits, labels[rows].to(device))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+    return classifier.eval()
+
+
+@torch.no_grad()
+def classify(classifier: IdentityClassifier, faces: np.ndarray, device, batch: int = 256):
+    """uint8 faces (N, S, S, 3) -> (logits (N, K), features (N, 128)) as numpy float32."""
+    classifier.eval()
+    logits, features = [], []
+    for start in range(0, len(faces), batch):
+        inputs = faces_to_input(faces[start:start + batch], classifier.config.image_size)
+        chunk_logits, chunk_features = classifier(inputs.to(device))
+        logits.append(chunk_logits.cpu())
+        features.append(chunk_features.cpu())
+    return torch.cat(logits).numpy(), torch.cat(features).numpy()
+
+
+# ---------------------------------------------------------------- cache next to the pair file
+
+def file_sha256(path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cache_path(pair_file: Path, sha256: str) -> Path:
+    return pair_file.with_name(f"{pair_file.name}.identity-v{CACHE_VERSION}-{sha256[:16]}.pt")
+
+
+def load_cached(path: Path, sha256: str, device) -> IdentityClassifier | None:
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:                    # a damaged cache is retrained, never trusted
+        return None
+    if saved.get("sha256") != sha256:
+        return None
+    config = IdentityClassifierConfig(**{**saved["config"], "channels": tuple(saved["config"]["channels"])})
+    classifier = IdentityClassifier(config)
+    classifier.load_state_dict(saved["state_dict"])
+    return classifier.to(device).eval()
+
+
+def save_cache(path: Path, classifier: IdentityClassifier, sha256: str) -> bool:
+    """Write atomically; False (and nothing written) where the folder is not writable."""
+    partial = path.with_name(f".{path.name}.partial")
+    payload = {"sha256": sha256, "config": asdict(classifier.config),
+               "state_dict": {k: v.cpu() for k, v in classifier.state_dict().items()}}
+    try:
+        torch.save(payload, partial)
+        os.replace(partial, path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def identity_classifier_for(pair_file, read_train_faces, num_speakers: int, device,
+                            log=print) -> IdentityClassifier:
+    """The cached classifier of this exact file, training and caching it on first use.
+
+    `read_train_faces()` returns (uint8 faces (N, S, S, 3), speaker ids (N,)); it is called
+    only when no cache matches the file's content.
+    """
+    pair_file = Path(pair_file)
+    sha256 = file_sha256(pair_file)
+    path = cache_path(pair_file, sha256)
+    classifier = load_cached(path, sha256, device)
+    if classifier is not None:
+        return classifier
+    faces, speaker_ids = read_train_faces()
+    log(f"training the identity classifier on {len(faces)} real train faces "
+        f"({training_steps(len(faces))} steps); cached in {path}")
+    classifier = train_identity_classifier(faces, speaker_ids, num_speakers, device)
+    if not save_cache(path, classifier, sha256):
+        log(f"note: {path.parent} is not writable; the identity classifier is kept for this "
+            "run only")
+    return classifier

@@ -1,0 +1,148 @@
+"""Runs the chosen metrics on generated faces against the real faces of the same pairs.
+
+Detectors and networks are loaded once, and the real faces are analysed once
+(`reference`), so training can score the same validation rows every few epochs cheaply.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.metrics import NEEDS_CLASSIFIER, NEEDS_DESCRIPTORS
+from models.metrics.distances import (frechet_distance, matching_1v2, recall_at_k,
+                                      similarity_to_speakers, top_k_accuracy)
+from models.metrics.face_analysis import DlibFaces, HaarFaces
+from models.metrics.identity_classifier import IdentityClassifier, classify
+
+RECALL_KS = (1, 5, 10)
+
+
+@dataclass
+class Analysis:
+    """What the metrics read from one set of faces (uint8 (N, S, S, 3))."""
+    faces: np.ndarray
+    dlib_found: np.ndarray | None = None        # bool (N,)
+    descriptors: np.ndarray | None = None       # (N, 128) dlib
+    haar_found: np.ndarray | None = None        # bool (N,)
+    logits: np.ndarray | None = None            # (N, K) identity classifier
+    features: np.ndarray | None = None          # (N, 128) identity classifier
+    inception: np.ndarray | None = None         # (N, 2048)
+
+
+class FaceMetrics:
+    def __init__(self, names: list[str], device, classifier: IdentityClassifier | None = None,
+                 inception=None):
+        self.names, self.device = list(names), device
+        self.classifier, self.inception = classifier, inception
+        wants = set(self.names)
+        self.dlib = DlibFaces() if wants & ({"detection_dlib"} | NEEDS_DESCRIPTORS) else None
+        self.haar = HaarFaces() if "detection_haar" in wants else None
+        if wants & NEEDS_CLASSIFIER and classifier is None:
+            raise ValueError("the identity and frechet metrics need an identity classifier")
+
+    def detectors(self) -> dict[str, str]:
+        """The detectors behind the detection figures, named for metrics.json."""
+        found = {"detection_dlib": self.dlib, "detection_haar": self.haar}
+        return {name: d.name for name, d in found.items() if d is not None and name in self.names}
+
+    def analyse(self, faces: np.ndarray) -> Analysis:
+        analysis = Analysis(faces)
+        wants = set(self.names)
+        if self.dlib is not None:
+            analysis.dlib_found, analysis.descriptors = self.dlib.analyse(
+                faces, descriptors=bool(wants & NEEDS_DESCRIPTORS))
+        if self.haar is not None:
+            analysis.haar_found = self.haar.found(faces)
+        if self.classifier is not None and wants & NEEDS_CLASSIFIER:
+            analysis.logits, analysis.features = classify(self.classifier, faces, self.device)
+        if self.inception is not None and "frechet" in wants:
+            analysis.inception = inception_features(self.inception, faces, self.device)
+        return analysis
+
+    def score(self, fake: Analysis, real: Analysis, speaker_ids: np.ndarray) -> dict[str, float]:
+        """Every chosen metric of the generated faces `fake` against their paired `real`."""
+        results = {}
+        for name in self.names:
+            results.update(getattr(self, f"_{name}")(fake, real, speaker_ids))
+        return {key: float(value) for key, value in results.items()}
+
+    # ---- one method per registry name; each returns flat {key: value}
+
+    def _detection_dlib(self, fake, real, _):
+        return {"detection_dlib": fake.dlib_found.mean(), "detection_dlib_real": real.dlib_found.mean()}
+
+    def _detection_haar(self, fake, real, _):
+        return {"detection_haar": fake.haar_found.mean(), "detection_haar_real": real.haar_found.mean()}
+
+    def _identity(self, fake, real, speaker_ids):
+        results, classes = {}, fake.logits.shape[1]
+        for k in (1, 5):
+            results[f"identity_top{k}"] = top_k_accuracy(fake.logits, speaker_ids, k)
+            results[f"identity_top{k}_real"] = top_k_accuracy(real.logits, speaker_ids, k)
+            results[f"identity_top{k}_chance"] = min(k / classes, 1.0)
+        return results
+
+    def _dlib_similarity(self, fake, real, speaker_ids):
+        scores = similarity_to_speakers(fake.descriptors, speaker_ids, real.descriptors, speaker_ids)
+        return {f"dlib_{k}": v for k, v in scores.items()}
+
+    def _frechet(self, fake, real, _):
+        results = {"frechet_classifier": frechet_distance(real.features, fake.features),
+                   "frechet_dlib": frechet_distance(real.descriptors, fake.descriptors)}
+        if fake.inception is not None:
+            results["fid_inception"] = frechet_distance(real.inception, fake.inception)
+        return results
+
+    def _l1(self, fake, real, _):
+        difference = np.abs(fake.faces.astype(np.float32) - real.faces.astype(np.float32))
+        return {"l1": float(difference.mean() / 127.5)}
+
+    def _matching(self, fake, real, speaker_ids):
+        speakers = len(np.unique(speaker_ids))
+        results = {"matching_1v2": matching_1v2(fake.descriptors, speaker_ids, real.descriptors,
+                                                speaker_ids), "matching_1v2_chance": 0.5}
+        for k, value in recall_at_k(fake.descriptors, speaker_ids, real.descriptors, speaker_ids,
+                                    RECALL_KS).items():
+            results[f"recall_at_{k}"] = value
+            results[f"recall_at_{k}_chance"] = min(k / speakers, 1.0)
+        return results
+
+
+# ---------------------------------------------------------------- Inception, user-supplied
+
+def load_inception(path, device):
+    """A TorchScript Inception-v3 feature network, e.g. NVIDIA's `inception-2015-12-05.pt`
+    of the StyleGAN2-ADA metrics: called as net(uint8 NCHW, return_features=True) -> (N, 2048).
+    Nothing is downloaded: the user passes the file."""
+    return torch.jit.load(str(path), map_location=device).eval()
+
+
+@torch.no_grad()
+def inception_features(network, faces: np.ndarray, device, batch: int = 64) -> np.ndarray:
+    chunks = []
+    for start in range(0, len(faces), batch):
+        images = torch.from_numpy(np.ascontiguousarray(faces[start:start + batch]))
+        chunks.append(network(images.permute(0, 3, 1, 2).to(device), return_features=True).cpu())
+    return torch.cat(chunks).float().numpy()
+
+
+# ---------------------------------------------------------------- the printed table
+
+def metric_rows(results: dict) -> list[tuple[str, str, str, str]]:
+    """(metric, generated, real faces, chance) rows for the printed table."""
+    def cell(key):
+        return f"{results[key]:.4f}" if key in results else ""
+    return [(key, cell(key), cell(f"{key}_real"), cell(f"{key}_chance"))
+            for key in results if not key.endswith(("_real", "_chance"))]
+
+
+def format_table(results: dict) -> str:
+    rows = [("metric", "generated", "real", "chance")] + metric_rows(results)
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+             for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
