@@ -86,10 +86,12 @@ def test_unfolded_and_plain_convolution_paths_agree(one_thread):
     from models.speech_encoder import StridedConv1d
     torch.manual_seed(0)
     # eval mode: train-mode BatchNorm over a batch of 3 makes some gradients pure rounding noise.
-    encoder = SpeechEncoder(SpeechEncoderConfig(audio_samples=4800)).eval()
+    # 0.5 s: at 0.3 s the last layer zero-pads 5 samples, where oneDNN's backward itself is
+    # wrong at times (tests/test_resume.py::test_the_encoder_backward_is_exact_where_...).
+    encoder = SpeechEncoder(SpeechEncoderConfig(audio_samples=8000)).eval()
     unfolded = [m for m in encoder.modules() if isinstance(m, StridedConv1d) and m.unfold]
     assert len(unfolded) == 3                    # the first layer and the two deepest
-    waveform = torch.randn(3, 1, 4800)
+    waveform = torch.randn(3, 1, 8000)
     direction = torch.randn(3, 128)
     fast = encoder(waveform)
     (fast * direction).sum().backward()

@@ -127,20 +127,26 @@ def test_resume_inside_an_epoch_is_bit_identical(workdir, reference):
     assert_same_run(reference, workdir / "checkpoints" / "resumed")
 
 
-def test_the_encoder_backward_is_deterministic_where_onednn_is_not():
+def test_the_encoder_backward_is_exact_where_onednn_is_not():
     """At 0.3 s the last encoder block convolves 5 zero-padded samples with a kernel of 15.
-    oneDNN's convolution backward sums that in a thread-dependent order (on 2 cores, 64
-    pairs: another gradient nearly every time); the unfold path does not, and exact resume
-    needs it to stay."""
+    There oneDNN's convolution backward (torch 2.13, CPU) returns input gradients that change
+    from run to run and are at times far off (up to 74% of their largest value against a
+    float64 reference, measured); the unfold path is exact and the same every run. Exact
+    resume, and training itself, need the unfold path to stay."""
     last_block = SpeechEncoder(SpeechEncoderConfig(audio_samples=4800)).convs[15]
     assert last_block.padding_mode == "zeros"
     features = torch.randn(64, 512, 5, requires_grad=True)
+    upstream = torch.randn(64, 1024, 2)
+    exact = features.detach().double().requires_grad_()
+    torch.nn.functional.conv1d(exact, last_block.weight.double(), last_block.bias.double(),
+                               stride=4, padding=7).backward(upstream.double())
     gradients = []
     for _ in range(5):
         features.grad, last_block.weight.grad = None, None
-        last_block(features).square().sum().backward()
+        last_block(features).backward(upstream)
         gradients.append((features.grad.clone(), last_block.weight.grad.clone()))
     assert all(torch.equal(a, b) for later in gradients[1:] for a, b in zip(gradients[0], later))
+    torch.testing.assert_close(gradients[0][0].double(), exact.grad, rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------- real signals, real processes
