@@ -250,11 +250,11 @@ class Trainer:
         if self.base:
             args = finetune_args(self.base, o, len(self.speaker_names))
         else:
+            stored_width = self.info.embedding_dim if o.condition == "embedding" else 0
             args = ModelArgs(image_size=o.image_size, audio_samples=round(o.audio_seconds * 16000),
                              num_speakers=len(self.speaker_names), noise_dim=o.noise_dim,
-                             condition=o.condition, generator=o.generator,
-                             discriminator=o.discriminator,
-                             condition_dim=self.info.embedding_dim if o.condition == "embedding" else 0)
+                             condition=o.condition, condition_dim=stored_width,
+                             generator=o.generator, discriminator=o.discriminator)
         if args.condition == "embedding":
             require_embeddings(self.info, args.condition_dim or None)
         return args
@@ -337,8 +337,9 @@ class Trainer:
             self.progress.add(len(batch[0]), self.train_batch(batch))
             if self.progress.batches:
                 means = self.progress.means()   # with --d_iters > 1, G's only every N batches
-                bar.set_postfix({short: f"{means[name]:.3f}" for short, name in
-                                 (("d", "d_loss"), ("g", "g_loss"), ("l1", "g_l1")) if name in means})
+                shown = (("d", "d_loss"), ("g", "g_loss"), ("l1", "g_l1"))
+                bar.set_postfix({short: f"{means[name]:.3f}" for short, name in shown
+                                 if name in means})
             if self.signals.received:
                 raise StoppedBySignal(self.signals.received, self.save())
             self._checkpoint_inside_epoch(usable_pairs)

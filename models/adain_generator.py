@@ -65,10 +65,10 @@ class AdaINFaceGenerator(nn.Module):
         dcgan_init(self)
 
     def forward(self, embedding: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        code = embedding if noise is None else torch.cat([embedding, noise], dim=1)   # (B, E+Z)
-        features = self.start.expand(len(code), -1, -1, -1)                            # (B, C0, 4, 4)
+        code = embedding if noise is None else torch.cat([embedding, noise], dim=1)  # (B, E+Z)
+        features = self.start.expand(len(code), -1, -1, -1)                          # (B, C0, 4, 4)
         for conv, norm in zip(self.convs, self.norms):
             features = torch.relu(norm(conv(features), code))
             if features.shape[-1] == self.config.attention_size:
                 features = self.attention(features)
-        return torch.tanh(self.to_rgb(features))                                       # (B, 3, S, S)
+        return torch.tanh(self.to_rgb(features))                                     # (B, 3, S, S)

@@ -1,4 +1,4 @@
-"""Blocks shared by the networks: DCGAN initialisation, spectral norm that keeps it, self-attention."""
+"""Blocks shared by the networks: DCGAN init, spectral norm that keeps it, self-attention."""
 from __future__ import annotations
 
 import torch

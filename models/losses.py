@@ -21,7 +21,8 @@ def _sum_over_pairs(real_term, negative_term, real_scores, fake_scores, wrong_sc
 
 
 def lsgan_discriminator_loss(real_scores, fake_scores, wrong_scores=None, real_target: float = 0.9):
-    """Least squares (Mao et al. 2017): real pairs -> 0.9 (one-sided smoothing), fake and wrong -> 0."""
+    """Least squares (Mao et al. 2017): real pairs -> 0.9 (one-sided smoothing), fake and
+    wrong -> 0."""
     return _sum_over_pairs(lambda s: F.mse_loss(s, torch.full_like(s, real_target)),
                            lambda s: F.mse_loss(s, torch.zeros_like(s)),
                            real_scores, fake_scores, wrong_scores)
