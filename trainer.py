@@ -36,6 +36,7 @@ from utils import resolve_checkpoint, save_checkpoint_file, write_json
 SAMPLE_FACES = 16            # held-out pairs drawn in every epoch's grid
 TRAIN_SAMPLE_FACES = 8      # training pairs drawn beside them
 VALIDATION_PAIRS = 256       # held-out pairs scored each epoch
+BATCHNORM_PAIRS = 512        # training pairs G's precise BatchNorm statistics average over
 
 
 def held_out_split(info: PairFileInfo) -> str:
@@ -240,6 +241,7 @@ class Trainer:
         self.held_out = self._held_out_dataset()
         self.held_out_samples = self._sample_set(held_out_split(self.info), SAMPLE_FACES)
         self.train_samples = self._sample_set("train", TRAIN_SAMPLE_FACES)
+        self.batchnorm_conditions, self._batchnorm_step = self._batchnorm_conditions(), None
         self.visualizer = Visualizer(self.run_dir, options)
         self.epoch, self.step = 0, 0
         self.evaluation, self.best_score = self._training_evaluation(), None
@@ -323,6 +325,28 @@ class Trainer:
         return SampleSet(torch.stack([dataset.condition(i) for i in rows]),
                          torch.stack([dataset.face(i) for i in rows]),
                          [self.speaker_names[dataset.speaker_ids[i]] for i in rows])
+
+    def _batchnorm_conditions(self) -> torch.Tensor:
+        """Fixed training pairs, cropped as training crops them (from a generator of their
+        own, so no training draw moves), that set G's BatchNorm statistics."""
+        dataset = SpeechFaceDataset(self.info, "train", self.args.audio_samples,
+                                    self.args.image_size, train=True, in_memory=False,
+                                    condition=self.args.condition, speaker_map=self.speaker_map)
+        crops = torch.Generator().manual_seed(self.options.seed)
+        rows = spread_over_speakers(dataset.speaker_ids, BATCHNORM_PAIRS)
+        return torch.stack([dataset.condition(i, crops) for i in rows])
+
+    def refresh_batchnorm(self) -> None:
+        """Precise BatchNorm statistics before faces are drawn in eval mode or saved; once a
+        step. They are recomputed from scratch, so they depend on the weights alone and a
+        resumed run saves the same ones."""
+        if self._batchnorm_step == self.step or len(self.batchnorm_conditions) < 2:
+            return
+        chunks = self.batchnorm_conditions.tensor_split(-(-len(self.batchnorm_conditions) // 64))
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):     # G's noise must not move the RNG
+            self.model.refresh_batchnorm(chunk.to(self.device) for chunk in chunks)
+        self._batchnorm_step = self.step
 
     def train_epoch(self) -> dict[str, float]:
         """The rest of the current epoch (all of it, unless the run resumed inside it)."""
@@ -488,6 +512,7 @@ class Trainer:
             tqdm.write("note: the networks hold non-finite values; no checkpoint written, "
                        f"the last good one is {self.last_checkpoint}")
             return self.last_checkpoint
+        self.refresh_batchnorm()
         name = checkpoint_name(self.epoch, self.step, mid_epoch=self.progress.pairs_done > 0)
         self.last_checkpoint = save_checkpoint(self.run_dir, self.checkpoint_payload(), name)
         prune_checkpoints(self.run_dir, self.options.keep_checkpoints)
@@ -547,6 +572,7 @@ class Trainer:
         skipped = self.progress.skipped
         self.epoch += 1
         self.progress = EpochProgress()
+        self.refresh_batchnorm()
         scores = {**self.held_out_scores(), **self.evaluate_if_due()}
         self.visualizer.metrics(self.step, scores, epoch=self.epoch)
         grid = self.save_sample_grids()

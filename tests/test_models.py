@@ -105,3 +105,24 @@ def test_unfolded_and_plain_convolution_paths_agree(one_thread):
     for grad, layer in zip(fast_grads, unfolded):
         scale = layer.weight.grad.abs().max().item()
         torch.testing.assert_close(grad, layer.weight.grad, rtol=1e-3, atol=1e-4 * scale)
+
+
+def test_refreshed_batchnorm_statistics_are_those_of_the_given_batches():
+    torch.manual_seed(0)
+    model = SpeechToFace(ModelArgs(num_speakers=3, audio_samples=4800, noise_dim=4)).train()
+    norm = model.speech_encoder.convs[1]                  # after the first strided conv
+    spectral = [b.clone() for n, b in model.named_buffers() if n.endswith("_u")]
+    assert spectral, "the generator has spectral-norm layers"
+    waveforms = torch.randn(2, 6, 1, 4800)
+    model.refresh_batchnorm(iter(waveforms))
+    with torch.no_grad():
+        first_conv = torch.cat([model.speech_encoder.convs[0](w) for w in waveforms])
+    assert torch.allclose(norm.running_mean, first_conv.mean(dim=(0, 2)), atol=1e-5)
+    assert norm.momentum == 0.1 and model.training and not norm.num_batches_tracked.eq(0)
+    # spectral norm's power iteration did not advance
+    assert all(torch.equal(a, b) for a, b in
+               zip(spectral, [b for n, b in model.named_buffers() if n.endswith("_u")]))
+    model.eval()
+    with torch.no_grad():
+        eval_embedding = model.speech_encoder(waveforms[0])
+    assert eval_embedding.isfinite().all()
