@@ -13,9 +13,9 @@ import math
 import sys
 from pathlib import Path
 
+import trainer
 from models import CONDITIONS, DISCRIMINATORS, GENERATORS
 from models.losses import ADVERSARIAL_LOSSES
-from run_state import StoppedBySignal
 from utils import UserError
 
 IMAGE_SIZES = (64, 128)
@@ -252,10 +252,26 @@ def given_options(parser: argparse.ArgumentParser, argv) -> set[str]:
     return {name for name, value in vars(given).items() if value is not unset}
 
 
+NOT_RESUMED = ("resume", "inference", "pre_trained_gen", "pre_trained_disc", "audio")
+
+
+def merge_resumed_options(options, saved: dict, given: set[str]):
+    """The checkpoint's options, except those given on this command line (which win, with a
+    note where they change what the checkpoint's run did)."""
+    for name, value in saved.items():
+        if name in NOT_RESUMED or not hasattr(options, name):
+            continue
+        if name not in given:
+            setattr(options, name, value)
+        elif getattr(options, name) != value:
+            print(f"note: resuming with --{name} {getattr(options, name)} "
+                  f"(the checkpoint's run used {value})")
+    return options
+
+
 def resumed(parser: argparse.ArgumentParser, argv, options):
     """--resume: the checkpoint to continue, and the options (its own, unless given again)."""
-    from run_state import check_resumable, merge_resumed_options, resume_checkpoint_path
-    from utils import load_checkpoint
+    from utils import check_resumable, load_checkpoint, resume_checkpoint_path
     path = resume_checkpoint_path(options.resume, Path("checkpoints") / options.save_path)
     checkpoint = load_checkpoint(path)
     check_resumable(checkpoint, path)
@@ -284,7 +300,6 @@ def main(argv=None) -> int:
         if options.resume:
             checkpoint, options = resumed(parser, argv, options)
         resolve_variants(options)
-        import trainer
         from utils import choose_device
         device = choose_device(options.device)
         if options.inference:
@@ -297,7 +312,7 @@ def main(argv=None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except StoppedBySignal as stop:
+    except trainer.StoppedBySignal as stop:
         print(f"stopped by {stop}: saved {stop.checkpoint}; continue with --resume latest "
               f"--save_path {options.save_path}", file=sys.stderr)
         return 128 + stop.signum

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +27,11 @@ from models.metrics.identity_classifier import identity_classifier_for
 from models.metrics.suite import FaceMetrics, format_table, load_inception
 from models.losses import (ADVERSARIAL_LOSSES, feature_matching_loss, gradient_penalty,
                            reconstruction_l1, speaker_softmax_loss)
-from run_state import (EpochProgress, NonFiniteGuard, NonFiniteLoss, StopSignals,
-                       StoppedBySignal, check_resumable, checkpoint_name, describe_losses,
-                       prune_checkpoints, remove_partial_files, restore_rng_states, rng_states,
-                       trim_log)
 from utils import (UserError, Visualizer, face_grid, load_checkpoint, prepare_output_dir,
                    save_checkpoint, save_png, seed_everything, to_uint8_images)
-from utils import resolve_checkpoint, save_checkpoint_file, write_json
+from utils import (check_resumable, checkpoint_name, prune_checkpoints, remove_partial_files,
+                   resolve_checkpoint, restore_rng_states, rng_states, save_checkpoint_file,
+                   trim_log, write_json)
 
 SAMPLE_FACES = 16            # held-out pairs drawn in every epoch's grid
 TRAIN_SAMPLE_FACES = 8      # training pairs drawn beside them
@@ -102,6 +102,106 @@ def networks_finite(model: torch.nn.Module) -> bool:
     if torch.nn.utils.get_total_norm(tensors, 2.0).isfinite():
         return True
     return all(t.isfinite().all() for t in tensors)
+
+
+# ---------------------------------------------------------------- surviving (issue 8)
+# Where a run stands inside its epoch, stop signals, and the non-finite loss guard; the
+# Trainer composes them, none of them trains.
+
+@dataclass
+class EpochProgress:
+    """How far into the current epoch a run is, and the running sums its log line needs."""
+    pairs_done: int = 0
+    batches: int = 0             # batches whose steps were applied
+    skipped: int = 0             # batches skipped for a non-finite loss
+    totals: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)   # per figure: with --d_iters > 1 G's are rarer
+
+    def add(self, batch_size: int, losses: dict[str, float] | None) -> None:
+        self.pairs_done += batch_size
+        if losses is None:
+            self.skipped += 1
+            return
+        self.batches += 1
+        for name, value in losses.items():
+            self.totals[name] = self.totals.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.counts.get(k, self.batches), 1) for k, v in self.totals.items()}
+
+    def state(self) -> dict:
+        return asdict(self)
+
+
+class StoppedBySignal(Exception):
+    """SIGINT or SIGTERM arrived; the run saved `checkpoint` and stopped."""
+
+    def __init__(self, signum: int, checkpoint: Path | None):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.checkpoint = signum, checkpoint
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM only ask the run to stop at the next safe point (after
+    a step, or after an epoch's end); a second one stops at once (KeyboardInterrupt)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():   # handlers live there only
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class NonFiniteLoss(Exception):
+    """A NaN or infinite loss; the step it belongs to was not applied. `losses`: the figures."""
+
+    def __init__(self, losses: dict[str, float]):
+        super().__init__(describe_losses(losses))
+        self.losses = losses
+
+
+class TrainingDiverged(UserError):
+    """Too many non-finite losses in a row: the run stopped, keeping its last good checkpoint."""
+
+
+class NonFiniteGuard:
+    """Counts batches skipped for a NaN/inf loss; `limit` in a row stops the run."""
+
+    def __init__(self, limit: int):
+        self.limit, self.in_a_row, self.total = limit, 0, 0
+
+    def passed(self) -> None:
+        self.in_a_row = 0
+
+    def failed(self, step: int, losses: dict[str, float], last_checkpoint: Path | None) -> None:
+        self.in_a_row += 1
+        self.total += 1
+        if self.in_a_row >= self.limit:
+            kept = (f"the last good checkpoint is {last_checkpoint}" if last_checkpoint
+                    else "no checkpoint was written before it")
+            raise TrainingDiverged(
+                f"{self.in_a_row} steps in a row had a non-finite loss (step {step}: "
+                f"{describe_losses(losses)}); stopped, {kept}; lower --lr_D / --lr_G "
+                "or check the data, then --resume from it")
+
+
+def describe_losses(losses: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in losses.items() if not math.isfinite(v)) or "?"
 
 
 # ---------------------------------------------------------------- one training step

@@ -24,7 +24,7 @@ import trainer
 from data.schema import write_pair_file
 from models.speech_encoder import SpeechEncoder, SpeechEncoderConfig
 from tests.conftest import make_pairs
-from run_state import StopSignals
+from trainer import StopSignals
 from utils import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
