@@ -722,6 +722,8 @@ class Trainer:
         self._restore_rng(state)   # last: building the networks drew from them
 
     def _restore_scalers_and_ema(self, checkpoint: dict) -> None:
+        """The loss scalers (--precision fp16) and the averaged generator (--ema); a run that
+        turns --ema on at resume starts its average from the restored weights."""
         for scaler, key in ((self.gan_step.scaler_d, "d"), (self.gan_step.scaler_g, "g")):
             saved = checkpoint.get("grad_scalers", {}).get(key)
             if saved and scaler.is_enabled():     # an fp32 or bf16 run saved an empty state
