@@ -210,6 +210,21 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, workdi
     assert resumed["ema_updates"] == two["ema_updates"] == 3
 
 
+def test_a_two_process_run_resumed_in_two_processes_is_bit_identical(two_process_run, workdir):
+    """Resumed from its checkpoint after step 2 in 2 processes again, the run ends as the
+    uninterrupted one did, bit for bit: networks, averaged generator, optimisers, and the
+    generators of both processes."""
+    source = workdir / "checkpoints" / "two" / INSIDE_THE_EPOCH
+    result = torchrun(workdir, REPO / "runtime.py", "--resume", str(source),
+                      "--save_path", "two_resumed")
+    assert result.returncode == 0, result.stderr[-3000:]
+    mine, theirs = (load_checkpoint(workdir / "checkpoints" / name / "latest.pt")
+                    for name in ("two_resumed", "two"))
+    for key in ("networks", "ema", "ema_updates", "optimizer_g", "optimizer_d", "step",
+                "resume_state"):
+        assert_identical(mine[key], theirs[key], key)
+
+
 # ---------------------------------------------------------------- processes agree
 
 AGREEMENT = '''
