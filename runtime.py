@@ -13,9 +13,11 @@ import math
 import sys
 from pathlib import Path
 
+import torch
+
+import trainer
 from models import CONDITIONS, DISCRIMINATORS, GENERATORS
 from models.losses import ADVERSARIAL_LOSSES
-from run_state import StoppedBySignal
 from utils import UserError
 
 IMAGE_SIZES = (64, 128)
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dashboard_options(parser)
     add_evaluation_options(parser)
     add_variant_options(parser)
+    add_scaling_options(parser)
     return parser
 
 
@@ -200,6 +203,47 @@ def resolve_variants(options) -> None:
         options.noise_dim = UNCONDITIONAL_NOISE_DIM
 
 
+# ---------------------------------------------------------------- scaling up (issue 6)
+
+def add_scaling_options(parser: argparse.ArgumentParser) -> None:
+    scaling = parser.add_argument_group(
+        "scaling up: several GPUs and machines (start with torchrun; --batch_size is per "
+        "process), averaged generator, mixed precision")
+    scaling.add_argument("--batchnorm", default="local", choices=("local", "sync", "frozen"),
+                         help="local: each process normalises with its own batch; sync: "
+                              "SyncBatchNorm over all processes (CUDA only); frozen: use the "
+                              "stored running statistics (fine-tuning with small batches)")
+    scaling.add_argument("--ema", action="store_true",
+                         help="keep an exponential moving average of the generator side; "
+                              "checkpoints save it, grids, evaluation and inference use it")
+    scaling.add_argument("--ema_decay", type=float, default=0.999,
+                         help="weight of the old average at each generator step")
+    scaling.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                         help="autocast dtype of forward passes (fp16 adds loss scaling)")
+
+
+def check_scaling_options(options) -> None:
+    if not 0 < options.ema_decay < 1:
+        raise UserError(f"--ema_decay must be between 0 and 1 (such as 0.999), "
+                        f"got {options.ema_decay}")
+    if options.precision == "fp16" and options.loss == "wgan-gp":
+        raise UserError("--precision fp16 does not scale wgan-gp's gradient penalty, whose "
+                        "input gradients would underflow; use --precision bf16 or fp32")
+
+
+def check_processes_and_device(options, device, ranks) -> None:
+    """Options that depend on the device and on how the processes were started."""
+    if ranks.distributed and (options.inference or options.evaluate):
+        raise UserError("--inference and --evaluate run in one process; start them with "
+                        "python, not torchrun")
+    if options.batchnorm == "sync" and device.type != "cuda":
+        raise UserError("--batchnorm sync needs CUDA (PyTorch's SyncBatchNorm does not run on "
+                        "CPU); use --batchnorm local or frozen")
+    if options.precision == "bf16" and device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            raise UserError("this GPU has no bfloat16 support; use --precision fp16 or fp32")
+
+
 def check_options(options) -> None:
     """Reject values no run can use, each with a one-line reason."""
     positive = {"--lr_D": options.lr_D, "--lr_G": options.lr_G, "--batch_size": options.batch_size,
@@ -226,6 +270,7 @@ def check_options(options) -> None:
     check_dashboard_options(options)
     check_evaluation_options(options)
     check_variant_options(options)
+    check_scaling_options(options)
 
 
 def check_survival_options(options) -> None:
@@ -252,10 +297,26 @@ def given_options(parser: argparse.ArgumentParser, argv) -> set[str]:
     return {name for name, value in vars(given).items() if value is not unset}
 
 
+NOT_RESUMED = ("resume", "inference", "pre_trained_gen", "pre_trained_disc", "audio")
+
+
+def merge_resumed_options(options, saved: dict, given: set[str]):
+    """The checkpoint's options, except those given on this command line (which win, with a
+    note where they change what the checkpoint's run did)."""
+    for name, value in saved.items():
+        if name in NOT_RESUMED or not hasattr(options, name):
+            continue
+        if name not in given:
+            setattr(options, name, value)
+        elif getattr(options, name) != value:
+            print(f"note: resuming with --{name} {getattr(options, name)} "
+                  f"(the checkpoint's run used {value})")
+    return options
+
+
 def resumed(parser: argparse.ArgumentParser, argv, options):
     """--resume: the checkpoint to continue, and the options (its own, unless given again)."""
-    from run_state import check_resumable, merge_resumed_options, resume_checkpoint_path
-    from utils import load_checkpoint
+    from utils import check_resumable, load_checkpoint, resume_checkpoint_path
     path = resume_checkpoint_path(options.resume, Path("checkpoints") / options.save_path)
     checkpoint = load_checkpoint(path)
     check_resumable(checkpoint, path)
@@ -272,6 +333,14 @@ def dataset_path(options) -> Path:
     return demo_dataset_path()
 
 
+def train(options, device, checkpoint: dict | None) -> None:
+    """Train in this process, or in each of the processes torchrun started."""
+    from utils import process_group
+    with process_group(device) as ranks:
+        path = ranks.main_first(dataset_path, options)     # rank 0 makes the demo set's cache
+        trainer.Trainer(options, ranks.device, path, resume=checkpoint, ranks=ranks).train()
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     options = parser.parse_args(argv)
@@ -284,20 +353,20 @@ def main(argv=None) -> int:
         if options.resume:
             checkpoint, options = resumed(parser, argv, options)
         resolve_variants(options)
-        import trainer
-        from utils import choose_device
+        from utils import choose_device, ranks_from_environment
         device = choose_device(options.device)
+        check_processes_and_device(options, device, ranks_from_environment())
         if options.inference:
             trainer.run_inference(options, device, None if options.audio else dataset_path(options))
         elif options.evaluate:
             trainer.run_evaluation(options, device, dataset_path(options))
         else:
             options.num_workers = trainer.clip_workers(options.num_workers)
-            trainer.Trainer(options, device, dataset_path(options), resume=checkpoint).train()
+            train(options, device, checkpoint)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except StoppedBySignal as stop:
+    except trainer.StoppedBySignal as stop:
         print(f"stopped by {stop}: saved {stop.checkpoint}; continue with --resume latest "
               f"--save_path {options.save_path}", file=sys.stderr)
         return 128 + stop.signum

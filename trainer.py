@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -20,18 +25,18 @@ from data.order import EpochDraws, EpochOrder, seed_worker
 from data.dataset import read_faces, read_speaker_ids
 from data.schema import PairFileInfo, require_embeddings, validate_pair_file
 from models import ModelArgs, SpeechToFace
+from models.ema import GeneratorEma
 from models.metrics import NEEDS_CLASSIFIER, parse_metric_names
 from models.metrics.identity_classifier import identity_classifier_for
 from models.metrics.suite import FaceMetrics, format_table, load_inception
 from models.losses import (ADVERSARIAL_LOSSES, feature_matching_loss, gradient_penalty,
                            reconstruction_l1, speaker_softmax_loss)
-from run_state import (EpochProgress, NonFiniteGuard, NonFiniteLoss, StopSignals,
-                       StoppedBySignal, check_resumable, checkpoint_name, describe_losses,
-                       prune_checkpoints, remove_partial_files, restore_rng_states, rng_states,
-                       trim_log)
-from utils import (UserError, Visualizer, face_grid, load_checkpoint, prepare_output_dir,
-                   save_checkpoint, save_png, seed_everything, to_uint8_images)
-from utils import resolve_checkpoint, save_checkpoint_file, write_json
+from utils import (SINGLE_PROCESS, Ranks, UserError, Visualizer, face_grid, load_checkpoint,
+                   prepare_output_dir, save_checkpoint, save_png, seed_everything,
+                   to_uint8_images)
+from utils import (check_resumable, checkpoint_name, prune_checkpoints, remove_partial_files,
+                   resolve_checkpoint, restore_rng_states, rng_states, save_checkpoint_file,
+                   trim_log, write_json)
 
 SAMPLE_FACES = 16            # held-out pairs drawn in every epoch's grid
 TRAIN_SAMPLE_FACES = 8      # training pairs drawn beside them
@@ -64,15 +69,17 @@ class SampleSet:
     speakers: list[str]
 
 
-def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...], source) -> None:
-    """Copy the named sub-networks of a checkpoint into `model`, saying what does not fit."""
+def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...], source,
+                  key: str = "networks") -> None:
+    """Copy the named sub-networks of a checkpoint's `key` entry into `model`, saying what
+    does not fit (`key` "ema": the averaged generator of an --ema run)."""
     differences = model.args.differences(ModelArgs(**checkpoint["model_args"]))
     if any(not d.startswith("num_speakers") for d in differences):
         raise UserError(f"{source}: checkpoint was trained with a different architecture "
                         f"({', '.join(differences)}; checkpoint vs now)")
     for part in parts:
         own = getattr(model, part).state_dict()
-        theirs = network_state(checkpoint, part)
+        theirs = network_state(checkpoint, part, key)
         if part == "speaker_classifier" and any(theirs[k].shape != own[k].shape for k in own):
             print(f"note: {source} has another number of speakers; its speaker classifier "
                   "is not loaded")
@@ -80,9 +87,9 @@ def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...],
         getattr(model, part).load_state_dict(theirs)
 
 
-def network_state(checkpoint: dict, part: str) -> dict:
+def network_state(checkpoint: dict, part: str, key: str = "networks") -> dict:
     """The state_dict of one sub-network (e.g. "face_generator") of a checkpoint."""
-    return {k[len(part) + 1:]: v for k, v in checkpoint["networks"].items()
+    return {k[len(part) + 1:]: v for k, v in checkpoint[key].items()
             if k.startswith(part + ".")}
 
 
@@ -105,7 +112,150 @@ def networks_finite(model: torch.nn.Module) -> bool:
     return all(t.isfinite().all() for t in tensors)
 
 
+# ---------------------------------------------------------------- surviving (issue 8)
+# Where a run stands inside its epoch, stop signals, and the non-finite loss guard; the
+# Trainer composes them, none of them trains.
+
+@dataclass
+class EpochProgress:
+    """How far into the current epoch a run is, and the running sums its log line needs."""
+    pairs_done: int = 0
+    batches: int = 0             # batches whose steps were applied
+    skipped: int = 0             # batches skipped for a non-finite loss
+    totals: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)   # per figure: with --d_iters > 1 G's are rarer
+
+    def add(self, batch_size: int, losses: dict[str, float] | None) -> None:
+        self.pairs_done += batch_size
+        if losses is None:
+            self.skipped += 1
+            return
+        self.batches += 1
+        for name, value in losses.items():
+            self.totals[name] = self.totals.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.counts.get(k, self.batches), 1) for k, v in self.totals.items()}
+
+    def state(self) -> dict:
+        return asdict(self)
+
+
+class StoppedBySignal(Exception):
+    """SIGINT or SIGTERM arrived; the run saved `checkpoint` and stopped."""
+
+    def __init__(self, signum: int, checkpoint: Path | None):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.checkpoint = signum, checkpoint
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM only ask the run to stop at the next safe point (after
+    a step, or after an epoch's end); a second one stops at once (KeyboardInterrupt)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():   # handlers live there only
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class NonFiniteLoss(Exception):
+    """A NaN or infinite loss; the step it belongs to was not applied. `losses`: the figures."""
+
+    def __init__(self, losses: dict[str, float]):
+        super().__init__(describe_losses(losses))
+        self.losses = losses
+
+
+class TrainingDiverged(UserError):
+    """Too many non-finite losses in a row: the run stopped, keeping its last good checkpoint."""
+
+
+class NonFiniteGuard:
+    """Counts batches skipped for a NaN/inf loss; `limit` in a row stops the run."""
+
+    def __init__(self, limit: int):
+        self.limit, self.in_a_row, self.total = limit, 0, 0
+
+    def passed(self) -> None:
+        self.in_a_row = 0
+
+    def failed(self, step: int, losses: dict[str, float], last_checkpoint: Path | None) -> None:
+        self.in_a_row += 1
+        self.total += 1
+        if self.in_a_row >= self.limit:
+            kept = (f"the last good checkpoint is {last_checkpoint}" if last_checkpoint
+                    else "no checkpoint was written before it")
+            raise TrainingDiverged(
+                f"{self.in_a_row} steps in a row had a non-finite loss (step {step}: "
+                f"{describe_losses(losses)}); stopped, {kept}; lower --lr_D / --lr_G "
+                "or check the data, then --resume from it")
+
+
+def describe_losses(losses: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in losses.items() if not math.isfinite(v)) or "?"
+
+
 # ---------------------------------------------------------------- one training step
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(precision: str, device: torch.device):
+    """Mixed precision (--precision) for forward passes and losses; fp32 runs as written."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+class GeneratorSide(nn.Module):
+    """The networks G's optimiser trains (condition encoder, face generator, speaker
+    classifier) as one module, for DistributedDataParallel.
+
+    DDP wraps whole modules, and the GAN's halves step apart, so this half is gathered here
+    and D is wrapped on its own. The parameters are the model's own: checkpoints keep
+    saving the plain `model.state_dict()`.
+    """
+
+    def __init__(self, model: SpeechToFace):
+        super().__init__()
+        self.parts = nn.ModuleDict({name: getattr(model, name)
+                                    for name in model.generator_part_names()})
+        object.__setattr__(self, "model", model)   # a plain reference: D is not one of the parts
+
+    def forward(self, condition_input: torch.Tensor):
+        """-> (embedding (B, E), faces (B, 3, S, S), speaker logits (B, K), or None
+        without a condition)."""
+        embedding, faces = self.model(condition_input)
+        logits = self.model.speaker_classifier(embedding) if self.model.conditioned else None
+        return embedding, faces, logits
+
+
+def distributed_data_parallel(module: nn.Module, ranks: Ranks) -> nn.Module:
+    """DDP when there are several processes (it broadcasts rank 0's weights now, averages
+    gradients in backward and, before each forward, broadcasts rank 0's buffers: BatchNorm
+    statistics and spectral norm's power-iteration vectors); the module itself when alone."""
+    if not ranks.distributed:
+        return module
+    device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids)
+
 
 class GanStep:
     """One batch of training, apart from the loop: a discriminator step, then a generator step.
@@ -113,16 +263,26 @@ class GanStep:
     Holds the networks' optimizers (Adam, betas 0.5/0.999, as wav2pix); G's optimizer also
     trains the speech encoder and the speaker classifier. The adversarial loss is chosen by
     --loss; with --d_iters N only every N-th batch takes a G step, the others are
-    critic steps, each on its own batch.
+    critic steps, each on its own batch. Under torchrun both halves are DDP modules; with
+    --ema the step keeps the averaged generator; with --precision fp16 a GradScaler per half.
     """
 
-    def __init__(self, model: SpeechToFace, options, device: torch.device):
-        self.model, self.options, self.device = model, options, device
+    def __init__(self, model: SpeechToFace, options, device: torch.device,
+                 ranks: Ranks = SINGLE_PROCESS):
+        self.model, self.options, self.device, self.ranks = model, options, device, ranks
         betas = (0.5, 0.999)
         self.optimizer_g = torch.optim.Adam(model.generator_parameters(), options.lr_G,
                                             betas=betas)
         self.optimizer_d = torch.optim.Adam(model.projection_discriminator.parameters(),
                                             options.lr_D, betas=betas)
+        self.generator_side = distributed_data_parallel(GeneratorSide(model), ranks)
+        self.discriminator = distributed_data_parallel(model.projection_discriminator, ranks)
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
+        fp16 = options.precision == "fp16"
+        self.scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
+        # After DDP has broadcast rank 0's weights, so every process averages the same ones.
+        self.ema = GeneratorEma(model, options.ema_decay) if options.ema else None
         self._choose_losses(options)
 
     def _choose_losses(self, options) -> None:
@@ -135,9 +295,12 @@ class GanStep:
                              "g_softmax": options.softmax_coef}
         self.batches_seen = 0        # the Trainer's step; restored with it on --resume
 
+    def autocast(self):
+        return autocast(self.options.precision, self.device)
+
     def __call__(self, batch) -> dict[str, float]:
         """The batch's figures; raises NonFiniteLoss, having applied nothing, when a loss is
-        NaN or infinite (D's step stands when only G's loss is)."""
+        NaN or infinite in any process (D's step stands when only G's loss is)."""
         condition_input, real, speaker_id, wrong = (t.to(self.device, non_blocking=True)
                                                     for t in batch)
         real, wrong = (faces.contiguous(memory_format=torch.channels_last) for faces in (real, wrong))
@@ -146,11 +309,13 @@ class GanStep:
         try:
             if self.batches_seen % self.d_iters:
                 return self.critic_step(condition_input, real, wrong)
-            with record_function("encoder_and_generator_forward"):
-                embedding, fake = self.model(condition_input)   # once per batch; D gets it detached
+            with record_function("encoder_and_generator_forward"), self.autocast():
+                # once per batch; D gets it detached
+                embedding, fake, logits = self.generator_side(condition_input)
             d_values, real_features = self.discriminator_step(real, fake.detach(), wrong,
                                                               embedding.detach())
-            g_values = self.generator_step(real, fake, embedding, speaker_id, real_features)
+            g_values = self.generator_step(real, fake, embedding, logits, speaker_id,
+                                           real_features)
         except NonFiniteLoss:
             with torch.no_grad():
                 for buffer, saved in zip(self.model.buffers(), statistics):
@@ -158,11 +323,13 @@ class GanStep:
             self.optimizer_d.zero_grad(set_to_none=True)
             self.optimizer_g.zero_grad(set_to_none=True)
             raise
+        if self.ema:
+            self.ema.update()
         return {k: v.item() for k, v in {**d_values, **g_values}.items()}
 
     def critic_step(self, condition_input, real, wrong) -> dict[str, float]:
         """A D step between G steps (--d_iters > 1): G draws without building a graph."""
-        with torch.no_grad(), record_function("encoder_and_generator_forward"):
+        with torch.no_grad(), record_function("encoder_and_generator_forward"), self.autocast():
             embedding, fake = self.model(condition_input)
         d_values, _ = self.discriminator_step(real, fake, wrong, embedding)
         return {k: v.item() for k, v in d_values.items()}
@@ -170,82 +337,118 @@ class GanStep:
     def discriminator_step(self, real, fake, wrong, condition):
         """Real pairs up, generated [and wrong] pairs down (the passes run as one batch);
         wgan-gp adds the gradient penalty."""
-        discriminator = self.model.projection_discriminator
         faces = [real, fake, wrong] if self.wrong_pairs else [real, fake]
-        with record_function("discriminator_forward"):
-            scores, features = discriminator(torch.cat(faces), torch.cat([condition] * len(faces)))
+        with record_function("discriminator_forward"), self.autocast():
+            scores, features = self.discriminator(torch.cat(faces),
+                                                  torch.cat([condition] * len(faces)))
             real_scores, fake_scores, *wrong_scores = scores.chunk(len(faces))
             d_loss = self.adversarial.discriminator(real_scores, fake_scores, *wrong_scores)
             values = {"d_real": real_scores.mean(), "d_fake": fake_scores.mean()}
             if wrong_scores:
                 values["d_wrong"] = wrong_scores[0].mean()
             if self.adversarial.gradient_penalty:
-                values["d_gp"] = gradient_penalty(lambda x, c: discriminator(x, c)[0],
-                                                  real, fake, condition)
+                # The plain D: its gradients join the DDP pass's ones in the same backward.
+                plain = self.model.projection_discriminator
+                values["d_gp"] = gradient_penalty(lambda x, c: plain(x, c)[0], real, fake,
+                                                  condition)
                 d_loss = d_loss + self.options.gp_coef * values["d_gp"]
-        if not torch.isfinite(d_loss):
-            raise NonFiniteLoss({"d_loss": d_loss.item()})
+        self.check_finite({"d_loss": d_loss})
         with record_function("discriminator_backward_and_adam"):
-            self.optimizer_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.optimizer_d.step()
+            backward_and_step(d_loss, self.optimizer_d, self.scaler_d)
         return {"d_loss": d_loss, **values}, features[:len(real)].detach()
 
-    def generator_step(self, real, fake, embedding, speaker_id, real_features):
+    def generator_step(self, real, fake, embedding, logits, speaker_id, real_features):
         """G, condition encoder and speaker classifier: adversarial + L1 + feature matching
         + softmax (an unconditional model: adversarial + feature matching)."""
+        # The plain D, not its DDP wrapper: this pass gives D no weight gradients, and the
+        # wrapper would wait for them in backward.
         discriminator = self.model.projection_discriminator
-        with record_function("generator_losses_forward"):
+        with record_function("generator_losses_forward"), self.autocast():
             discriminator.requires_grad_(False)  # no weight gradients for D in G's step
             g_scores, g_features = discriminator(fake, embedding)
             discriminator.requires_grad_(True)
             terms = {"g_adv": self.adversarial.generator(g_scores),
                      "g_fm": feature_matching_loss(real_features, g_features)}
             if self.model.conditioned:
-                logits = self.model.speaker_classifier(embedding)
                 terms.update(g_l1=reconstruction_l1(fake, real),
                              g_softmax=speaker_softmax_loss(logits, speaker_id))
             g_loss = sum(self.coefficients[name] * term for name, term in terms.items())
-        if not torch.isfinite(g_loss):
-            raise NonFiniteLoss({k: v.item() for k, v in {"g_loss": g_loss, **terms}.items()})
+        self.check_finite({"g_loss": g_loss, **terms})
         with record_function("generator_backward_and_adam"):
-            self.optimizer_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            self.optimizer_g.step()
+            backward_and_step(g_loss, self.optimizer_g, self.scaler_g)
         if self.model.conditioned:
             terms["speaker_acc"] = (logits.argmax(dim=1) == speaker_id).float().mean()
         return {"g_loss": g_loss, **terms}
+
+    def check_finite(self, figures: dict[str, torch.Tensor]) -> None:
+        """Raise NonFiniteLoss when the loss (the first figure) is NaN or infinite in any
+        process: they skip a batch together, or DDP's next gradient all-reduce would wait
+        for the one that skipped. The loss reported is the sum over the processes."""
+        (name, loss), *_ = figures.items()
+        total = self.ranks.sum(loss.detach())
+        if not torch.isfinite(total):
+            raise NonFiniteLoss({**{k: v.item() for k, v in figures.items()}, name: total.item()})
+
+
+def backward_and_step(loss, optimizer, scaler: torch.amp.GradScaler) -> None:
+    """Backward and Adam; a disabled scaler (fp32, bf16) passes the loss through unscaled."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 # ---------------------------------------------------------------- the training loop
 
 class Trainer:
     def __init__(self, options, device: torch.device, dataset_path: Path,
-                 resume: dict | None = None):
-        """`resume`: a checkpoint to continue exactly (runtime.py loads it for --resume)."""
-        self.options, self.device = options, device
+                 resume: dict | None = None, ranks: Ranks = SINGLE_PROCESS):
+        """`resume`: a checkpoint to continue exactly (runtime.py loads it for --resume);
+        `ranks`: this process's place among torchrun's (one process by default)."""
+        self.options, self.device, self.ranks = options, device, ranks
         self.info = validate_pair_file(dataset_path)
         self.speaker_names, self.speaker_map = self.info.speaker_names, None
         self.base = self._finetune_base()
         self.args = self._model_args()
-        self.run_dir = prepare_output_dir(Path("checkpoints") / options.save_path)
-        self.loader_generator = seed_everything(options.seed)
+        self.run_dir = Path("checkpoints") / options.save_path
+        if ranks.is_main:                  # the other processes never write
+            prepare_output_dir(self.run_dir)
+        self.loader_generator = seed_everything(options.seed + ranks.rank)
         if resume is not None:
             check_resume_architecture(self.args, resume, options.resume)
+        self.train_loader = self._train_loader()       # a batch that cannot fit fails first
+        self.batchnorm_conditions, self._batchnorm_step = self._batchnorm_conditions(), None
         # channels_last: 10-20% faster 2-D convolutions on CPU (benchmarks/README.md).
         self.model = SpeechToFace(self.args).to(device, memory_format=torch.channels_last)
         self._load_pretrained()
-        self.gan_step = GanStep(self.model, options, device)
+        if options.batchnorm == "sync":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.gan_step = GanStep(self.model, options, device, ranks)
         self.optimizer_g, self.optimizer_d = self.gan_step.optimizer_g, self.gan_step.optimizer_d
-        self.train_loader = self._train_loader()
+        self.visualizer, self.evaluation, self.best_score = None, None, None
+        if ranks.is_main:
+            self._prepare_reports()
+        self.epoch, self.step = 0, 0
+        self._init_run_state(resume)
+
+    def _prepare_reports(self) -> None:
+        """What only the main process needs: the held-out pairs it scores, the fixed pairs it
+        draws, the run folder's visualiser and the --eval_every metrics."""
         self.held_out = self._held_out_dataset()
         self.held_out_samples = self._sample_set(held_out_split(self.info), SAMPLE_FACES)
         self.train_samples = self._sample_set("train", TRAIN_SAMPLE_FACES)
-        self.batchnorm_conditions, self._batchnorm_step = self._batchnorm_conditions(), None
-        self.visualizer = Visualizer(self.run_dir, options)
-        self.epoch, self.step = 0, 0
-        self.evaluation, self.best_score = self._training_evaluation(), None
-        self._init_run_state(resume)
+        self.visualizer = Visualizer(self.run_dir, self.options)
+        self.evaluation = self._training_evaluation()
+
+    @property
+    def ema(self) -> GeneratorEma | None:
+        return self.gan_step.ema
+
+    @property
+    def rendering_model(self) -> SpeechToFace:
+        """What held-out scores, sample grids and evaluation draw with: the averaged
+        generator under --ema."""
+        return self.ema.average if self.ema else self.model
 
     def _model_args(self) -> ModelArgs:
         o = self.options
@@ -296,16 +499,20 @@ class Trainer:
 
     def _train_loader(self) -> DataLoader:
         dataset = self._dataset("train", train=True)
+        seed, (rank, processes) = self.options.seed, (self.ranks.rank, self.ranks.world_size)
         if self.base:
             # A handful of pairs: every fine-tuning step in one epoch of draws with
             # replacement, so the held-out scores and the checkpoint come once, at the end.
-            self.order = EpochDraws(len(dataset), self.options.seed,
-                                    self.options.max_steps * self.options.batch_size)
-        elif self.options.batch_size > len(dataset):
+            draws = self.options.max_steps * self.options.batch_size * processes
+            self.order = EpochDraws(len(dataset), seed, draws, rank, processes)
+        elif self.options.batch_size > len(dataset) // processes:
+            share = (f", {len(dataset) // processes} for each of {processes} processes"
+                     if processes > 1 else "")
             raise UserError(f"--batch_size {self.options.batch_size} is larger than the train "
-                            f"split ({len(dataset)} pairs); lower --batch_size")
+                            f"split ({len(dataset)} pairs{share}); lower --batch_size")
         else:
-            self.order = EpochOrder(len(dataset), self.options.seed)    # resumable shuffling
+            # resumable shuffling; this process's share of it under torchrun
+            self.order = EpochOrder(len(dataset), seed, rank, processes)
         workers = self.options.num_workers
         return DataLoader(dataset, batch_size=self.options.batch_size, sampler=self.order,
                           drop_last=True, num_workers=workers,
@@ -339,51 +546,72 @@ class Trainer:
     def refresh_batchnorm(self) -> None:
         """Precise BatchNorm statistics before faces are drawn in eval mode or saved; once a
         step. They are recomputed from scratch, so they depend on the weights alone and a
-        resumed run saves the same ones."""
-        if self._batchnorm_step == self.step or len(self.batchnorm_conditions) < 2:
+        resumed run saves the same ones. --batchnorm frozen trains on the stored statistics,
+        so they stay."""
+        if (self._batchnorm_step == self.step or len(self.batchnorm_conditions) < 2
+                or self.options.batchnorm == "frozen"):
             return
         chunks = self.batchnorm_conditions.tensor_split(-(-len(self.batchnorm_conditions) // 64))
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):     # G's noise must not move the RNG
-            self.model.refresh_batchnorm(chunk.to(self.device) for chunk in chunks)
+            for model in [self.model] + ([self.ema.average] if self.ema else []):
+                model.refresh_batchnorm(chunk.to(self.device) for chunk in chunks)
         self._batchnorm_step = self.step
 
     def train_epoch(self) -> dict[str, float]:
         """The rest of the current epoch (all of it, unless the run resumed inside it)."""
-        self.model.train()
-        batch_size = self.options.batch_size
-        usable_pairs = self.order.epoch_length // batch_size * batch_size
+        self._train_mode()
+        batch_size = self.options.batch_size * self.ranks.world_size    # the global batch
+        usable_pairs = self.order.share // self.options.batch_size * batch_size
         self.order.start(self.epoch, self.progress.pairs_done)
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.options.epochs}",
                    initial=self.progress.pairs_done // batch_size, total=usable_pairs // batch_size,
-                   leave=False, dynamic_ncols=True, disable=None)
+                   leave=False, dynamic_ncols=True, disable=None if self.ranks.is_main else True)
         for batch in bar:
-            self.progress.add(len(batch[0]), self.train_batch(batch))
+            self.progress.add(batch_size, self.train_batch(batch))
             if self.progress.batches:
                 means = self.progress.means()   # with --d_iters > 1, G's only every N batches
                 shown = (("d", "d_loss"), ("g", "g_loss"), ("l1", "g_l1"))
                 bar.set_postfix({short: f"{means[name]:.3f}" for short, name in shown
                                  if name in means})
-            if self.signals.received:
-                raise StoppedBySignal(self.signals.received, self.save())
+            stop = self.stop_requested()
+            if stop:
+                raise StoppedBySignal(stop, self.save())
             self._checkpoint_inside_epoch(usable_pairs)
             if self.options.max_steps and self.step >= self.options.max_steps:
                 break
         return self.progress.means()
 
     def train_batch(self, batch) -> dict[str, float] | None:
-        """One step; None when a non-finite loss made it a skipped one."""
+        """One step; None when a non-finite loss made it a skipped one. The figures are the
+        global batch's: every process's, averaged."""
         try:
-            losses = self.gan_step(batch)
+            losses = self.ranks.mean(self.gan_step(batch))
         except NonFiniteLoss as fault:
             self.step += 1
             self._skipped(fault.losses)
             return None
         self.step += 1
         self.guard.passed()
-        self.visualizer.scalars(self.step, {**losses, **self.learning_rates()},
-                                epoch=self.epoch + 1)
+        if self.visualizer:
+            self.visualizer.scalars(self.step, {**losses, **self.learning_rates()},
+                                    epoch=self.epoch + 1)
         return losses
+
+    def _train_mode(self) -> None:
+        """Training mode; --batchnorm frozen keeps BatchNorm on its stored statistics (and
+        stops updating them). Each epoch starts here, so drawing faces in eval mode at the
+        end of the last one leaves nothing behind."""
+        self.model.train()
+        if self.options.batchnorm == "frozen":
+            for module in self.model.modules():
+                if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                    module.eval()
+
+    def stop_requested(self) -> int:
+        """The signal that asked the run to stop, agreed by every process (0: none): they all
+        stop after the same step, or the others would wait for the one that stopped."""
+        return self.ranks.max(self.signals.received or 0)
 
     @torch.no_grad()
     def held_out_scores(self) -> dict[str, float]:
@@ -399,11 +627,11 @@ class Trainer:
             chunk = rows[start:start + 64]
             condition = torch.stack([self.held_out.condition(i) for i in chunk]).to(self.device)
             real = torch.stack([self.held_out.face(i) for i in chunk]).to(self.device)
-            _, fake = self.model(condition)
+            _, fake = self.rendering_model(condition)
             l1 += (fake - real).abs().mean(dim=(1, 2, 3)).sum().item()
             nearest = torch.cdist(fake.flatten(1), mean_faces.flatten(1)).argmin(dim=1).cpu()
             hits += (nearest.numpy() == self.held_out.speaker_ids[chunk]).sum()
-        self.model.train()
+        self._train_mode()
         return {"val_l1": l1 / len(rows), "val_nearest_speaker_acc": hits / len(rows)}
 
     def _mean_faces(self) -> torch.Tensor:
@@ -424,8 +652,8 @@ class Trainer:
         """Generated faces (top row of each pair of rows) above the true frames."""
         self.model.eval()
         real = samples.faces
-        _, fake = self.model(samples.conditions.to(self.device))
-        self.model.train()
+        _, fake = self.rendering_model(samples.conditions.to(self.device))
+        self._train_mode()
         rows = []
         for start in range(0, len(real), 8):
             rows += [fake[start:start + 8].cpu(), real[start:start + 8]]
@@ -455,14 +683,20 @@ class Trainer:
                      for column, (speaker, waveform) in enumerate(first_row)]
             self.visualizer.speech(f"{title}, in grid order", clips, SAMPLE_RATE)
 
-    def checkpoint_payload(self) -> dict:
-        # An EMA copy of G (its own issue) belongs here, e.g. as "face_generator_ema", and
-        # back into the model in restore(), so that a resumed run continues its average.
-        return {"model_args": asdict(self.args), "networks": self.model.state_dict(),
-                "optimizer_g": self.optimizer_g.state_dict(),
-                "optimizer_d": self.optimizer_d.state_dict(),
-                "epoch": self.epoch, "step": self.step, "options": vars(self.options),
-                "speaker_names": self.speaker_names, "resume_state": self.resume_state()}
+    def checkpoint_payload(self, other_ranks_rng: list | None = None) -> dict:
+        """Everything a checkpoint holds; the networks unwrapped (no DDP `module.` keys), so a
+        checkpoint of N processes loads in one and the other way round."""
+        payload = {"model_args": asdict(self.args), "networks": self.model.state_dict(),
+                   "optimizer_g": self.optimizer_g.state_dict(),
+                   "optimizer_d": self.optimizer_d.state_dict(),
+                   "grad_scalers": {"d": self.gan_step.scaler_d.state_dict(),
+                                    "g": self.gan_step.scaler_g.state_dict()},
+                   "epoch": self.epoch, "step": self.step, "options": vars(self.options),
+                   "speaker_names": self.speaker_names, "world_size": self.ranks.world_size,
+                   "resume_state": self.resume_state(other_ranks_rng)}
+        if self.ema:
+            payload.update(ema=self.ema.state_dict(), ema_updates=self.ema.updates)
+        return payload
 
     # ---- surviving: exact resume, checkpoints on a schedule, non-finite losses (issue 8)
 
@@ -472,19 +706,25 @@ class Trainer:
         self.signals = StopSignals()
         self.last_checkpoint: Path | None = None
         self._saved_at, self._save_at_epoch_end = None, False
-        for partial in remove_partial_files(self.run_dir):
-            print(f"note: removed {partial}, a checkpoint cut off mid-write")
+        if self.ranks.is_main:
+            for partial in remove_partial_files(self.run_dir):
+                print(f"note: removed {partial}, a checkpoint cut off mid-write")
         if resume is not None:
             self.restore(resume)
 
-    def resume_state(self) -> dict:
-        """What an exact continuation needs besides weights and optimisers."""
-        return {"epoch_progress": self.progress.state(), "rng": rng_states(),
-                "nonfinite_in_a_row": self.guard.in_a_row}
+    def resume_state(self, other_ranks_rng: list | None = None) -> dict:
+        """What an exact continuation needs besides weights and optimisers; under torchrun
+        the other processes' random generators too (they were seeded with seed + rank)."""
+        state = {"epoch_progress": self.progress.state(), "rng": rng_states(),
+                 "nonfinite_in_a_row": self.guard.in_a_row}
+        if other_ranks_rng:
+            state["rng_other_ranks"] = other_ranks_rng
+        return state
 
     def restore(self, checkpoint: dict) -> None:
-        """Continue where `checkpoint` stopped: networks, both optimisers, the place in the
-        data (epoch, pairs done), the loss sums of the epoch so far, every random generator."""
+        """Continue where `checkpoint` stopped: networks, both optimisers (and loss scalers),
+        the averaged generator, the place in the data (epoch, pairs done), the loss sums of
+        the epoch so far, every random generator."""
         source = self.options.resume
         state = check_resumable(checkpoint, source)
         self.model.load_state_dict(checkpoint["networks"])
@@ -493,29 +733,74 @@ class Trainer:
             optimizer.load_state_dict(checkpoint[name])
             for group in optimizer.param_groups:
                 group["lr"] = lr             # a learning rate given on the command line wins
+        self._restore_scalers_and_ema(checkpoint)
         self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
         self.gan_step.batches_seen = self.step          # --d_iters: G's turn comes on time
         self.progress = EpochProgress(**state["epoch_progress"])
         self.guard.in_a_row = state["nonfinite_in_a_row"]
         self.last_checkpoint = Path(source)
-        if checkpoint["speaker_names"] != self.speaker_names:
-            print(f"note: {self.info.path} names other speakers than the checkpoint's run")
-        trim_log(self.run_dir / "log.jsonl", self.step, self.epoch)   # what it will log again
-        print(f"resuming {source} at epoch {self.epoch + 1}, step {self.step}, "
-              f"{self.progress.pairs_done} pairs into the epoch")
-        restore_rng_states(state["rng"])   # last: building the networks drew from them
+        self._check_place_in_epoch(checkpoint)
+        if self.ranks.is_main:
+            if checkpoint["speaker_names"] != self.speaker_names:
+                print(f"note: {self.info.path} names other speakers than the checkpoint's run")
+            trim_log(self.run_dir / "log.jsonl", self.step, self.epoch)  # what it logs again
+            print(f"resuming {source} at epoch {self.epoch + 1}, step {self.step}, "
+                  f"{self.progress.pairs_done} pairs into the epoch")
+        self._restore_rng(state)   # last: building the networks drew from them
+
+    def _restore_scalers_and_ema(self, checkpoint: dict) -> None:
+        """The loss scalers (--precision fp16) and the averaged generator (--ema); a run that
+        turns --ema on at resume starts its average from the restored weights."""
+        for scaler, key in ((self.gan_step.scaler_d, "d"), (self.gan_step.scaler_g, "g")):
+            saved = checkpoint.get("grad_scalers", {}).get(key)
+            if saved and scaler.is_enabled():     # an fp32 or bf16 run saved an empty state
+                scaler.load_state_dict(saved)
+        if self.ema and "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"], checkpoint["ema_updates"])
+        elif self.ema:
+            self.gan_step.ema = GeneratorEma(self.model, self.options.ema_decay)
+            if self.ranks.is_main:
+                print("note: the checkpoint has no averaged generator; --ema starts one from "
+                      "its weights")
+
+    def _check_place_in_epoch(self, checkpoint: dict) -> None:
+        """Each process resumes at pairs_done / N of its share: N must divide it."""
+        pairs_done, processes = self.progress.pairs_done, self.ranks.world_size
+        if pairs_done % processes:
+            raise UserError(f"{self.options.resume}: it stopped {pairs_done} pairs into an epoch, "
+                            f"which {processes} processes cannot share out evenly; resume it "
+                            f"with {checkpoint.get('world_size', 1)} processes, or from a "
+                            "checkpoint at an epoch's end")
+
+    def _restore_rng(self, state: dict) -> None:
+        """Rank 0 (or the one process) takes the saved generators; rank r of a run saved
+        with as many processes takes its own, else it keeps its fresh seed + rank."""
+        rank, others = self.ranks.rank, state.get("rng_other_ranks", [])
+        if rank == 0:
+            restore_rng_states(state["rng"])
+            if len(others) + 1 < self.ranks.world_size:
+                print(f"note: the checkpoint holds the random generators of {len(others) + 1} "
+                      "processes; the others start from --seed + rank, so their noise differs")
+        elif rank <= len(others):
+            restore_rng_states(others[rank - 1])
 
     def save(self) -> Path | None:
-        """Checkpoint where the run stands. Weights that are no longer finite are not saved,
-        so the newest checkpoint stays the last good one."""
-        if not networks_finite(self.model):
-            tqdm.write("note: the networks hold non-finite values; no checkpoint written, "
-                       f"the last good one is {self.last_checkpoint}")
+        """Checkpoint where the run stands (every process calls it at the same step; rank 0
+        writes). Weights that are no longer finite are not saved, so the newest checkpoint
+        stays the last good one."""
+        if not networks_finite(self.model):             # the same weights in every process
+            if self.ranks.is_main:
+                tqdm.write("note: the networks hold non-finite values; no checkpoint written, "
+                           f"the last good one is {self.last_checkpoint}")
             return self.last_checkpoint
         self.refresh_batchnorm()
+        other_ranks_rng = self.ranks.gather(rng_states())[1:]
         name = checkpoint_name(self.epoch, self.step, mid_epoch=self.progress.pairs_done > 0)
-        self.last_checkpoint = save_checkpoint(self.run_dir, self.checkpoint_payload(), name)
-        prune_checkpoints(self.run_dir, self.options.keep_checkpoints)
+        if self.ranks.is_main:
+            save_checkpoint(self.run_dir, self.checkpoint_payload(other_ranks_rng), name)
+            prune_checkpoints(self.run_dir, self.options.keep_checkpoints)
+        self.ranks.barrier()           # nobody moves on, or exits, while rank 0 writes
+        self.last_checkpoint = self.run_dir / name
         self._saved_at, self._save_at_epoch_end = (self.epoch, self.step), False
         return self.last_checkpoint
 
@@ -523,8 +808,9 @@ class Trainer:
         """Scheduled checkpoints wait while the last batch was skipped: the newest checkpoint
         should follow an applied step, not a state every step may now fail from."""
         if self.guard.in_a_row:
-            tqdm.write(f"note: checkpoint at step {self.step} put off to the epoch's end, "
-                       "its batch was skipped")
+            if self.ranks.is_main:
+                tqdm.write(f"note: checkpoint at step {self.step} put off to the epoch's end, "
+                           "its batch was skipped")
             self._save_at_epoch_end = True
             return
         self.save()
@@ -542,37 +828,58 @@ class Trainer:
                 self._save_at_epoch_end = True
 
     def _skipped(self, losses: dict[str, float]) -> None:
-        """A batch GanStep skipped for a non-finite loss: counted, logged, and
-        --max_nonfinite_steps in a row stop the run."""
-        self.visualizer.log.write(kind="skipped_step", step=self.step, epoch=self.epoch + 1,
-                                  **{k: v if math.isfinite(v) else str(v)
-                                     for k, v in losses.items()})
-        tqdm.write(f"note: step {self.step} skipped, non-finite loss ({describe_losses(losses)})")
+        """A batch GanStep skipped for a non-finite loss (in every process together):
+        counted, logged, and --max_nonfinite_steps in a row stop the run."""
+        if self.visualizer:
+            self.visualizer.log.write(kind="skipped_step", step=self.step, epoch=self.epoch + 1,
+                                      **{k: v if math.isfinite(v) else str(v)
+                                         for k, v in losses.items()})
+            tqdm.write(f"note: step {self.step} skipped, non-finite loss "
+                       f"({describe_losses(losses)})")
         self.guard.failed(self.step, losses, self.last_checkpoint)
 
     def train(self) -> Path | None:
         """Train to --epochs; returns the last checkpoint. SIGINT/SIGTERM save and raise
         StoppedBySignal; too many non-finite losses in a row raise TrainingDiverged."""
-        print(f"training on {self.device}: {len(self.train_loader.dataset)} train pairs, "
-              f"{len(self.speaker_names)} speakers, run folder {self.run_dir}")
-        self.show_sample_speech()
-        if self.epoch >= self.options.epochs:
-            print(f"note: the run already did its {self.options.epochs} epochs; pass a larger "
-                  "--epochs to train on")
+        if self.ranks.is_main:
+            print(f"training on {self.device}{self._processes_note()}: "
+                  f"{len(self.train_loader.dataset)} train pairs, "
+                  f"{len(self.speaker_names)} speakers, run folder {self.run_dir}")
+            self.show_sample_speech()
+            if self.epoch >= self.options.epochs:
+                print(f"note: the run already did its {self.options.epochs} epochs; pass a "
+                      "larger --epochs to train on")
         with StopSignals() as self.signals:
             while self.epoch < self.options.epochs:
                 self.end_epoch(self.train_epoch())
                 if self._finished():
                     break
-                if self.signals.received:
-                    raise StoppedBySignal(self.signals.received, self._save_unless_saved())
+                stop = self.stop_requested()
+                if stop:
+                    raise StoppedBySignal(stop, self._save_unless_saved())
         return self.last_checkpoint
+
+    def _processes_note(self) -> str:
+        processes = self.ranks.world_size
+        if processes == 1:
+            return ""
+        return (f" x {processes} processes (global batch {processes} x "
+                f"{self.options.batch_size})")
 
     def end_epoch(self, losses: dict[str, float]) -> None:
         skipped = self.progress.skipped
         self.epoch += 1
         self.progress = EpochProgress()
-        self.refresh_batchnorm()
+        self.refresh_batchnorm()         # every process: SyncBatchNorm's statistics are shared
+        if self.ranks.is_main:
+            self.report_epoch(losses, skipped)
+        if self._finished():
+            self.save()                  # the run's result, even right after a skipped batch
+        elif self.epoch % self.options.checkpoint_every == 0 or self._save_at_epoch_end:
+            self._save_if_healthy()
+
+    def report_epoch(self, losses: dict[str, float], skipped: int) -> None:
+        """Score, draw and log the epoch just ended: the main process's work."""
         scores = {**self.held_out_scores(), **self.evaluate_if_due()}
         self.visualizer.metrics(self.step, scores, epoch=self.epoch)
         grid = self.save_sample_grids()
@@ -580,10 +887,6 @@ class Trainer:
         print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in
                                                   {**losses, **scores}.items())
               + f"  grid {grid}" + (f"  ({skipped} steps skipped)" if skipped else ""))
-        if self._finished():
-            self.save()                  # the run's result, even right after a skipped batch
-        elif self.epoch % self.options.checkpoint_every == 0 or self._save_at_epoch_end:
-            self._save_if_healthy()
 
     def _finished(self) -> bool:
         steps_done = self.options.max_steps and self.step >= self.options.max_steps
@@ -607,7 +910,7 @@ class Trainer:
         """The metrics as `eval_<name>` log entries, on the epochs --eval_every names."""
         if self.evaluation is None or self.epoch % self.options.eval_every:
             return {}
-        metrics = self.evaluation.run(self.model)
+        metrics = self.evaluation.run(self.rendering_model)
         print(f"evaluation after epoch {self.epoch}:\n{format_table(metrics)}")
         self._keep_best(metrics)
         return {f"eval_{key}": value for key, value in metrics.items()}
@@ -653,9 +956,14 @@ def start_from_trained(model: SpeechToFace, checkpoint: dict, source) -> None:
 # ---------------------------------------------------------------- inference
 
 def generator_from_checkpoint(path, device: torch.device) -> tuple[SpeechToFace, dict]:
+    """The generator side of a checkpoint: its averaged weights when the run kept them (--ema)."""
     checkpoint = load_checkpoint(path)
     model = SpeechToFace(ModelArgs(**checkpoint["model_args"]))
-    load_networks(model, checkpoint, model.generator_part_names(), path)
+    averaged = "ema" in checkpoint
+    load_networks(model, checkpoint, model.generator_part_names(), path,
+                  "ema" if averaged else "networks")
+    if averaged:
+        print(f"note: drawing with the averaged generator of {path} (the run used --ema)")
     return model.to(device).eval(), checkpoint
 
 

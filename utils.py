@@ -1,7 +1,9 @@
-"""Shared helpers at the end of the chain: errors, devices, seeds, images, checkpoints, logs."""
+"""Shared helpers at the end of the chain: errors, devices, seeds, processes, images,
+checkpoints, logs."""
 from __future__ import annotations
 
 import base64
+import datetime
 import html
 import json
 import logging
@@ -18,14 +20,18 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import soundfile
 import torch
+import torch.distributed as dist
 from PIL import Image
 
-CHECKPOINT_FORMAT = 2         # 2 added resume_state (run_state.py); 1 still loads
+CHECKPOINT_FORMAT = 2         # 2 added resume_state (trainer.Trainer.resume_state); 1 still loads
 READABLE_CHECKPOINT_FORMATS = (1, 2)
 
 
@@ -51,6 +57,148 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def rng_states() -> dict:
+    """Every global generator a training step can touch, in a form weights_only can load."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    states = {"python": list(random.getstate()[1]), "torch": torch.get_rng_state(),
+              "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    random.setstate((3, tuple(states["python"]), None))
+    numpy = states["numpy"]
+    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["position"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        if len(states["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        else:
+            print(f"note: the checkpoint holds {len(states['cuda'])} CUDA generator states for "
+                  f"{torch.cuda.device_count()} devices; CUDA randomness will differ")
+
+
+# ---------------------------------------------------------------- several processes (torchrun)
+# torchrun sets RANK, WORLD_SIZE and LOCAL_RANK (and the rendezvous address) in each
+# process's environment; without them a run is one process and nothing here communicates.
+# The trainer wraps the networks in DistributedDataParallel; these are the rest.
+
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=1)   # the others wait while rank 0 evaluates
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands among the run's processes (rank 0 of 1 when alone), and
+    the few collectives the training loop needs; each is a no-op in a single process."""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")    # where collectives' tensors live (NCCL: GPU)
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes logs, grids, checkpoints and progress bars."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def main_first(self, make: Callable, *args):
+        """Run `make`, which may write a cache file, on rank 0 first; then on the first
+        process of every other machine (whose own disk may lack the cache); then on the rest."""
+        turn = 0 if self.is_main else 1 if self.local_rank == 0 else 2
+        result = None
+        for current in range(3):
+            if current == turn:
+                result = make(*args)
+            self.barrier()
+        return result
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The tensor summed over the processes (a NaN or inf anywhere stays non-finite)."""
+        if not self.distributed:
+            return tensor
+        total = tensor.detach().to(self.device, torch.float64, copy=True)
+        dist.all_reduce(total)
+        return total
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        """Figures averaged over the processes: each is a batch mean, so this is the mean
+        over the global batch."""
+        if not self.distributed or not values:
+            return values
+        total = self.sum(torch.tensor(list(values.values()), dtype=torch.float64))
+        return dict(zip(values, (total / self.world_size).tolist()))
+
+    def max(self, value: int) -> int:
+        if not self.distributed:
+            return value
+        largest = torch.tensor([value], dtype=torch.int64, device=self.device)
+        dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+        return int(largest.item())
+
+    def gather(self, value) -> list:
+        """Every process's `value` (picklable), in rank order."""
+        if not self.distributed:
+            return [value]
+        values = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+
+SINGLE_PROCESS = Ranks()
+
+
+def ranks_from_environment() -> Ranks:
+    """torchrun's variables; a run started with plain python is one process."""
+    try:
+        return Ranks(rank=int(os.environ.get("RANK", 0)),
+                     world_size=int(os.environ.get("WORLD_SIZE", 1)),
+                     local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+    except ValueError:
+        raise UserError("RANK, WORLD_SIZE and LOCAL_RANK must be integers; start several "
+                        "processes with torchrun, which sets them") from None
+
+
+def process_device(ranks: Ranks, device: torch.device) -> torch.device:
+    """One GPU per process: local rank i takes cuda:i on its machine."""
+    if device.type != "cuda" or not ranks.distributed:
+        return device
+    count = torch.cuda.device_count()
+    if ranks.local_rank >= count:
+        raise UserError(f"torchrun started more processes on this machine than it has GPUs "
+                        f"({count}); use --nproc_per_node {count} or fewer")
+    torch.cuda.set_device(ranks.local_rank)
+    return torch.device("cuda", ranks.local_rank)
+
+
+@contextmanager
+def process_group(device: torch.device) -> Iterator[Ranks]:
+    """Join torchrun's process group (NCCL on CUDA, gloo on CPU) for a training run; yields
+    this process's Ranks, whose `device` is the one it trains on."""
+    ranks = ranks_from_environment()
+    if not ranks.distributed:
+        yield replace(ranks, device=device)
+        return
+    device = process_device(ranks, device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                            timeout=PROCESS_GROUP_TIMEOUT,
+                            device_id=device if device.type == "cuda" else None)
+    try:
+        yield replace(ranks, device=device)
+    finally:
+        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------- images
@@ -111,6 +259,39 @@ class JsonLog:
 
 def write_json(path, data) -> None:
     Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def trim_log(path: Path, step: int, epochs_done: int) -> int:
+    """Drop the log lines a resumed run will write again: those after its checkpoint (a later
+    step, or the end of an epoch the checkpoint was taken inside of)."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if not _written_after(line, step, epochs_done)]
+    if len(kept) != len(lines):
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text("".join(kept))
+        os.replace(partial, path)
+    return len(lines) - len(kept)
+
+
+EPOCH_END_KINDS = ("evaluation", "image", "epoch")     # log records written after an epoch
+
+
+def _written_after(line: str, step: int, epochs_done: int) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return True                # a line cut short by a kill
+    if not isinstance(record, dict):
+        return False
+    if _number(record.get("step")) > step:
+        return True
+    return record.get("kind") in EPOCH_END_KINDS and _number(record.get("epoch")) > epochs_done
+
+
+def _number(value) -> float:
+    return value if isinstance(value, (int, float)) else 0
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -189,6 +370,16 @@ def resolve_checkpoint(path) -> Path:
     return path
 
 
+def resume_checkpoint_path(resume: str, run_dir: Path) -> Path:
+    """`latest` means this run folder's latest.pt; anything else is a checkpoint or run folder."""
+    if resume == "latest":
+        if not (run_dir / "latest.pt").is_file():
+            raise UserError(f"--resume latest: {run_dir} holds no checkpoint yet; check "
+                            "--save_path, or start the run without --resume")
+        return run_dir / "latest.pt"
+    return resolve_checkpoint(resume)
+
+
 def load_checkpoint(path) -> dict:
     """Load a checkpoint safely (weights_only: tensors and plain data, never code)."""
     path = resolve_checkpoint(path)
@@ -211,6 +402,55 @@ def load_checkpoint(path) -> dict:
         raise UserError(f"{path}: checkpoint format {checkpoint.get('format_version')}, "
                         f"this program reads formats {READABLE_CHECKPOINT_FORMATS}")
     return checkpoint
+
+
+def check_resumable(checkpoint: dict, source) -> dict:
+    if "resume_state" not in checkpoint:
+        raise UserError(f"{source}: this checkpoint holds weights but no resume state (written "
+                        "by an older version); start a new run from it with --pre_trained_gen "
+                        "and --pre_trained_disc")
+    return checkpoint["resume_state"]
+
+
+_CHECKPOINT_NAME = re.compile(r"checkpoint_epoch(\d+)(?:_step(\d+))?\.pt")
+
+
+def checkpoint_name(epochs_done: int, step: int, mid_epoch: bool) -> str:
+    """`checkpoint_epoch0003.pt` at the end of epoch 3; `checkpoint_epoch0004_step00000123.pt`
+    after step 123, inside epoch 4."""
+    if mid_epoch:
+        return f"checkpoint_epoch{epochs_done + 1:04d}_step{step:08d}.pt"
+    return f"checkpoint_epoch{epochs_done:04d}.pt"
+
+
+def _age(path: Path) -> tuple:
+    """Sort key, oldest first: inside epoch E (by step) comes before the end of epoch E."""
+    epoch, step = _CHECKPOINT_NAME.fullmatch(path.name).groups()
+    return (int(epoch), 0, int(step)) if step else (int(epoch), 1, 0)
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` checkpoints (0: keep all); never the one latest.pt is."""
+    if keep <= 0:
+        return []
+    found = sorted((p for p in run_dir.iterdir() if _CHECKPOINT_NAME.fullmatch(p.name)), key=_age)
+    latest = run_dir / "latest.pt"
+    removed = []
+    for path in found[:-keep]:
+        if latest.exists() and path.samefile(latest):
+            continue
+        path.unlink()
+        removed.append(path)
+    return removed
+
+
+def remove_partial_files(run_dir: Path) -> list[Path]:
+    """Half-written checkpoints left by a run killed mid-write (they were never renamed in)."""
+    partials = sorted([*run_dir.glob(".checkpoint_*.pt.partial"),
+                       *run_dir.glob(".latest.pt.partial")])
+    for path in partials:
+        path.unlink()
+    return partials
 
 
 # ================================================================ dashboard and run folder
@@ -274,7 +514,7 @@ class Visualizer:
         self.run_dir = Path(run_dir)
         write_json(self.run_dir / "options.json", vars(options))
         self.log = JsonLog(self.run_dir / "log.jsonl")
-        # A resumed run continues the log (run_state.trim_log drops what it will write again).
+        # A resumed run continues the log (trim_log drops what it will write again).
         resumed = getattr(options, "resume", None)
         self.log.write(kind="resume" if resumed else "start", save_path=options.save_path)
         self.smoothed: dict[str, Ema] = {}

@@ -5,6 +5,13 @@ of (seed, e, position in the epoch).
 So a run can stop after any batch and start again in another process, with any number of
 DataLoader workers, and read exactly the pairs, crops and wrong faces it would have read:
 nothing depends on which worker loaded a pair or on what a worker's generator did before.
+
+Under torchrun every process computes the same permutation and takes every world_size-th
+position of it (as DistributedSampler does), so step k's batches of all processes together
+are the single process's step-k batch of world_size times the size; item seeds come from the
+global position, so they do not depend on the number of processes either. The epoch keys the
+permutation, which is what DistributedSampler.set_epoch does, and a stopped run resumes
+exactly, inside an epoch too, which DistributedSampler cannot.
 """
 from __future__ import annotations
 
@@ -19,19 +26,28 @@ def derive_seed(*parts: int) -> int:
 
 
 class EpochOrder(Sampler):
-    """Yields (row, item_seed) for one epoch, starting `pairs_done` positions in.
+    """Yields (row, item_seed) for this process's share of one epoch, starting `pairs_done`
+    positions (of all processes together) in.
 
     Call `start(epoch, pairs_done)` before iterating the DataLoader; with drop_last the
-    last len % batch_size positions of each permutation are never read, as before.
+    last len % global batch positions of each permutation are never read, as before.
     """
 
-    def __init__(self, num_rows: int, seed: int):
+    def __init__(self, num_rows: int, seed: int, rank: int = 0, world_size: int = 1):
         self.num_rows, self.seed = num_rows, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.pairs_done = 0, 0
 
     @property
     def epoch_length(self) -> int:
+        """Positions in an epoch, all processes together."""
         return self.num_rows
+
+    @property
+    def share(self) -> int:
+        """Positions each process reads: the epoch cut to a multiple of the process count,
+        so every process takes as many steps."""
+        return self.epoch_length // self.world_size
 
     def start(self, epoch: int, pairs_done: int = 0) -> None:
         self.epoch, self.pairs_done = epoch, pairs_done
@@ -41,11 +57,12 @@ class EpochOrder(Sampler):
         return torch.randperm(self.num_rows, generator=generator)
 
     def __len__(self) -> int:
-        return self.epoch_length - self.pairs_done
+        return self.share - self.pairs_done // self.world_size
 
     def __iter__(self):
         order = self.permutation(self.epoch).tolist()
-        for position in range(self.pairs_done, self.epoch_length):
+        for index in range(self.pairs_done // self.world_size, self.share):
+            position = index * self.world_size + self.rank       # in the global order
             yield order[position], derive_seed(self.seed, self.epoch, position)
 
 
@@ -53,8 +70,8 @@ class EpochDraws(EpochOrder):
     """An epoch of `draws` rows drawn with replacement, as resumable as EpochOrder: fine-tuning
     reads a handful of pairs many times (and batches may be larger than the split)."""
 
-    def __init__(self, num_rows: int, seed: int, draws: int):
-        super().__init__(num_rows, seed)
+    def __init__(self, num_rows: int, seed: int, draws: int, rank: int = 0, world_size: int = 1):
+        super().__init__(num_rows, seed, rank, world_size)
         self.draws = draws
 
     @property

@@ -1,4 +1,5 @@
-"""Small real inputs made on the spot: HDF5 pair files and wav files."""
+"""Small real inputs made on the spot (HDF5 pair files and wav files), and a bit-for-bit
+comparison of checkpoints."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 from data.schema import write_pair_file
 
@@ -50,3 +52,19 @@ def write_wav(path, seconds: float, rate: int = 16000, channels: int = 1,
     tone = amplitude * np.sin(2 * np.pi * 220 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t)) / 1.3
     soundfile.write(str(path), np.repeat(tone[:, None], channels, axis=1), rate, subtype=subtype)
     return Path(path)
+
+
+def assert_identical(mine, theirs, where="checkpoint"):
+    """Tensors equal bit for bit (torch.equal), everything else equal, recursively."""
+    if isinstance(mine, torch.Tensor):
+        assert torch.equal(mine, theirs), where
+    elif isinstance(mine, dict):
+        assert mine.keys() == theirs.keys(), where
+        for key in mine:
+            assert_identical(mine[key], theirs[key], f"{where}[{key!r}]")
+    elif isinstance(mine, (list, tuple)):
+        assert len(mine) == len(theirs), where
+        for index, (a, b) in enumerate(zip(mine, theirs)):
+            assert_identical(a, b, f"{where}[{index}]")
+    else:
+        assert mine == theirs, where

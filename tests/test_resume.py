@@ -23,8 +23,8 @@ import runtime
 import trainer
 from data.schema import write_pair_file
 from models.speech_encoder import SpeechEncoder, SpeechEncoderConfig
-from tests.conftest import make_pairs
-from run_state import StopSignals
+from tests.conftest import assert_identical, make_pairs
+from trainer import StopSignals
 from utils import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,22 +69,6 @@ def reference(workdir) -> Path:
     assert cli(workdir, *fresh_run(workdir, "--save_path", "straight", "--num_workers", "0",
                                    "--checkpoint_every_steps", "3")) == 0
     return workdir / "checkpoints" / "straight"
-
-
-def assert_identical(mine, theirs, where="checkpoint"):
-    """Tensors equal bit for bit (torch.equal), everything else equal, recursively."""
-    if isinstance(mine, torch.Tensor):
-        assert torch.equal(mine, theirs), where
-    elif isinstance(mine, dict):
-        assert mine.keys() == theirs.keys(), where
-        for key in mine:
-            assert_identical(mine[key], theirs[key], f"{where}[{key!r}]")
-    elif isinstance(mine, (list, tuple)):
-        assert len(mine) == len(theirs), where
-        for index, (a, b) in enumerate(zip(mine, theirs)):
-            assert_identical(a, b, f"{where}[{index}]")
-    else:
-        assert mine == theirs, where
 
 
 def log_records(run_dir: Path) -> list[dict]:

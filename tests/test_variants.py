@@ -10,7 +10,7 @@ import runtime
 import trainer
 from data.schema import write_pair_file
 from models import ModelArgs, SpeechToFace
-from run_state import EpochProgress
+from trainer import EpochProgress
 from tests.conftest import make_pairs, write_wav
 from tests.test_resume import assert_same_run, cli
 from utils import load_checkpoint
