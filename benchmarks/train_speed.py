@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py                       # cpu; cuda too when present
     python benchmarks/train_speed.py --batch_sizes 64 --image_sizes 64 --repeats 7
+    python benchmarks/train_speed.py --precisions fp32 bf16     # autocast (--precision)
 
 Each row: median seconds per iteration over --repeats timed iterations (after --warmup),
 samples/s, and the median time of each labelled part of GanStep (torch.profiler ranges:
@@ -69,12 +70,13 @@ def part_times(step: GanStep, batch, device) -> dict[str, float]:
 
 def bench_step(device, batch_size, image_size, options, warmup, repeats) -> dict:
     args = ModelArgs(image_size=image_size, num_speakers=8)
-    model = SpeechToFace(args).to(device)
+    model = SpeechToFace(args).to(device, memory_format=torch.channels_last)   # as Trainer
     step = GanStep(model, options, device)
     batch = tuple(t.to(device) for t in fake_batch(batch_size, image_size, args.audio_samples, 8))
     times = time_step(step, batch, device, warmup, repeats)
     median = statistics.median(times)
-    return {"device": device.type, "batch": batch_size, "size": image_size,
+    return {"device": device.type, "precision": options.precision, "batch": batch_size,
+            "size": image_size,
             "s/iter": median, "samples/s": batch_size / median,
             **part_times(step, batch, device)}
 
@@ -113,13 +115,16 @@ def main() -> None:
                         default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--precisions", nargs="+", default=["fp32"],
+                        choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--loader_workers", type=int, nargs="+", default=[0, 2])
     bench = parser.parse_args()
-    options = runtime.build_parser().parse_args([])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    rows = [bench_step(torch.device(d), b, s, options, bench.warmup, bench.repeats)
-            for d in bench.devices for s in bench.image_sizes for b in bench.batch_sizes]
-    print_table(rows, ["device", "batch", "size", "s/iter", "samples/s", *PARTS])
+    rows = [bench_step(torch.device(d), b, s, runtime.build_parser().parse_args(
+                ["--precision", p]), bench.warmup, bench.repeats)
+            for d in bench.devices for p in bench.precisions for s in bench.image_sizes
+            for b in bench.batch_sizes]
+    print_table(rows, ["device", "precision", "batch", "size", "s/iter", "samples/s", *PARTS])
     loader_rows = [{"batch": b, "workers": w, "samples/s": bench_loader(b, w)}
                    for b in (64,) for w in bench.loader_workers]
     print()
