@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -75,10 +76,20 @@ def bench_step(device, batch_size, image_size, options, warmup, repeats) -> dict
     batch = tuple(t.to(device) for t in fake_batch(batch_size, image_size, args.audio_samples, 8))
     times = time_step(step, batch, device, warmup, repeats)
     median = statistics.median(times)
+    flops = iteration_flops(step, batch)
     return {"device": device.type, "precision": options.precision, "batch": batch_size,
             "size": image_size,
             "s/iter": median, "samples/s": batch_size / median,
+            "GFLOP/sample": flops / batch_size / 1e9, "TFLOP/s": flops / median / 1e12,
             **part_times(step, batch, device)}
+
+
+def iteration_flops(step: GanStep, batch) -> float:
+    """Matrix-multiply and convolution FLOPs of one iteration, forward and backward (what
+    a fraction of a device's peak is computed from)."""
+    with FlopCounterMode(display=False) as counter:
+        step(batch)
+    return float(counter.get_total_flops())
 
 
 def bench_loader(batch_size: int, workers: int, batches: int = 20) -> float:
@@ -124,7 +135,8 @@ def main() -> None:
                 ["--precision", p]), bench.warmup, bench.repeats)
             for d in bench.devices for p in bench.precisions for s in bench.image_sizes
             for b in bench.batch_sizes]
-    print_table(rows, ["device", "precision", "batch", "size", "s/iter", "samples/s", *PARTS])
+    print_table(rows, ["device", "precision", "batch", "size", "s/iter", "samples/s",
+                       "GFLOP/sample", "TFLOP/s", *PARTS])
     loader_rows = [{"batch": b, "workers": w, "samples/s": bench_loader(b, w)}
                    for b in (64,) for w in bench.loader_workers]
     print()

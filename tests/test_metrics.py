@@ -279,6 +279,7 @@ def test_an_untrained_generator_scores_near_chance(demo_pairs, tmp_path):
     assert metrics["identity_top1_real"] >= 0.95          # the classifier knows the real faces
     assert metrics["identity_top1"] <= 0.25               # chance: 1/8
     assert abs(metrics["matching_1v2"] - 0.5) <= 0.15
+    assert abs(metrics["matching_1v2_classifier"] - 0.5) <= 0.15
 
 
 def test_a_short_training_on_the_demo_set_scores_clearly_above_chance(demo_pairs, tmp_path,
