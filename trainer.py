@@ -25,6 +25,7 @@ from data.order import EpochDraws, EpochOrder, seed_worker
 from data.dataset import read_faces, read_speaker_ids
 from data.schema import PairFileInfo, require_embeddings, validate_pair_file
 from models import ModelArgs, SpeechToFace
+from models.blocks import BATCH_NORMS
 from models.ema import GeneratorEma
 from models.metrics import NEEDS_CLASSIFIER, parse_metric_names
 from models.metrics.identity_classifier import identity_classifier_for
@@ -494,9 +495,10 @@ class Trainer:
             load_networks(self.model, checkpoint, ("projection_discriminator",),
                           self.options.pre_trained_disc)
 
-    def _dataset(self, split: str, train: bool) -> SpeechFaceDataset:
+    def _dataset(self, split: str, train: bool, in_memory: bool | None = None
+                 ) -> SpeechFaceDataset:
         return SpeechFaceDataset(self.info, split, self.args.audio_samples,
-                                 self.args.image_size, train=train,
+                                 self.args.image_size, train=train, in_memory=in_memory,
                                  condition=self.args.condition, speaker_map=self.speaker_map)
 
     def _train_loader(self) -> DataLoader:
@@ -527,9 +529,7 @@ class Trainer:
     def _sample_set(self, split: str, count: int) -> SampleSet:
         """`count` pairs of the split, speakers in turn, read once. The dataset (and its HDF5
         handle) is dropped here, so no handle crosses the fork of the DataLoader's workers."""
-        dataset = SpeechFaceDataset(self.info, split, self.args.audio_samples,
-                                    self.args.image_size, train=False, in_memory=False,
-                                    condition=self.args.condition, speaker_map=self.speaker_map)
+        dataset = self._dataset(split, train=False, in_memory=False)
         rows = spread_over_speakers(dataset.speaker_ids, count)
         return SampleSet(torch.stack([dataset.condition(i) for i in rows]),
                          torch.stack([dataset.face(i) for i in rows]),
@@ -538,9 +538,7 @@ class Trainer:
     def _batchnorm_conditions(self) -> torch.Tensor:
         """Fixed training pairs, cropped as training crops them (from a generator of their
         own, so no training draw moves), that set G's BatchNorm statistics."""
-        dataset = SpeechFaceDataset(self.info, "train", self.args.audio_samples,
-                                    self.args.image_size, train=True, in_memory=False,
-                                    condition=self.args.condition, speaker_map=self.speaker_map)
+        dataset = self._dataset("train", train=True, in_memory=False)
         crops = torch.Generator().manual_seed(self.options.seed)
         rows = spread_over_speakers(dataset.speaker_ids, BATCHNORM_PAIRS)
         return torch.stack([dataset.condition(i, crops) for i in rows])
@@ -607,7 +605,7 @@ class Trainer:
         self.model.train()
         if self.options.batchnorm == "frozen":
             for module in self.model.modules():
-                if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                if isinstance(module, BATCH_NORMS):
                     module.eval()
 
     def stop_requested(self) -> int:

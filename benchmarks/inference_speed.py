@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.audio import load_speech, prepare_waveform, speech_windows  # noqa: E402
 from models import ModelArgs, SpeechToFace  # noqa: E402
+from train_speed import print_table  # noqa: E402  (this folder is on sys.path)
 from utils import save_png, to_uint8_images  # noqa: E402
 
 
@@ -75,15 +76,6 @@ def bench(device: torch.device, image_size: int, batch: int, repeats: int, wav: 
     return row
 
 
-def print_table(rows: list[dict]) -> None:
-    columns = list(rows[0])
-    print(" | ".join(f"{c:>16}" for c in columns))
-    print("-+-".join("-" * 16 for _ in columns))
-    for row in rows:
-        print(" | ".join(f"{row[c]:>16.4g}" if isinstance(row[c], float) else f"{row[c]!s:>16}"
-                         for c in columns))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image_sizes", type=int, nargs="+", default=[64, 128])
@@ -106,7 +98,7 @@ def main() -> None:
                     torch.set_num_threads(threads)
                 rows += [bench(device, size, bench_options.batch, bench_options.repeats, wav,
                                out) for size in bench_options.image_sizes]
-    print_table(rows)
+    print_table(rows, list(rows[0]), width=16)
 
 
 if __name__ == "__main__":

@@ -110,12 +110,13 @@ def bench_loader(batch_size: int, workers: int, batches: int = 20) -> float:
     return count * batch_size / (time.perf_counter() - start)
 
 
-def print_table(rows: list[dict], columns: list[str]) -> None:
-    print(" | ".join(f"{c:>14}" for c in columns))
-    print("-+-".join("-" * 14 for _ in columns))
+def print_table(rows: list[dict], columns: list[str], width: int = 14) -> None:
+    print(" | ".join(f"{c:>{width}}" for c in columns))
+    print("-+-".join("-" * width for _ in columns))
     for row in rows:
         cells = [row.get(c, "") for c in columns]
-        print(" | ".join(f"{c:>14.4g}" if isinstance(c, float) else f"{c!s:>14}" for c in cells))
+        print(" | ".join(f"{c:>{width}.4g}" if isinstance(c, float) else f"{c!s:>{width}}"
+                         for c in cells))
 
 
 def main() -> None:

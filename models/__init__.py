@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from models.adain_generator import AdaINFaceGenerator, AdaINGeneratorConfig
+from models.blocks import BATCH_NORMS
 from models.embedding_projector import EmbeddingProjector, EmbeddingProjectorConfig
 from models.face_generator import IMAGE_SIZES, FaceGenerator, FaceGeneratorConfig
 from models.projection_discriminator import ProjectionDiscriminator, ProjectionDiscriminatorConfig
@@ -22,7 +23,6 @@ __all__ = ["CONDITIONS", "DISCRIMINATORS", "GENERATORS", "IMAGE_SIZES", "ModelAr
            "SpeechToFace"]
 
 CONDITIONS = ("speech", "none", "embedding")
-_BATCH_NORMS = nn.modules.batchnorm._BatchNorm
 GENERATORS = {"dcgan": (FaceGenerator, FaceGeneratorConfig),
               "adain": (AdaINFaceGenerator, AdaINGeneratorConfig)}
 DISCRIMINATORS = {"dcgan": 0, "sagan": 32}   # the feature size D's self-attention works on
@@ -110,7 +110,7 @@ class SpeechToFace(nn.Module):
         train mode here: spectral norm's power iteration must not advance outside a step.
         """
         norms = [m for name in self.generator_part_names()
-                 for m in getattr(self, name).modules() if isinstance(m, _BATCH_NORMS)]
+                 for m in getattr(self, name).modules() if isinstance(m, BATCH_NORMS)]
         was_training, momenta = self.training, [norm.momentum for norm in norms]
         self.eval()
         for norm in norms:

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+BATCH_NORMS = nn.modules.batchnorm._BatchNorm   # BatchNorm1d/2d and SyncBatchNorm
 
 
 def dcgan_init(module: nn.Module) -> None:
@@ -17,7 +17,7 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.normal_(_stored_weight(layer), 0.0, 0.02)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
-        elif isinstance(layer, _NORMS):
+        elif isinstance(layer, BATCH_NORMS):
             nn.init.normal_(layer.weight, 1.0, 0.02)
             nn.init.zeros_(layer.bias)
 
