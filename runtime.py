@@ -18,13 +18,13 @@ import torch
 import trainer
 from models import CONDITIONS, DISCRIMINATORS, GENERATORS
 from models.losses import ADVERSARIAL_LOSSES
-from utils import UserError
+from utils import OneLineParser, UserError
 
 IMAGE_SIZES = (64, 128)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description="Train a speech-conditioned face GAN (wav2pix) or render faces from speech.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     wav2pix = parser.add_argument_group("wav2pix options (same names and defaults)")
@@ -343,8 +343,8 @@ def train(options, device, checkpoint: dict | None) -> None:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    options = parser.parse_args(argv)
     try:
+        options = parser.parse_args(argv)
         check_options(options)
         if options.serve_dashboard:
             from utils import serve_dashboard

@@ -2,6 +2,7 @@
 checkpoints, logs."""
 from __future__ import annotations
 
+import argparse
 import base64
 import datetime
 import html
@@ -37,6 +38,15 @@ READABLE_CHECKPOINT_FORMATS = (1, 2)
 
 class UserError(Exception):
     """Something the user can fix (a path, an option, a file); printed as one line, exit 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose own errors (an unknown option, a value outside its choices, a number
+    that is not one) are UserErrors like every other bad option: one line, exit 2, no usage
+    dump. Subcommand parsers inherit it."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
 # ---------------------------------------------------------------- device and seeds

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from data import video as videos
 from data import wav2pix_import as wav2pix
 from data.schema import SAMPLE_RATE, SPLITS, PairWriter, validate_pair_file
-from utils import UserError
+from utils import OneLineParser, UserError
 
 CHUNK_PAIRS = 256  # pairs held in memory before a write: about 20 MB at 128 px, 1 s
 
@@ -275,13 +275,6 @@ def _listing(title: str, items: list, shown: int = 10) -> list[str]:
 
 # ---------------------------------------------------------------- command line
 
-class OneLineParser(argparse.ArgumentParser):
-    """Bad options end in one `error: ...` line and exit status 2, not a usage dump."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
-
-
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the layout drawings in the descriptions as written."""
 
@@ -388,10 +381,10 @@ def _add_video_options(parser) -> None:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    options = parser.parse_args(argv)
-    if getattr(options, "test_fraction", 0) + options.valid_fraction >= 1:
-        parser.error("--test_fraction plus --valid_fraction must stay below 1")
     try:
+        options = parser.parse_args(argv)
+        if getattr(options, "test_fraction", 0) + options.valid_fraction >= 1:
+            parser.error("--test_fraction plus --valid_fraction must stay below 1")
         options.run(options)
         info = validate_pair_file(options.out)
     except UserError as error:

@@ -57,6 +57,10 @@ BAD_OPTIONS = {
     "--audio x.wav": "needs --inference",
     "--dataset /no/such/file.h5": "no such file",
     "--device cuda": "no CUDA device",
+    "--precision fp8": "argument --precision: invalid choice: 'fp8'",
+    "--batchnorm bogus": "argument --batchnorm: invalid choice: 'bogus'",
+    "--ema_decay x": "argument --ema_decay: invalid float value: 'x'",
+    "--no_such_option 1": "unrecognized arguments: --no_such_option 1",
 }
 
 
