@@ -13,11 +13,10 @@ import math
 import sys
 from pathlib import Path
 
-import torch
-
 import trainer
 from models import CONDITIONS, DISCRIMINATORS, GENERATORS
 from models.losses import ADVERSARIAL_LOSSES
+from models.precision import PRECISIONS
 from utils import OneLineParser, UserError
 
 IMAGE_SIZES = (64, 128)
@@ -218,8 +217,9 @@ def add_scaling_options(parser: argparse.ArgumentParser) -> None:
                               "checkpoints save it, grids, evaluation and inference use it")
     scaling.add_argument("--ema_decay", type=float, default=0.999,
                          help="weight of the old average at each generator step")
-    scaling.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                         help="autocast dtype of forward passes (fp16 adds loss scaling)")
+    scaling.add_argument("--precision", default="auto", choices=PRECISIONS,
+                         help="autocast dtype of forward passes (fp16 adds loss scaling); auto: "
+                              "bf16 where the CPU or GPU computes it natively, else fp32")
 
 
 def check_scaling_options(options) -> None:
@@ -239,9 +239,6 @@ def check_processes_and_device(options, device, ranks) -> None:
     if options.batchnorm == "sync" and device.type != "cuda":
         raise UserError("--batchnorm sync needs CUDA (PyTorch's SyncBatchNorm does not run on "
                         "CPU); use --batchnorm local or frozen")
-    if options.precision == "bf16" and device.type == "cuda":
-        if not torch.cuda.is_bf16_supported():
-            raise UserError("this GPU has no bfloat16 support; use --precision fp16 or fp32")
 
 
 def check_options(options) -> None:
@@ -298,12 +295,14 @@ def given_options(parser: argparse.ArgumentParser, argv) -> set[str]:
 
 
 NOT_RESUMED = ("resume", "inference", "pre_trained_gen", "pre_trained_disc", "audio")
+# Options a checkpoint written before they existed ran with: their default at that time.
+BEFORE_THEY_EXISTED = {"precision": "fp32"}
 
 
 def merge_resumed_options(options, saved: dict, given: set[str]):
     """The checkpoint's options, except those given on this command line (which win, with a
     note where they change what the checkpoint's run did)."""
-    for name, value in saved.items():
+    for name, value in {**BEFORE_THEY_EXISTED, **saved}.items():
         if name in NOT_RESUMED or not hasattr(options, name):
             continue
         if name not in given:

@@ -6,7 +6,6 @@ import os
 import signal
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from models.ema import GeneratorEma
 from models.metrics import NEEDS_CLASSIFIER, parse_metric_names
 from models.metrics.identity_classifier import identity_classifier_for
 from models.metrics.suite import FaceMetrics, format_table, load_inception
+from models.precision import autocast, resolve_precision
 from models.losses import (ADVERSARIAL_LOSSES, feature_matching_loss, gradient_penalty,
                            reconstruction_l1, speaker_softmax_loss)
 from utils import (SINGLE_PROCESS, Ranks, UserError, Visualizer, face_grid, load_checkpoint,
@@ -215,16 +215,6 @@ def describe_losses(losses: dict[str, float]) -> str:
 
 # ---------------------------------------------------------------- one training step
 
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(precision: str, device: torch.device):
-    """Mixed precision (--precision) for forward passes and losses; fp32 runs as written."""
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
-
-
 class GeneratorSide(nn.Module):
     """The networks G's optimiser trains (condition encoder, face generator, speaker
     classifier) as one module, for DistributedDataParallel.
@@ -409,6 +399,7 @@ class Trainer:
         """`resume`: a checkpoint to continue exactly (runtime.py loads it for --resume);
         `ranks`: this process's place among torchrun's (one process by default)."""
         self.options, self.device, self.ranks = options, device, ranks
+        resolve_precision(options, device, announce=ranks.is_main)
         self.info = validate_pair_file(dataset_path)
         self.speaker_names, self.speaker_map = self.info.speaker_names, None
         self.base = self._finetune_base()

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 BATCH_NORMS = nn.modules.batchnorm._BatchNorm   # BatchNorm1d/2d and SyncBatchNorm
@@ -34,9 +35,25 @@ def _stored_weight(layer: nn.Module):
     return layer.weight
 
 
+class FullPrecisionSpectralNorm(_SpectralNorm):
+    """PyTorch's spectral norm with its power iteration and sigma kept in fp32 under autocast.
+
+    CUDA autocast runs `torch.mv` in bf16/fp16: sigma would carry 8 (or 11) bits, rescaling
+    every weight by up to 0.4% from step to step, and the power iteration's vectors would
+    drift. CPU autocast leaves `mv` in fp32 already. State-dict keys are PyTorch's own.
+    """
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(weight.device.type, enabled=False):
+            return super().forward(weight.float())
+
+
 def sn(layer: nn.Module) -> nn.Module:
     """Spectral norm (Miyato et al. 2018); call dcgan_init on the whole network afterwards."""
-    return spectral_norm(layer)
+    dim = 1 if isinstance(layer, nn.ConvTranspose2d) else 0     # the output-channel axis
+    parametrize.register_parametrization(layer, "weight",
+                                         FullPrecisionSpectralNorm(layer.weight, dim=dim))
+    return layer
 
 
 class SelfAttention(nn.Module):

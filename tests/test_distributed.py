@@ -25,7 +25,9 @@ from trainer import Trainer, generator_from_checkpoint
 from utils import Ranks, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = ["--audio_seconds", "0.3", "--num_workers", "0", "--epochs", "1", "--no_visdom"]
+# fp32 unless a test asks otherwise: the agreement these tests measure is fp32's, on any CPU.
+FAST = ["--audio_seconds", "0.3", "--num_workers", "0", "--epochs", "1", "--no_visdom",
+        "--precision", "fp32"]
 # BatchNorm on stored statistics and no feature matching: the two terms whose batch
 # statistics do not split over processes (see test_two_processes_equal_one_process...).
 COMPARABLE = ["--batchnorm", "frozen", "--l2_coef", "0"]

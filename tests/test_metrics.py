@@ -284,13 +284,13 @@ def test_an_untrained_generator_scores_near_chance(demo_pairs, tmp_path):
 
 def test_a_short_training_on_the_demo_set_scores_clearly_above_chance(demo_pairs, tmp_path,
                                                                     monkeypatch):
-    """150 steps of batch 64 (6 epochs; bf16 autocast, which scored the same as fp32 here and
-    takes 2.5 min instead of 4): measured identity top-1 0.365 and classifier-space 1:2
+    """150 steps of batch 64 (6 epochs) in fp32, whatever this CPU's bf16 (bf16 scored the
+    same and would take 40x longer on an AVX2-only CPU): measured identity top-1 0.365 and classifier-space 1:2
     matching 0.65 on the 200 test pairs. dlib's own matching stays at chance on these cartoon
     faces at this stage (0.50-0.51), so it is not asserted (README, Evaluating)."""
     monkeypatch.chdir(tmp_path)
     assert runtime.main(["--dataset", str(demo_pairs), "--save_path", "short", "--epochs", "6",
-                         "--precision", "bf16", "--num_workers", "0", "--no_visdom"]) == 0
+                         "--precision", "fp32", "--num_workers", "0", "--no_visdom"]) == 0
     metrics = evaluate_on_demo(tmp_path / "checkpoints" / "short" / "latest.pt", demo_pairs, 200)
     assert metrics["identity_top1"] >= 0.25               # twice chance (1/8); 3 sd above it
     assert metrics["matching_1v2_classifier"] >= 0.58     # chance: 0.5

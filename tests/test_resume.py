@@ -30,7 +30,8 @@ from utils import load_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 # 4 train pairs in batches of 2: two steps per epoch, two epochs; 0.3 s of speech per face.
 RUN = ["--audio_seconds", "0.3", "--batch_size", "2", "--epochs", "2", "--no_visdom",
-       "--noise_dim", "4"]   # noise: G draws from the RNG that exact resume restores
+       "--noise_dim", "4",   # noise: G draws from the RNG that exact resume restores
+       "--precision", "fp32"]   # the same on every CPU, whatever --precision auto picks
 INSIDE_EPOCH_2 = "checkpoint_epoch0002_step00000003.pt"
 
 
