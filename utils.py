@@ -734,9 +734,12 @@ class TensorBoardSink(SteppedSink):
         atexit.register(self.writer.close)        # the last events, also after Ctrl-C
 
     def options(self, options: dict) -> None:
-        """The HParams tab: the options as one session (no experiment summary, so TensorBoard
-        offers every scalar as a metric)."""
+        """The HParams tab: the options the run started with, as one session (no experiment
+        summary, so TensorBoard offers every scalar as a metric). TensorBoard keeps a tag's
+        first metadata only, so a resumed process writes none (options.json has its own)."""
         from torch.utils.tensorboard.summary import hparams
+        if options.get("resume"):
+            return
         _, session_start, _ = hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
                                        for k, v in options.items()}, {})
         self.at(None, lambda step: self.writer._get_file_writer().add_summary(session_start, step))
