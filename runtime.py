@@ -17,7 +17,7 @@ import trainer
 from models import CONDITIONS, DISCRIMINATORS, GENERATORS
 from models.losses import ADVERSARIAL_LOSSES
 from models.precision import PRECISIONS
-from utils import OneLineParser, UserError
+from utils import LOG_TO, OneLineParser, UserError
 
 IMAGE_SIZES = (64, 128)
 
@@ -90,6 +90,9 @@ def add_dashboard_options(parser: argparse.ArgumentParser) -> None:
                            help="its port, and the port --serve_dashboard listens on")
     dashboard.add_argument("--no_visdom", action="store_true",
                            help="plot nothing to visdom (the run folder still gets every figure)")
+    dashboard.add_argument("--log_to", default="visdom", metavar="visdom,tensorboard,wandb",
+                           help="live outputs, comma-separated: visdom; TensorBoard event files "
+                                "and a W&B run (offline unless logged in), both in the run folder")
     dashboard.add_argument("--serve_dashboard", action="store_true",
                            help="start a visdom server on this machine at --visdom_port, after "
                                 "installing its JavaScript from npm if missing")
@@ -101,6 +104,12 @@ def check_dashboard_options(options) -> None:
     if not options.visdom_server.startswith(("http://", "https://")):
         raise UserError(f"--visdom_server must start with http:// or https://, "
                         f"got {options.visdom_server!r}")
+    chosen = options.log_to.split(",")
+    if not all(name in LOG_TO for name in chosen) or len(set(chosen)) != len(chosen):
+        raise UserError(f"--log_to takes one or more of {','.join(LOG_TO)}, comma-separated "
+                        f"and each once, got {options.log_to!r}")
+
+
 def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     """--evaluate and the metrics during training (issue 4)."""
     from models.metrics import METRICS

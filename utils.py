@@ -3,12 +3,14 @@ checkpoints, logs."""
 from __future__ import annotations
 
 import argparse
+import atexit
 import base64
 import datetime
 import html
 import json
 import logging
 import math
+import netrc
 import os
 import pickle
 import random
@@ -20,6 +22,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.parse
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -517,7 +520,8 @@ class Visualizer:
 
     Everything goes to `checkpoints/<save_path>/`: options.json, log.jsonl (one JSON line
     per figure: `kind` is start, iteration, evaluation, epoch, image or speech), the PNG
-    grids, the wav clips and index.html. It also goes to visdom when a server answers.
+    grids, the wav clips and index.html; log.jsonl is the one complete record. The same
+    figures go to each live output of --log_to (`sinks`: visdom, TensorBoard, W&B).
     """
 
     def __init__(self, run_dir, options):
@@ -527,75 +531,93 @@ class Visualizer:
         # A resumed run continues the log (trim_log drops what it will write again).
         resumed = getattr(options, "resume", None)
         self.log.write(kind="resume" if resumed else "start", save_path=options.save_path)
-        self.smoothed: dict[str, Ema] = {}
-        self.step, self.plotted_step, self.last_plot = 0, None, -math.inf
-        self.visdom = None if options.no_visdom else VisdomWindows(options, self.run_dir)
+        self.step: int | None = None        # None until the first training step is logged
+        self.sinks = live_sinks(options, self.run_dir)
+        for sink in self.sinks:
+            sink.options(vars(options))
 
     def scalars(self, step: int, values: dict[str, float], epoch: int | None = None) -> None:
-        """Per-iteration figures: raw to the log; smoothed to visdom every PLOT_SECONDS."""
+        """Per-iteration figures: raw to the log and to each sink (visdom smooths them)."""
         self.log.write(kind="iteration", step=step, epoch=epoch, **values)
-        for name, value in values.items():
-            self.smoothed.setdefault(name, Ema()).update(value)
         self.step = step
-        if time.monotonic() - self.last_plot >= PLOT_SECONDS:
-            self._plot_smoothed()
-
-    def _plot_smoothed(self) -> None:
-        self.last_plot = time.monotonic()
-        if self.visdom and self.smoothed and self.plotted_step != self.step:
-            self.plotted_step = self.step
-            for title, names, log_scale in panels_for(self.smoothed):
-                values = {n: self.smoothed[n].value for n in names}
-                self.visdom.line(title, self.step, values, log_scale)
+        for sink in self.sinks:
+            sink.scalars("train", step, values)
 
     def metrics(self, step: int, values: dict[str, float], epoch: int | None = None) -> None:
         """Numbers from one evaluation (held-out scores, FID...): one curve per name."""
         self.log.write(kind="evaluation", step=step, epoch=epoch, **values)
-        if self.visdom:
-            for name, value in values.items():
-                self.visdom.line(f"evaluation: {name}", step, {name: value})
+        for sink in self.sinks:
+            sink.scalars("evaluation", step, values)
 
     def faces(self, title: str, grid: np.ndarray, filename: str, epoch: int) -> Path:
-        """A face grid: samples/<filename> in the run folder, one image window in visdom."""
+        """A face grid: samples/<filename> in the run folder, one image in each sink."""
         path = save_png(self.run_dir / "samples" / filename, grid)
         self.log.write(kind="image", title=title, epoch=epoch,
                        path=path.relative_to(self.run_dir).as_posix())
-        if self.visdom:
-            self.visdom.image(title, grid, f"epoch {epoch}")
+        for sink in self.sinks:
+            sink.images(title, grid, self.step, epoch)
         return path
 
     def speech(self, title: str, clips: list[tuple[str, np.ndarray]], sample_rate: int) -> None:
-        """Speech clips, (caption, float waveform): wav files, and players in visdom."""
+        """Speech clips, (caption, float waveform): wav files, and players in each sink."""
         folder = self.run_dir / "samples" / "speech"
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
         for index, (_, waveform) in enumerate(clips):
             paths.append(folder / f"{window_id(title)}_{index:02d}.wav")
             soundfile.write(str(paths[-1]), waveform, sample_rate, subtype="PCM_16")
-        captions = [caption for caption, _ in clips]
-        self.log.write(kind="speech", title=title, captions=captions,
+        self.log.write(kind="speech", title=title, captions=[caption for caption, _ in clips],
                        paths=[p.relative_to(self.run_dir).as_posix() for p in paths])
-        if self.visdom:
-            self.visdom.audio(title, captions, paths)
+        for sink in self.sinks:
+            sink.audio(title, [(c, w, p) for (c, w), p in zip(clips, paths)], sample_rate,
+                       self.step)
 
     def epoch_end(self, epoch: int, step: int, means: dict[str, float]) -> Path:
-        """Epoch means to the log, the latest curves to visdom, and index.html rewritten."""
+        """Epoch means to the log, the sinks flushed, and index.html rewritten."""
         self.log.write(kind="epoch", epoch=epoch, step=step, **means)
-        self._plot_smoothed()
-        if self.visdom:
-            self.visdom.save()
+        for sink in self.sinks:
+            sink.flush()
         return write_run_page(self.run_dir)
 
 
-class VisdomWindows:
+# ---------------------------------------------------------------- live outputs (--log_to, issue 18)
+# Each sink has the same five calls: options(dict), scalars(group, step, values),
+# images(title, grid, step, epoch), audio(title, [(caption, waveform, wav path)], rate, step)
+# and flush() at each epoch's end. `step` is None before the first training step.
+
+LOG_TO = ("visdom", "tensorboard", "wandb")
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def live_sinks(options, run_dir: Path) -> list:
+    """The --log_to outputs that open; one that cannot says so in one line and is left out."""
+    names = [name for name in options.log_to.split(",")
+             if not (name == "visdom" and options.no_visdom)]
+    sinks = []
+    for name in names:
+        try:
+            sinks.append(SINKS[name](options, run_dir))
+        except ImportError:
+            print(f"note: --log_to {name} needs the {TRACKER_PACKAGES[name]} package (its "
+                  f"pinned line is in requirements.txt); training goes on without it")
+        except Exception as error:      # noqa: BLE001 - a tracker must never stop training
+            print(f"note: --log_to {name} did not start ({str(error).splitlines()[0][:120]}); "
+                  "training goes on without it")
+    return sinks
+
+
+class VisdomSink:
     """visdom's client behind one guard. If the server is absent or stops answering, this
     says so in one line and the run goes on without it (the client itself would print a
-    traceback for every call and return False)."""
+    traceback for every call and return False). Per-iteration figures are smoothed and
+    sent at most every PLOT_SECONDS, grouped into the PANELS."""
 
     def __init__(self, options, run_dir: Path):
         self.address = f"{options.visdom_server}:{options.visdom_port}"
         self.env, self.created, self.client = options.vis_screen, set(), None
         self.fallback = f"training goes on; {run_dir / 'index.html'} shows the run"
+        self.smoothed: dict[str, Ema] = {}
+        self.step, self.plotted_step, self.last_plot = 0, None, -math.inf
         try:
             self.client = quiet_visdom_client(options.visdom_server, options.visdom_port,
                                               self.env)
@@ -605,6 +627,47 @@ class VisdomWindows:
                   f" or pass --no_visdom); {self.fallback}")
         else:
             print(f"dashboard: {self.address}/env/{self.env}")
+
+    def options(self, options: dict) -> None:
+        """visdom shows no options; options.json and index.html hold them."""
+
+    def scalars(self, group: str, step: int, values: dict[str, float]) -> None:
+        if group == "evaluation":        # markers: a curve of one point is a dot, not nothing
+            for name, value in values.items():
+                self.line(f"evaluation: {name}", step, {name: value}, markers=True)
+            return
+        for name, value in values.items():
+            self.smoothed.setdefault(name, Ema()).update(value)
+        self.step = step
+        if time.monotonic() - self.last_plot >= PLOT_SECONDS:
+            self._plot_smoothed()
+
+    def _plot_smoothed(self) -> None:
+        self.last_plot = time.monotonic()
+        if self.smoothed and self.plotted_step != self.step:
+            self.plotted_step = self.step
+            for title, names, log_scale in panels_for(self.smoothed):
+                self.line(title, self.step, {n: self.smoothed[n].value for n in names},
+                          log_scale)
+
+    def images(self, title: str, grid: np.ndarray, step: int | None, epoch: int) -> None:
+        self._send(lambda client: client.image(
+            grid.transpose(2, 0, 1), win=window_id(title), env=self.env,
+            opts={"title": title, "caption": f"epoch {epoch}"}))
+
+    def audio(self, title: str, clips: list, sample_rate: int, step: int | None) -> None:
+        """One window of players; visdom's own `audio` takes one clip and leaves temp files."""
+        players = audio_players([caption for caption, _, _ in clips], [
+            f"data:audio/wav;base64,{base64.b64encode(path.read_bytes()).decode()}"
+            for _, _, path in clips])
+        self._send(lambda client: client.text(players, win=window_id(title), env=self.env,
+                                              opts={"title": title}))
+
+    def flush(self) -> None:
+        """The latest curves, and the environment kept on the server's disk (survives a
+        restart of the server)."""
+        self._plot_smoothed()
+        self._send(lambda client: client.save([self.env]))
 
     def _send(self, call) -> None:
         if self.client is None:
@@ -616,10 +679,11 @@ class VisdomWindows:
             print(f"note: the visdom server at {self.address} stopped answering "
                   f"({str(error).splitlines()[0][:80]}); {self.fallback}")
 
-    def line(self, title: str, step: int, values: dict[str, float], log_scale=False) -> None:
+    def line(self, title: str, step: int, values: dict[str, float], log_scale=False,
+             markers=False) -> None:
         win = window_id(title)
         opts = {"title": title, "legend": list(values), "xlabel": "step",
-                "ytype": "log" if log_scale else "linear"}
+                "ytype": "log" if log_scale else "linear", "markers": markers}
 
         def send(client):
             client.line(Y=np.array([list(values.values())], dtype=float),
@@ -628,22 +692,138 @@ class VisdomWindows:
             self.created.add(win)
         self._send(send)
 
-    def image(self, title: str, grid: np.ndarray, caption: str) -> None:
-        self._send(lambda client: client.image(
-            grid.transpose(2, 0, 1), win=window_id(title), env=self.env,
-            opts={"title": title, "caption": caption}))
 
-    def audio(self, title: str, captions: list[str], paths: list[Path]) -> None:
-        """One window of players; visdom's own `audio` takes one clip and leaves temp files."""
-        players = audio_players(captions, [
-            f"data:audio/wav;base64,{base64.b64encode(path.read_bytes()).decode()}"
-            for path in paths])
-        self._send(lambda client: client.text(players, win=window_id(title), env=self.env,
-                                              opts={"title": title}))
+class SteppedSink:
+    """Base of the trackers that place every record at a step (TensorBoard, W&B). What comes
+    before the first training step (the speech, sent as training starts) waits for it: on
+    --resume that is the step after the checkpoint's, so a resumed run writes nothing at a
+    step the run already holds. Tags: train/<figure>, evaluation/<figure>,
+    faces/<visdom window>, speech/<visdom window>."""
 
-    def save(self) -> None:
-        """Ask the server to keep this environment on its disk, so it survives a restart."""
-        self._send(lambda client: client.save([self.env]))
+    def __init__(self):
+        self.started, self.waiting = False, []
+
+    def at(self, step: int | None, write: Callable[[int], None]) -> None:
+        if step is None and not self.started:
+            self.waiting.append(write)
+            return
+        if not self.started:
+            self.started = True
+            self.begin(step)
+            for early in self.waiting:
+                early(step)
+        write(step)
+
+    def begin(self, step: int) -> None:
+        """Called once, at the first step."""
+
+
+class TensorBoardSink(SteppedSink):
+    """Event files in <run folder>/tensorboard/, raw values every step (TensorBoard smooths
+    them itself). A resumed run writes into the same folder, so it is the same TensorBoard
+    run; its writer opens with purge_step at its first step, which makes TensorBoard drop
+    what an interrupted process logged after the checkpoint (this process logs it again)."""
+
+    def __init__(self, options, run_dir: Path):
+        super().__init__()
+        from torch.utils.tensorboard import SummaryWriter     # ImportError without tensorboard
+        self.folder, self.writer_type, self.writer = run_dir / "tensorboard", SummaryWriter, None
+
+    def begin(self, step: int) -> None:
+        self.writer = self.writer_type(str(self.folder), purge_step=step)
+        atexit.register(self.writer.close)        # the last events, also after Ctrl-C
+
+    def options(self, options: dict) -> None:
+        """The HParams tab: the options the run started with, as one session (no experiment
+        summary, so TensorBoard offers every scalar as a metric). TensorBoard keeps a tag's
+        first metadata only, so a resumed process writes none (options.json has its own)."""
+        from torch.utils.tensorboard.summary import hparams
+        if options.get("resume"):
+            return
+        _, session_start, _ = hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
+                                       for k, v in options.items()}, {})
+        self.at(None, lambda step: self.writer._get_file_writer().add_summary(session_start, step))
+
+    def scalars(self, group: str, step: int, values: dict[str, float]) -> None:
+        def write(step):
+            for name, value in values.items():
+                self.writer.add_scalar(f"{group}/{name}", value, step)
+        self.at(step, write)
+
+    def images(self, title: str, grid: np.ndarray, step: int | None, epoch: int) -> None:
+        self.at(step, lambda step: self.writer.add_image(f"faces/{window_id(title)}", grid,
+                                                         step, dataformats="HWC"))
+
+    def audio(self, title: str, clips: list, sample_rate: int, step: int | None) -> None:
+        def write(step):
+            for caption, waveform, _ in clips:
+                self.writer.add_audio(f"speech/{window_id(title)}/{window_id(caption)}",
+                                      torch.from_numpy(waveform).reshape(1, -1), step,
+                                      sample_rate=sample_rate)
+        self.at(step, write)
+
+    def flush(self) -> None:
+        if self.writer:
+            self.writer.flush()
+
+
+class WandbSink(SteppedSink):
+    """A W&B run in <run folder>/wandb/, offline unless you are logged in (`wandb login`
+    or WANDB_API_KEY; WANDB_MODE decides when set). Its id is kept in <run folder>/
+    wandb_run_id, so --resume continues the same W&B run (`wandb sync` puts an offline
+    resume's folders together). W&B's own exit hook finishes the run."""
+
+    def __init__(self, options, run_dir: Path):
+        super().__init__()
+        import wandb                                  # ImportError without wandb
+        id_file = run_dir / "wandb_run_id"
+        resumed = getattr(options, "resume", None) and id_file.is_file()
+        run_id = id_file.read_text().strip() if resumed else os.urandom(4).hex()
+        id_file.write_text(run_id + "\n")
+        mode = os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+        self.wandb = wandb
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or "wav2pix",
+                              name=options.save_path, id=run_id, resume="allow", mode=mode,
+                              dir=str(run_dir), settings=wandb.Settings(console="off",
+                                                                        silent=True))
+        where = run_dir / "wandb"
+        print(f"wandb: {mode} run {run_id} in {where}" + (
+            f"; upload it with `wandb sync {where}/offline-run-*-{run_id}`"
+            if mode == "offline" else f": {self.run.url}"))
+
+    def options(self, options: dict) -> None:
+        self.run.config.update(options, allow_val_change=True)   # a resume may change some
+
+    def scalars(self, group: str, step: int, values: dict[str, float]) -> None:
+        self.at(step, lambda step: self.run.log(
+            {f"{group}/{name}": value for name, value in values.items()}, step=step))
+
+    def images(self, title: str, grid: np.ndarray, step: int | None, epoch: int) -> None:
+        image = self.wandb.Image(grid, caption=f"epoch {epoch}")
+        self.at(step, lambda step: self.run.log({f"faces/{window_id(title)}": image}, step=step))
+
+    def audio(self, title: str, clips: list, sample_rate: int, step: int | None) -> None:
+        players = [self.wandb.Audio(waveform, sample_rate=sample_rate, caption=caption)
+                   for caption, waveform, _ in clips]
+        self.at(step, lambda step: self.run.log({f"speech/{window_id(title)}": players},
+                                                step=step))
+
+    def flush(self) -> None:
+        """W&B streams each record to its run folder as it is logged."""
+
+
+def wandb_logged_in() -> bool:
+    """An API key in WANDB_API_KEY or in the netrc file `wandb login` writes."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urllib.parse.urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+SINKS = {"visdom": VisdomSink, "tensorboard": TensorBoardSink, "wandb": WandbSink}
 
 
 def quiet_visdom_client(server: str, port: int, env: str):

@@ -3,7 +3,7 @@
     python runtime.py --serve_dashboard --visdom_port 8097 &     # optional: a real server
     python benchmarks/dashboard_cost.py [--visdom_port 8097] [--repeats 7]
 
-Rows: `scalars` per training step with no server (a JSON line and the moving averages),
+Rows: `scalars` per training step with no live output (a JSON line),
 one update of the six per-iteration panels to visdom (six POSTs; made at most every
 PLOT_SECONDS), one epoch's two face grids (PNG files and, with a server, two image
 windows), and index.html rewritten from a log of 200 epochs x 100 steps. Each row is the
@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import runtime  # noqa: E402
-from utils import Visualizer, panels_for, write_run_page  # noqa: E402
+from utils import Visualizer, VisdomSink, panels_for, write_run_page  # noqa: E402
 
 STEP_FIGURES = ("d_loss", "g_loss", "g_adv", "g_l1", "g_fm", "g_softmax", "d_real", "d_fake",
                 "d_wrong", "speaker_acc", "lr_G", "lr_D")
@@ -65,13 +65,14 @@ def cases(folder: Path, port: int | None, rng) -> dict[str, tuple]:
     rows["index.html from 20,000 logged steps"] = (lambda: write_run_page(long_run), 1, "ms")
     if port is not None:
         online = visualizer(folder / "online", "--visdom_port", str(port))
-        if online.visdom and online.visdom.client:
+        visdom = next((sink for sink in online.sinks if isinstance(sink, VisdomSink)), None)
+        if visdom and visdom.client:
             steps = iter(range(1, 10_000))
 
             def update_panels():
                 step = next(steps)
                 for title, names, log_scale in panels_for(STEP_FIGURES):
-                    online.visdom.line(title, step, {n: rng.random() for n in names}, log_scale)
+                    visdom.line(title, step, {n: rng.random() for n in names}, log_scale)
             rows["visdom update of the six step panels"] = (update_panels, 1, "ms")
             rows["two face grids to visdom and disk"] = (
                 lambda: [online.faces(t, grid, f"{t}.png", 1) for t in ("a", "b")], 1, "ms")

@@ -129,7 +129,9 @@ def test_training_fills_every_window_of_a_real_visdom_server(dashboard, plotted_
     assert lr["lr_G"] == pytest.approx([1e-4] * len(lr["lr_G"]))
     assert lr["lr_D"] == pytest.approx([4e-4] * len(lr["lr_D"]))
     for win in EVALUATION_WINDOWS:
-        assert window(client, win)["content"]["data"][0]["x"] == [3, 6]
+        trace = window(client, win)["content"]["data"][0]
+        assert trace["x"] == [3, 6]
+        assert trace["mode"] == "lines+markers"       # so that a curve of one point shows
     for win in IMAGE_WINDOWS:
         assert window(client, win)["content"]["src"].startswith("data:image/png;base64,")
     clips = [window(client, win)["content"].count("<audio controls") for win in AUDIO_WINDOWS]
