@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import trainer
-from models import CONDITIONS, DISCRIMINATORS, GENERATORS
+from models import CONDITIONS, DISCRIMINATORS, GENERATORS, SPEECH_ENCODERS
 from models.losses import ADVERSARIAL_LOSSES
 from models.precision import PRECISIONS
 from utils import LOG_TO, OneLineParser, UserError
@@ -169,9 +169,15 @@ def add_variant_options(parser: argparse.ArgumentParser) -> None:
     variants.add_argument("--condition", default="speech", choices=CONDITIONS,
                           help="what G draws from: speech; none (unconditional DCGAN on "
                                "noise); embedding (the pair file's <split>/embeddings vectors)")
-    variants.add_argument("--generator", default="dcgan", choices=tuple(GENERATORS),
-                          help="dcgan, or adain: the condition sets every layer's AdaIN "
-                               "scale and shift, with self-attention at 32x32")
+    variants.add_argument("--speech_encoder", default="filterbank", choices=tuple(SPEECH_ENCODERS),
+                          help="filterbank: learnable mel band-pass filters, log energies, "
+                               "convolutions and mean+std pooling over time; segan: wav2pix's "
+                               "strided convolutions flattened (to reproduce wav2pix)")
+    variants.add_argument("--generator", default="resize", choices=tuple(GENERATORS),
+                          help="resize: nearest x2 then 3x3 convolutions (no checkerboard); "
+                               "dcgan: stride-2 transposed convolutions (wav2pix); adain: the "
+                               "condition sets every layer's AdaIN scale and shift, with "
+                               "self-attention at 32x32")
     variants.add_argument("--discriminator", default="dcgan", choices=tuple(DISCRIMINATORS),
                           help="dcgan, or sagan: with a self-attention block at 32x32")
     variants.add_argument("--finetune", default=None, metavar="CKPT",
@@ -305,7 +311,7 @@ def given_options(parser: argparse.ArgumentParser, argv) -> set[str]:
 
 NOT_RESUMED = ("resume", "inference", "pre_trained_gen", "pre_trained_disc", "audio")
 # Options a checkpoint written before they existed ran with: their default at that time.
-BEFORE_THEY_EXISTED = {"precision": "fp32"}
+BEFORE_THEY_EXISTED = {"precision": "fp32", "speech_encoder": "segan"}
 
 
 def merge_resumed_options(options, saved: dict, given: set[str]):

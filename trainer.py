@@ -453,7 +453,8 @@ class Trainer:
             args = ModelArgs(image_size=o.image_size, audio_samples=round(o.audio_seconds * 16000),
                              num_speakers=len(self.speaker_names), noise_dim=o.noise_dim,
                              condition=o.condition, condition_dim=stored_width,
-                             generator=o.generator, discriminator=o.discriminator)
+                             generator=o.generator, discriminator=o.discriminator,
+                             speech_encoder=o.speech_encoder)
         if args.condition == "embedding":
             require_embeddings(self.info, args.condition_dim or None)
         return args
@@ -932,6 +933,7 @@ def finetune_args(checkpoint: dict, options, num_speakers: int) -> ModelArgs:
     options.image_size, options.audio_seconds = args.image_size, args.audio_samples / 16000
     options.noise_dim, options.condition = args.noise_dim, args.condition
     options.generator, options.discriminator = args.generator, args.discriminator
+    options.speech_encoder = args.speech_encoder
     return args
 
 

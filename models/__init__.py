@@ -7,6 +7,7 @@ or AdaIN), the speaker classifier and the projection discriminator; an unconditi
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -15,15 +16,21 @@ from models.adain_generator import AdaINFaceGenerator, AdaINGeneratorConfig
 from models.blocks import BATCH_NORMS
 from models.embedding_projector import EmbeddingProjector, EmbeddingProjectorConfig
 from models.face_generator import IMAGE_SIZES, FaceGenerator, FaceGeneratorConfig
+from models.filterbank_encoder import FilterbankEncoder, FilterbankEncoderConfig
 from models.projection_discriminator import ProjectionDiscriminator, ProjectionDiscriminatorConfig
 from models.speaker_classifier import SpeakerClassifier
 from models.speech_encoder import SpeechEncoder, SpeechEncoderConfig
 
-__all__ = ["CONDITIONS", "DISCRIMINATORS", "GENERATORS", "IMAGE_SIZES", "ModelArgs",
-           "SpeechToFace"]
+__all__ = ["CONDITIONS", "DISCRIMINATORS", "GENERATORS", "IMAGE_SIZES", "SPEECH_ENCODERS",
+           "ModelArgs", "SpeechToFace"]
 
 CONDITIONS = ("speech", "none", "embedding")
+# A speech encoder is one file with a network and its config (audio_samples, embedding_dim),
+# plus one line here; the attribute stays `speech_encoder` (a checkpoint key) whichever it is.
+SPEECH_ENCODERS = {"segan": (SpeechEncoder, SpeechEncoderConfig),
+                   "filterbank": (FilterbankEncoder, FilterbankEncoderConfig)}
 GENERATORS = {"dcgan": (FaceGenerator, FaceGeneratorConfig),
+              "resize": (FaceGenerator, partial(FaceGeneratorConfig, upsample="resize")),
               "adain": (AdaINFaceGenerator, AdaINGeneratorConfig)}
 DISCRIMINATORS = {"dcgan": 0, "sagan": 32}   # the feature size D's self-attention works on
 
@@ -38,7 +45,9 @@ class ModelArgs:
     embedding_dim: int = 128
     condition: str = "speech"       # speech | none | embedding: what G draws the face from
     condition_dim: int = 0          # E of the stored vectors when condition is "embedding"
-    generator: str = "dcgan"        # dcgan | adain
+    generator: str = "dcgan"        # dcgan | resize | adain
+    # The defaults are what a checkpoint that predates an entry was built with.
+    speech_encoder: str = "segan"   # segan | filterbank, with condition "speech"
     discriminator: str = "dcgan"    # dcgan | sagan (self-attention at 32x32)
 
     def differences(self, other: "ModelArgs") -> list[str]:
@@ -55,7 +64,8 @@ class SpeechToFace(nn.Module):
             raise ValueError("an unconditional model (condition 'none') needs noise_dim > 0")
         self.args = args
         if args.condition == "speech":
-            self.speech_encoder = SpeechEncoder(SpeechEncoderConfig(
+            encoder, encoder_config = SPEECH_ENCODERS[args.speech_encoder]
+            self.speech_encoder = encoder(encoder_config(
                 audio_samples=args.audio_samples, embedding_dim=args.embedding_dim))
         elif args.condition == "embedding":
             self.embedding_projector = EmbeddingProjector(EmbeddingProjectorConfig(

@@ -18,6 +18,7 @@ class FaceGeneratorConfig:
     embedding_dim: int = 128
     noise_dim: int = 0          # 0: no noise vector, the speech alone decides the face (wav2pix)
     base_channels: int = 64
+    upsample: str = "transposed"    # transposed (DCGAN, wav2pix) | resize (nearest x2, 3x3 conv)
 
 
 def upsampling_channels(config: FaceGeneratorConfig) -> list[int]:
@@ -31,17 +32,27 @@ class FaceGenerator(nn.Module):
         super().__init__()
         if config.image_size not in IMAGE_SIZES:
             raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {config.image_size}")
+        if config.upsample not in ("transposed", "resize"):
+            raise ValueError(f"upsample must be transposed or resize, got {config.upsample}")
         self.config = config
         channels = upsampling_channels(config)
         in_dim = config.embedding_dim + config.noise_dim
         layers = [sn(nn.ConvTranspose2d(in_dim, channels[0], 4, 1, 0, bias=False)),  # (B, C0, 4, 4)
                   nn.BatchNorm2d(channels[0]), nn.ReLU(True)]
         for c_in, c_out in zip(channels, channels[1:]):
-            layers += [sn(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)),
-                       nn.BatchNorm2d(c_out), nn.ReLU(True)]
-        layers += [sn(nn.ConvTranspose2d(channels[-1], 3, 4, 2, 1, bias=False)), nn.Tanh()]
+            layers += [*self.doubling(c_in, c_out), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+        layers += [*self.doubling(channels[-1], 3), nn.Tanh()]
         self.layers = nn.Sequential(*layers)
         dcgan_init(self)
+
+    def doubling(self, c_in: int, c_out: int) -> list[nn.Module]:
+        """A layer that doubles the map's size. Stride-2 transposed 4x4 convolutions overlap
+        unevenly and draw checkerboards (Odena et al. 2016); nearest-neighbour resizing then
+        a 3x3 convolution covers every output pixel alike."""
+        if self.config.upsample == "resize":
+            return [nn.Upsample(scale_factor=2, mode="nearest"),
+                    sn(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False))]
+        return [sn(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False))]
 
     def forward(self, embedding: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         code = embedding if noise is None else torch.cat([embedding, noise], dim=1)

@@ -1,0 +1,104 @@
+"""How much a model learns per minute of CPU: one table of held-out scores after fixed
+wall-time budgets, for the defaults and for each lever, on the demo set, same seed.
+
+    python benchmarks/learning_speed.py                          # every variant, 30-180 s
+    python benchmarks/learning_speed.py --variants defaults wav2pix --budgets 60 120
+
+Each variant trains in this process (runtime.py's options, visdom off); the clock runs only
+while batches are read and trained on, so the per-epoch reports, checkpoints and the scoring
+below are not counted. At each budget the generator side is copied, its BatchNorm statistics
+recomputed as before every evaluation, and after training it is scored on the test split with
+`--evaluate`'s metrics: identity top-1 (the identity classifier), 1:2 matching in that
+classifier's feature space, and L1 to the true frame.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import runtime  # noqa: E402
+import trainer  # noqa: E402
+from benchmarks.train_speed import print_table  # noqa: E402
+from data.schema import validate_pair_file  # noqa: E402
+
+# name -> options over runtime.py's defaults; the lever each row isolates is in its name.
+VARIANTS = {
+    "defaults": [],
+    "wav2pix": ["--speech_encoder", "segan", "--generator", "dcgan", "--batch_size", "64"],
+    "segan encoder": ["--speech_encoder", "segan"],
+    "dcgan generator": ["--generator", "dcgan"],
+    "batch 64": ["--batch_size", "64"],
+}
+
+
+def train_for_budgets(extra: list[str], budgets: list[float], work: Path, seed: int):
+    """Snapshots of the rendering model at each budget: [(seconds, step, model)]."""
+    options = runtime.build_parser().parse_args(
+        ["--save_path", "bench", "--no_visdom", "--num_workers", "0", "--seed", str(seed),
+         "--epochs", "1000", *extra])
+    runtime.check_options(options)
+    run = trainer.Trainer(options, torch.device("cpu"), runtime.dataset_path(options))
+    snapshots, elapsed, pending = [], 0.0, sorted(budgets)
+    while pending:
+        run._train_mode()
+        run.order.start(run.epoch, 0)
+        started = time.perf_counter()
+        for batch in run.train_loader:
+            run.train_batch(batch)
+            elapsed += time.perf_counter() - started
+            while pending and elapsed >= pending[0]:
+                run.refresh_batchnorm()
+                snapshots.append((pending.pop(0), run.step, copy.deepcopy(run.rendering_model)))
+                run._train_mode()
+            if not pending:
+                break
+            started = time.perf_counter()
+        run.epoch += 1
+    return snapshots
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--budgets", nargs="+", type=float, default=[30, 60, 120, 180])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test_pairs", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        previous = Path.cwd()
+        os.chdir(work)
+        try:
+            info = validate_pair_file(runtime.dataset_path(runtime.build_parser().parse_args([])))
+            scoring = argparse.Namespace(metrics="identity,l1,matching", inception=None)
+            for name in args.variants:
+                for seconds, step, model in train_for_budgets(VARIANTS[name], args.budgets,
+                                                              Path(work), args.seed):
+                    evaluation = trainer.evaluation_for(scoring, info, "test", model.args,
+                                                        torch.device("cpu"), args.test_pairs)
+                    scores = evaluation.run(model)
+                    rows.append({"variant": name, "budget s": round(seconds), "steps": step,
+                                 "identity top-1": scores["identity_top1"],
+                                 "1:2 classifier": scores["matching_1v2_classifier"],
+                                 "L1": scores["l1"]})
+                    print(rows[-1], flush=True)
+        finally:
+            os.chdir(previous)
+    print(f"\ndemo set, test split ({args.test_pairs} pairs), seed {args.seed}, "
+          f"{args.threads} threads, CPU {torch.backends.cpu.get_cpu_capability()}")
+    print_table(rows, ["variant", "budget s", "steps", "identity top-1", "1:2 classifier", "L1"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The speech encoders and generators of the registry: shapes, the filterbank's start, a
+2-step run of each, and checkpoints from before the registry that still load and render."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import runtime
+from models import GENERATORS, SPEECH_ENCODERS, ModelArgs, SpeechToFace
+from models.filterbank_encoder import FilterbankEncoder, FilterbankEncoderConfig
+from trainer import generator_from_checkpoint
+from utils import load_checkpoint
+
+FAST = ["--audio_seconds", "0.3", "--batch_size", "4", "--num_workers", "0", "--no_visdom",
+        "--epochs", "1", "--max_steps", "2", "--precision", "fp32"]
+
+
+@pytest.mark.parametrize("encoder", sorted(SPEECH_ENCODERS))
+@pytest.mark.parametrize("generator", ["dcgan", "resize"])
+@pytest.mark.parametrize("image_size", [64, 128])
+def test_every_encoder_and_generator_draws_faces_of_the_right_shape(encoder, generator,
+                                                                     image_size):
+    model = SpeechToFace(ModelArgs(image_size=image_size, audio_samples=4800, num_speakers=3,
+                                   speech_encoder=encoder, generator=generator)).eval()
+    with torch.no_grad():
+        embedding, faces = model(torch.randn(2, 1, 4800))
+    assert embedding.shape == (2, 128)
+    assert faces.shape == (2, 3, image_size, image_size)
+    assert faces.min() >= -1 and faces.max() <= 1
+
+
+@pytest.mark.parametrize("seconds", [0.3, 1.0, 4.0])
+def test_the_filterbank_pools_over_time_so_any_length_gives_one_embedding(seconds):
+    samples = round(seconds * 16000)
+    encoder = FilterbankEncoder(FilterbankEncoderConfig(audio_samples=samples)).eval()
+    with torch.no_grad():
+        assert encoder(torch.randn(3, 1, samples)).shape == (3, 128)
+
+
+def test_the_filterbank_starts_as_mel_bands_whose_log_energy_follows_a_tone():
+    """Each filter passes its own band: a pure tone lights the filter whose band holds it."""
+    encoder = FilterbankEncoder(FilterbankEncoderConfig(audio_samples=16000)).eval()
+    t = torch.arange(16000) / 16000
+    peaks = []
+    for hz in (200.0, 1000.0, 4000.0):
+        with torch.no_grad():
+            bands = encoder.log_bands(torch.sin(2 * torch.pi * hz * t)[None, None])
+        peaks.append(int(bands[0, :, 10:-10].mean(1).argmax()))
+    assert peaks == sorted(peaks) and len(set(peaks)) == 3      # higher tone, higher band
+
+
+def test_resize_generator_has_no_transposed_stride_two_layers():
+    model = SpeechToFace(ModelArgs(generator="resize", num_speakers=2))
+    strided = [m for m in model.face_generator.modules()
+               if isinstance(m, torch.nn.ConvTranspose2d) and m.stride == (2, 2)]
+    assert not strided
+    assert "resize" in GENERATORS
+
+
+@pytest.mark.parametrize("encoder", sorted(SPEECH_ENCODERS))
+def test_each_encoder_trains_two_steps_records_itself_and_renders(encoder, tiny_pairs, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert runtime.main(["--dataset", str(tiny_pairs), "--save_path", encoder,
+                         "--speech_encoder", encoder, *FAST]) == 0
+    checkpoint = load_checkpoint(tmp_path / "checkpoints" / encoder / "latest.pt")
+    assert checkpoint["model_args"]["speech_encoder"] == encoder
+    assert runtime.main(["--inference", "--pre_trained_gen", f"checkpoints/{encoder}",
+                         "--dataset", str(tiny_pairs), "--save_path", encoder]) == 0
+    assert len(list((tmp_path / "results" / encoder).glob("*.png"))) == 3
+
+
+def test_a_checkpoint_from_before_the_registry_loads_renders_the_same_and_resumes(
+        tiny_pairs, tmp_path, monkeypatch):
+    """Checkpoints written before --speech_encoder hold no such entry: they are SEGAN models,
+    and --resume keeps them so (the new default would be refused as another architecture)."""
+    monkeypatch.chdir(tmp_path)
+    assert runtime.main(["--dataset", str(tiny_pairs), "--save_path", "old", "--speech_encoder",
+                         "segan", "--generator", "dcgan", *FAST[:-4], "--epochs", "2",
+                         "--checkpoint_every_steps", "1", "--max_steps", "1"]) == 0
+    saved = load_checkpoint(tmp_path / "checkpoints" / "old" / "latest.pt")
+    del saved["model_args"]["speech_encoder"], saved["options"]["speech_encoder"]
+    torch.save(saved, tmp_path / "before.pt")
+    model, _ = generator_from_checkpoint(tmp_path / "before.pt", torch.device("cpu"))
+    assert model.args.speech_encoder == "segan"
+    reference, _ = generator_from_checkpoint(tmp_path / "checkpoints" / "old" / "latest.pt",
+                                             torch.device("cpu"))
+    speech = torch.randn(2, 1, 4800)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(speech)[1], reference.eval()(speech)[1])
+    assert runtime.main(["--resume", "before.pt", "--save_path", "old_resumed",
+                         "--max_steps", "2"]) == 0
+    resumed = json.loads((tmp_path / "checkpoints" / "old_resumed" / "options.json").read_text())
+    assert resumed["speech_encoder"] == "segan"
