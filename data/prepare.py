@@ -266,8 +266,9 @@ def _make_parts(todo, store, settings, workers: int):
         for source in todo:
             yield parts.write_part(store.path(source), source, inspector)
         return
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
+    # spawn, not fork: a forked child of a process whose torch or OpenMP threads have run
+    # (Silero VAD) can hang on a lock those threads held; each worker imports afresh (~2 s)
+    context = multiprocessing.get_context("spawn")
     tasks = [(source, store.path(source)) for source in todo]
     with context.Pool(min(workers, len(todo)), _start_worker, (settings,)) as pool:
         yield from pool.imap_unordered(_worker_part, tasks)
@@ -409,11 +410,15 @@ Make pairs from raw videos (.mp4 .mkv .webm .avi .mov):
     SRC/<speaker>/<any name>.mp4        one folder per speaker (subfolders allowed), or
     SRC.csv                             a manifest with rows path,speaker
 
-Every 1/--frames_per_second s a frame is taken, its largest face found (OpenCV's
-Haar cascade), cropped square with --margin and resized to --face_size; it is paired
-with the --window_seconds of speech centred on it (16 kHz mono). A pair is dropped,
-and counted, when the frame has no face, the window runs outside the audio, or the
-speech is quieter than --silence_dbfs. A broken video is skipped and reported.
+Every 1/--frames_per_second s a frame is taken and its faces found (--detector, dlib's
+HOG by default); the speaker's face is followed through the clip, its eyes (dlib's 68
+landmarks) warped onto a fixed template (unless --no_align) and the crop resized to
+--face_size; it is paired with the --window_seconds of speech centred on it (16 kHz
+mono). A pair is dropped, and counted, when the frame has no face, the face jumped (a
+cut) or another face is larger, the landmarks fail, the window runs outside the audio,
+is quieter than --silence_dbfs, or holds too little voice (--vad, --speech_fraction).
+A broken video is skipped and reported. Each finished video is kept in OUT.parts/, so
+a rerun after a crash or Ctrl-C skips it; --workers N prepares N videos at once.
 Splits are made by video (test speech comes from unseen videos of known speakers)
 or, with --split_by speaker, by speaker (unseen speakers)."""
 
