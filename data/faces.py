@@ -248,9 +248,7 @@ def measured_eyes(landmarks: Landmarks, detector, crop: np.ndarray):
     pad = crop.shape[0] // 4
     canvas = cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     canvas = cv2.resize(canvas, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
-    boxes = find_faces(detector, canvas) if detector.name == "hog" else []
-    if not boxes:
-        boxes = detector.detect(cv2.cvtColor(canvas, cv2.COLOR_RGB2GRAY)) if detector.name == "hog" else []
+    boxes = find_faces(detector, canvas)
     if not boxes:
         return None
     eyes = landmarks.eyes(canvas, max(boxes, key=_box_area))
