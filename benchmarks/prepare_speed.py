@@ -1,6 +1,12 @@
-"""How fast data.prepare runs on this machine: wav2pix import and video preparation.
+"""How fast data.prepare runs on this machine, and how well its detectors do.
 
-    python benchmarks/prepare_speed.py [--seconds 24] [--copies 5]
+    python benchmarks/prepare_speed.py [--seconds 24] [--copies 5] [--repeats 3]
+
+Detectors: the 100 fixture faces pasted on a 640x360 wall at 2/3 and 1/3 of its height
+(turned up to 10 degrees), and 100 non-faces (the same faces cut into 8x8 shuffled tiles,
+skin-coloured ellipses, smooth noise): recall, false positives, ms per frame.
+Voice detectors: share of the fixture's 1 s speech windows, and of white noise, pink
+noise and harmonic chords, that they pass at --speech_fraction 0.5; ms per window.
 
 Import: the wav2pix-mini fixture, linked `--copies` times under new numbers so the timing
 covers a few hundred pairs. Videos: talking-head mp4s (h264 + AAC at 44.1 kHz, 25 fps)
@@ -24,7 +30,11 @@ import soundfile
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cv2  # noqa: E402
+
+from data import faces as face_tools  # noqa: E402
 from data import prepare  # noqa: E402
+from data import speech_activity  # noqa: E402
 from data import video as videos  # noqa: E402
 from data.audio import resample  # noqa: E402
 from data.schema import validate_pair_file  # noqa: E402
@@ -74,6 +84,98 @@ def talking_video(path: Path, seconds: int, width: int, height: int) -> None:
     videos.encode_video(path, frames, np.concatenate(speech), frames_per_second=25, speech_rate=44100)
 
 
+def fixture_faces() -> list:
+    return [np.asarray(Image.open(p).convert("RGB"))[..., ::-1]
+            for p in sorted(FIXTURE.glob("*/*/cropped_face_frame_*.png"))]
+
+
+def pasted(image: np.ndarray, side: int, degrees: float) -> np.ndarray:
+    canvas = np.full((360, 640, 3), (60, 80, 100), np.uint8)
+    square = cv2.resize(np.ascontiguousarray(image), (side, side), interpolation=cv2.INTER_AREA)
+    turn = cv2.getRotationMatrix2D((side / 2, side / 2), degrees, 1.0)
+    square = cv2.warpAffine(square, turn, (side, side), borderMode=cv2.BORDER_REPLICATE)
+    top, left = (360 - side) // 2, (640 - side) // 2
+    canvas[top:top + side, left:left + side] = square
+    return canvas
+
+
+def non_faces(faces: list, rng) -> list:
+    """Things with a face's colours and size but no face: shuffled tiles, ellipses, noise."""
+    images = []
+    for index, face in enumerate(faces):
+        face = cv2.resize(np.ascontiguousarray(face), (240, 240))
+        kind = index % 3
+        if kind == 0:
+            tiles = face.reshape(8, 30, 8, 30, 3).transpose(0, 2, 1, 3, 4).reshape(64, 30, 30, 3)
+            tiles = tiles[rng.permutation(64)].reshape(8, 8, 30, 30, 3)
+            image = tiles.transpose(0, 2, 1, 3, 4).reshape(240, 240, 3)
+        elif kind == 1:
+            image = np.full((240, 240, 3), (40, 40, 40), np.uint8)
+            colour = tuple(int(c) for c in face[100:140, 100:140].reshape(-1, 3).mean(0))
+            cv2.ellipse(image, (120, 120), (80, 105), 0, 0, 360, colour, -1)
+            for x in (85, 155):  # two dark spots where eyes would be
+                cv2.circle(image, (x, 100), 10, (30, 30, 30), -1)
+        else:
+            image = cv2.resize(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8), (240, 240),
+                               interpolation=cv2.INTER_CUBIC)
+        images.append(pasted(image, 240, 0))
+    return images
+
+
+def detector_rows(rng) -> list:
+    faces = fixture_faces()
+    turns = rng.uniform(-10, 10, len(faces))
+    large = [pasted(f, 240, t) for f, t in zip(faces, turns)]
+    small = [pasted(f, 120, t) for f, t in zip(faces, turns)]
+    others = non_faces(faces, rng)
+    rows = []
+    for name in face_tools.DETECTORS:
+        detector = face_tools.make_detector(name)
+        start = time.perf_counter()
+        found_large = sum(bool(face_tools.find_faces(detector, frame)) for frame in large)
+        per_frame = (time.perf_counter() - start) / len(large) * 1000
+        found_small = sum(bool(face_tools.find_faces(detector, frame)) for frame in small)
+        fooled = sum(bool(face_tools.find_faces(detector, frame)) for frame in others)
+        rows.append((name, f"{found_large}/{len(large)}", f"{found_small}/{len(small)}",
+                     f"{fooled}/{len(others)}", f"{per_frame:.1f}"))
+    return rows
+
+
+def vad_rows(rng) -> list:
+    speech = [soundfile.read(p, dtype="float32")[0] for p in sorted(FIXTURE.glob("*/*/*.wav"))]
+    t = np.arange(16000) / 16000
+
+    def chord(seed):
+        root = np.random.default_rng(seed).uniform(110, 440)
+        return sum(np.sin(2 * np.pi * root * ratio * h * t) / h
+                   for ratio in (1, 1.26, 1.5) for h in range(1, 6)) * 0.1
+
+    def pink(seed):
+        spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(16000))
+        signal = np.fft.irfft(spectrum / np.sqrt(np.maximum(np.arange(len(spectrum)), 1)))
+        return 0.2 * signal / signal.std()
+
+    others = {"white noise": [0.1 * rng.standard_normal(16000) for _ in range(20)],
+              "pink noise": [pink(s) for s in range(20)], "chords": [chord(s) for s in range(20)]}
+    rows = []
+    for name in ("webrtc", "silero"):
+        vad = speech_activity.make_vad(name)
+        start = time.perf_counter()
+        passed = sum(vad.speech_fraction(w) >= 0.5 for w in speech)
+        per_window = (time.perf_counter() - start) / len(speech) * 1000
+        cells = [f"{sum(vad.speech_fraction(np.float32(w)) >= 0.5 for w in ws)}/{len(ws)}"
+                 for ws in others.values()]
+        rows.append((name, f"{passed}/{len(speech)}", *cells, f"{per_window:.2f}"))
+    return rows
+
+
+VIDEO_CASES = (  # (label, extra options)
+    ("Haar, box crop, no VAD (before issue 17)", ["--detector", "haar", "--no_align", "--vad", "off"]),
+    ("defaults: HOG, aligned, Silero VAD", []),
+    ("defaults, --workers 2", ["--workers", "2"]),
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=24, help="length of each test video")
@@ -93,14 +195,24 @@ def main() -> None:
         for height in (360, 720):
             folder = scratch / f"only{height}"
             (folder / "speaker").mkdir(parents=True)
-            os.symlink(scratch / "videos" / "speaker" / f"{height}p.mp4", folder / "speaker" / "v.mp4")
-            best = min(timed_run(["videos", folder, scratch / "v.h5", "--test_fraction", 0,
-                                  "--valid_fraction", 0]) for _ in range(args.repeats))
-            kept = validate_pair_file(scratch / "v.h5").splits["train"].num_pairs
-            rows.append((f"videos, {height}p 25 fps h264+AAC, 2 frames/s",
-                         f"{args.seconds} s of video, {kept} pairs kept",
-                         f"{best:.2f} s", f"{args.seconds / best:.1f} s of video/s"))
+            for copy in range(2):  # two videos, so that two workers have one each
+                os.symlink(scratch / "videos" / "speaker" / f"{height}p.mp4",
+                           folder / "speaker" / f"v{copy}.mp4")
+            for label, extra in VIDEO_CASES:
+                best = min(timed_run(["videos", folder, scratch / "v.h5", "--test_fraction", 0,
+                                      "--valid_fraction", 0, *extra]) for _ in range(args.repeats))
+                kept = validate_pair_file(scratch / "v.h5").splits["train"].num_pairs
+                rows.append((f"videos, {height}p 25 fps h264+AAC, 2 frames/s, {label}",
+                             f"2 x {args.seconds} s of video, {kept} pairs kept",
+                             f"{best:.2f} s", f"{2 * args.seconds / best:.1f} s of video/s"))
     print_table(("case", "input", "time (best)", "speed"), rows)
+    rng = np.random.default_rng(0)
+    print()
+    print_table(("detector", "recall, face 2/3 of 360p", "recall, face 1/3", "false positives",
+                 "ms per 640x360 frame"), detector_rows(rng))
+    print()
+    print_table(("voice detector", "fixture speech passed", "white noise", "pink noise", "chords",
+                 "ms per 1 s window"), vad_rows(rng))
 
 
 def print_table(header, rows) -> None:

@@ -10,17 +10,23 @@ and why, and print a summary table per speaker at the end.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import random
+import signal
 import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from data import video as videos
+from data import video_parts as parts
+from data.faces import DETECTORS, FaceCropper, FaceSettings
+from data.speech_activity import VADS
 from data import wav2pix_import as wav2pix
 from data.schema import SAMPLE_RATE, SPLITS, PairWriter, validate_pair_file
 from utils import OneLineParser, UserError
@@ -130,11 +136,12 @@ def import_wav2pix(options) -> PrepareReport:
         pairs = wav2pix.carve_valid(pairs, options.valid_fraction)
     report = PrepareReport(lone_files=layout.lone_files, notes=layout.ignored)
     window_samples = round(options.window_seconds * SAMPLE_RATE)
+    aligner = FaceCropper(FaceSettings("hog", True, options.face_size, 0.0)) if options.align else None
     with open_writer(out, layout.speakers, window_samples, options.face_size) as writer:
         sink = PairSink(writer, layout.speakers, report)
         for pair in tqdm(pairs, desc="pairs", unit="pair"):
             try:
-                face = wav2pix.read_face(pair.face_path, options.face_size, not options.no_bgr_swap)
+                face = _wav2pix_face(pair, options, aligner)
                 waveform = wav2pix.read_window(pair.speech_path, window_samples)
             except wav2pix.UnusablePair as unusable:
                 report.dropped[pair.speaker, unusable.cause] += 1
@@ -142,6 +149,18 @@ def import_wav2pix(options) -> PrepareReport:
             sink.add(pair.split, pair.speaker, waveform, face, pair.name)
         finish(sink, report, out)
     return report
+
+
+def _wav2pix_face(pair, options, aligner) -> np.ndarray:
+    """The stored face, or with --align the face warped onto the eye template (wav2pix's
+    framing); a face the detector misses is dropped."""
+    if aligner is None:
+        return wav2pix.read_face(pair.face_path, options.face_size, not options.no_bgr_swap)
+    image = wav2pix.read_image(pair.face_path, not options.no_bgr_swap)
+    face, dropped = aligner.align_still(image)
+    if dropped:
+        raise wav2pix.UnusablePair(dropped, str(pair.face_path))
+    return face
 
 
 # ---------------------------------------------------------------- raw videos
@@ -180,7 +199,9 @@ def _share_out(items: list, test_fraction: float, valid_fraction: float) -> dict
 
 
 def prepare_videos(options) -> PrepareReport:
-    """Videos -> sampled frames with a face, each paired with the speech centred on it."""
+    """Videos -> sampled frames with the speaker's face, each paired with the speech
+    centred on it. Each video is prepared into OUT.parts/ (resumable, in parallel with
+    --workers), then OUT is assembled from the parts in the videos' sorted order."""
     out = Path(options.out)
     sources, notes = videos.find_videos(options.src)
     check_output(out, options.overwrite)
@@ -189,19 +210,97 @@ def prepare_videos(options) -> PrepareReport:
     speakers = sorted({source.speaker for source in sources})
     splits = assign_splits(sources, options.split_by, options.test_fraction,
                            options.valid_fraction, options.seed)
-    settings = videos.WindowSettings(
+    settings = window_settings(options)
+    store = parts.PartStore(out, settings)
+    note = store.open()
+    if note:
+        report.notes.append(note)
+    summaries = prepare_parts(sources, store, settings, options.workers)
+    with open_writer(out, speakers, settings.window_samples, settings.face_size) as writer:
+        for source in sources:
+            _merge_part(source, summaries[source.label], splits[source.label], store, writer,
+                        speakers, report)
+        finish(PairSink(writer, speakers, report), report, out)
+    store.remove()
+    return report
+
+
+def window_settings(options) -> videos.WindowSettings:
+    return videos.WindowSettings(
         window_samples=round(options.window_seconds * SAMPLE_RATE),
         frames_per_second=options.frames_per_second, face_size=options.face_size,
-        margin=options.margin, silence_dbfs=options.silence_dbfs)
-    faces = videos.FaceFinder()
-    with open_writer(out, speakers, settings.window_samples, settings.face_size) as writer:
-        sink = PairSink(writer, speakers, report)
-        progress = tqdm(sources, desc="videos", unit="video")
-        for source in progress:
-            _read_video(source, splits[source.label], settings, faces, sink)
-            progress.set_postfix(pairs=sum(report.kept.values()), skipped=len(report.broken))
-        finish(sink, report, out)
-    return report
+        margin=options.margin, silence_dbfs=options.silence_dbfs, detector=options.detector,
+        align=not options.no_align, vad=options.vad, speech_fraction=options.speech_fraction)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during video preparation: says what is kept for the next run."""
+
+
+def prepare_parts(sources, store, settings, workers: int) -> dict:
+    """label -> PartSummary for every video: finished parts are reused, the rest made."""
+    summaries = {s.label: store.finished(s) for s in sources}
+    todo = [s for s in sources if summaries[s.label] is None]
+    progress = tqdm(total=len(sources), initial=len(sources) - len(todo), desc="videos", unit="video")
+    pairs = sum(s.pairs for s in summaries.values() if s)
+    progress.set_postfix(pairs=pairs)
+    try:
+        for summary in _make_parts(todo, store, settings, workers):
+            summaries[summary.label] = summary
+            pairs += summary.pairs
+            progress.update()
+            progress.set_postfix(pairs=pairs)
+    except KeyboardInterrupt:
+        done = sum(s is not None for s in summaries.values())
+        raise Interrupted(f"interrupted; the {done} of {len(sources)} videos finished are kept in "
+                          f"{store.folder}: run the same command again to go on") from None
+    finally:
+        progress.close()
+    return summaries
+
+
+def _make_parts(todo, store, settings, workers: int):
+    """PartSummary of each video in `todo` as it finishes (any order with workers)."""
+    if workers == 1 or len(todo) <= 1:
+        inspector = videos.Inspector(settings)
+        for source in todo:
+            yield parts.write_part(store.path(source), source, inspector)
+        return
+    # spawn, not fork: a forked child of a process whose torch or OpenMP threads have run
+    # (Silero VAD) can hang on a lock those threads held; each worker imports afresh (~2 s)
+    context = multiprocessing.get_context("spawn")
+    tasks = [(source, store.path(source)) for source in todo]
+    with context.Pool(min(workers, len(todo)), _start_worker, (settings,)) as pool:
+        yield from pool.imap_unordered(_worker_part, tasks)
+
+
+_WORKER_INSPECTOR = None  # one per worker process, made by _start_worker
+
+
+def _start_worker(settings) -> None:
+    global _WORKER_INSPECTOR
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    cv2.setNumThreads(1)  # one core per worker: no oversubscription
+    _WORKER_INSPECTOR = videos.Inspector(settings)
+
+
+def _worker_part(task):
+    source, path = task
+    return parts.write_part(path, source, _WORKER_INSPECTOR)
+
+
+def _merge_part(source, summary, split: str, store, writer, speakers, report) -> None:
+    """Copy one video's part into OUT and count what it kept and dropped."""
+    for cause, count in summary.dropped.items():
+        report.dropped[source.speaker, cause] += count
+    if summary.broken:
+        report.broken.append((source.label, summary.broken))
+    else:
+        report.videos_read[source.speaker] += 1
+    speaker_id = speakers.index(source.speaker)
+    for waveforms, faces, names in parts.read_part(store.path(source)):
+        writer.append(split, waveforms, faces, [speaker_id] * len(names), names)
+        report.kept[source.speaker, split] += len(names)
 
 
 def readable_videos(sources, report: PrepareReport) -> list:
@@ -218,22 +317,6 @@ def readable_videos(sources, report: PrepareReport) -> list:
         raise PrepareError(f"none of the {len(sources)} videos could be read; "
                            "see the list of broken files above")
     return readable
-
-
-def _read_video(source, split: str, settings, faces, sink: PairSink) -> None:
-    """All pairs of one video; a broken file is reported and the run goes on."""
-    report = sink.report
-    try:
-        for window in videos.frame_windows(source.path, settings, faces):
-            if window.dropped:
-                report.dropped[source.speaker, window.dropped] += 1
-            else:
-                name = f"{source.label}@{window.time:.2f}s"
-                sink.add(split, source.speaker, window.waveform, window.face, name)
-    except videos.BrokenVideo as broken:
-        report.broken.append((source.label, broken.reason))
-        return
-    report.videos_read[source.speaker] += 1
 
 
 # ---------------------------------------------------------------- the summary
@@ -327,11 +410,15 @@ Make pairs from raw videos (.mp4 .mkv .webm .avi .mov):
     SRC/<speaker>/<any name>.mp4        one folder per speaker (subfolders allowed), or
     SRC.csv                             a manifest with rows path,speaker
 
-Every 1/--frames_per_second s a frame is taken, its largest face found (OpenCV's
-Haar cascade), cropped square with --margin and resized to --face_size; it is paired
-with the --window_seconds of speech centred on it (16 kHz mono). A pair is dropped,
-and counted, when the frame has no face, the window runs outside the audio, or the
-speech is quieter than --silence_dbfs. A broken video is skipped and reported.
+Every 1/--frames_per_second s a frame is taken and its faces found (--detector, dlib's
+HOG by default); the speaker's face is followed through the clip, its eyes (dlib's 68
+landmarks) warped onto a fixed template (unless --no_align) and the crop resized to
+--face_size; it is paired with the --window_seconds of speech centred on it (16 kHz
+mono). A pair is dropped, and counted, when the frame has no face, the face jumped (a
+cut) or another face is larger, the landmarks fail, the window runs outside the audio,
+is quieter than --silence_dbfs, or holds too little voice (--vad, --speech_fraction).
+A broken video is skipped and reported. Each finished video is kept in OUT.parts/, so
+a rerun after a crash or Ctrl-C skips it; --workers N prepares N videos at once.
 Splits are made by video (test speech comes from unseen videos of known speakers)
 or, with --split_by speaker, by speaker (unseen speakers)."""
 
@@ -347,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "split when SRC has no valid/")
     importer.add_argument("--no_bgr_swap", action="store_true",
                           help="keep the channel order: the faces are already RGB")
+    importer.add_argument("--align", action="store_true",
+                          help="warp each face so its eyes (dlib's landmarks) sit on a fixed "
+                               "template; faces dlib's HOG detector misses are dropped")
     importer.set_defaults(run=import_wav2pix)
     maker = commands.add_parser("videos", help="make pairs from raw videos",
                                 description=VIDEOS_HELP, formatter_class=HelpFormatter)
@@ -377,6 +467,19 @@ def _add_video_options(parser) -> None:
     parser.add_argument("--silence_dbfs", type=_bounded(float, -120, 0), default=-50.0, metavar="DB",
                         help="windows quieter than this RMS level are dropped as silent "
                              "(default: %(default)s)")
+    parser.add_argument("--detector", choices=DETECTORS, default="hog",
+                        help="face detector: dlib's HOG or OpenCV's Haar cascade (default: %(default)s)")
+    parser.add_argument("--no_align", action="store_true",
+                        help="crop the detector's square box instead of warping the eyes onto "
+                             "the template")
+    parser.add_argument("--vad", choices=VADS, default="silero",
+                        help="voice activity detector that must hear speech in a window "
+                             "(default: %(default)s)")
+    parser.add_argument("--speech_fraction", type=_bounded(float, 0, 1), default=0.5,
+                        metavar="FRACTION", help="share of a window's frames the voice detector "
+                        "must hear speech in (default: %(default)s)")
+    parser.add_argument("--workers", type=_bounded(int, 1, 256), default=1, metavar="N",
+                        help="videos decoded in parallel processes (default: %(default)s)")
 
 
 def main(argv=None) -> int:
@@ -390,8 +493,8 @@ def main(argv=None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"error: interrupted; {options.out} was not written", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"error: {interrupt or f'interrupted; {options.out} was not written'}", file=sys.stderr)
         return 130
     counts = ", ".join(f"{s} {i.num_pairs}" for s, i in info.splits.items())
     print(f"wrote {info.path}: {counts} pairs; {len(info.speaker_names)} speakers; "

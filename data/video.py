@@ -15,19 +15,14 @@ from pathlib import Path
 from typing import Iterator
 
 import av
-import cv2
 import numpy as np
 
+from data.faces import FaceCropper, FaceSettings
+from data.speech_activity import make_vad
 from utils import UserError
 
 SAMPLE_RATE = 16000
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
-# Haar runs on a copy whose short side is this long, looking for faces of at least 1/8
-# of it (30 px): detection then costs the same on 360p and 4K sources. With steps of
-# 1.15 between scales it found 100/100 fixture faces at 1/3 and 2/3 of a 360p frame,
-# in about 15 ms a frame (36 ms at 360 px and steps of 1.1).
-DETECT_SHORT_SIDE = 240
-DETECT_SCALE_STEP = 1.15
 # What the decoder can raise on a broken file, besides its own FFmpegError family.
 DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, UnicodeDecodeError)
 
@@ -112,45 +107,6 @@ def read_manifest(manifest: Path) -> list[VideoSource]:
     return videos
 
 
-# ---------------------------------------------------------------- faces
-
-class FaceFinder:
-    """OpenCV's frontal-face Haar cascade (it ships inside opencv-python-headless)."""
-
-    def __init__(self):
-        cascade_path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
-        self.cascade = cv2.CascadeClassifier(str(cascade_path))
-        if self.cascade.empty():
-            raise RuntimeError(f"OpenCV could not load its face cascade {cascade_path}")
-
-    def largest_face(self, frame: np.ndarray):
-        """(x, y, w, h) of the largest face in an RGB (H, W, 3) frame, or None."""
-        scale = min(1.0, DETECT_SHORT_SIDE / min(frame.shape[:2]))
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        min_side = max(24, min(gray.shape) // 8)
-        boxes = self.cascade.detectMultiScale(gray, scaleFactor=DETECT_SCALE_STEP, minNeighbors=5,
-                                              minSize=(min_side, min_side))
-        if len(boxes) == 0:
-            return None
-        x, y, w, h = max(boxes, key=lambda box: box[2] * box[3])
-        return tuple(int(round(v / scale)) for v in (x, y, w, h))
-
-
-def crop_face(frame: np.ndarray, box, margin: float, size: int) -> np.ndarray:
-    """A square around `box` grown by `margin` x its side on every edge, moved inside the
-    frame where it would cross an edge, resized to (size, size, 3)."""
-    x, y, w, h = box
-    height, width = frame.shape[:2]
-    side = min(int(round(max(w, h) * (1 + 2 * margin))), height, width)
-    left = int(np.clip(x + w / 2 - side / 2, 0, width - side))
-    top = int(np.clip(y + h / 2 - side / 2, 0, height - side))
-    square = frame[top:top + side, left:left + side]
-    shrink = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return cv2.resize(square, (size, size), interpolation=shrink)
-
-
 # ---------------------------------------------------------------- speech
 
 class SpeechTimeline:
@@ -194,13 +150,30 @@ def rms_dbfs(waveform: np.ndarray) -> float:
 
 # ---------------------------------------------------------------- one video
 
-@dataclass
+@dataclass(frozen=True)
 class WindowSettings:
     window_samples: int = SAMPLE_RATE
     frames_per_second: float = 2.0
     face_size: int = 128
-    margin: float = 0.1  # Haar's box is as large as wav2pix's crops (median 1.00 on the fixture)
+    margin: float = 0.1  # a border beyond wav2pix's framing, which Haar's box matches
     silence_dbfs: float = -50.0
+    detector: str = "hog"
+    align: bool = True
+    vad: str = "silero"
+    speech_fraction: float = 0.5
+
+    def face_settings(self) -> FaceSettings:
+        return FaceSettings(self.detector, self.align, self.face_size, self.margin)
+
+
+class Inspector:
+    """What judges one process's frames and windows: the face cropper and the voice
+    detector, loaded once per process and reset per clip."""
+
+    def __init__(self, settings: WindowSettings):
+        self.settings = settings
+        self.faces = FaceCropper(settings.face_settings())
+        self.vad = make_vad(settings.vad)
 
 
 def probe(path: Path) -> str | None:
@@ -222,7 +195,7 @@ def _missing_track(container) -> str | None:
     return None
 
 
-def frame_windows(path: Path, settings: WindowSettings, faces: FaceFinder) -> Iterator[FrameWindow]:
+def frame_windows(path: Path, settings: WindowSettings, inspector: Inspector) -> Iterator[FrameWindow]:
     """Every sampled frame of one video with its speech window, in time order.
 
     Raises BrokenVideo when the file cannot be opened or has no audio or video track;
@@ -236,10 +209,11 @@ def frame_windows(path: Path, settings: WindowSettings, faces: FaceFinder) -> It
         missing = _missing_track(container)
         if missing:
             raise BrokenVideo(missing)
-        yield from _align(container, settings, faces)
+        inspector.faces.start_clip()
+        yield from _pair_up(container, settings, inspector)
 
 
-def _align(container, settings: WindowSettings, faces: FaceFinder) -> Iterator[FrameWindow]:
+def _pair_up(container, settings: WindowSettings, inspector: Inspector) -> Iterator[FrameWindow]:
     video, audio = container.streams.video[0], container.streams.audio[0]
     video.thread_type = "AUTO"
     # Keep the channels and average them ourselves, as data.audio does: FFmpeg's own
@@ -257,8 +231,8 @@ def _align(container, settings: WindowSettings, faces: FaceFinder) -> Iterator[F
                         speech.add(chunk.to_ndarray().mean(axis=0), chunk.time)  # (C, n) -> (n,)
                 elif sampler.take(frame.time):
                     last_time = frame.time
-                    waiting.append(_look_at(frame, settings, faces))
-            yield from _ready(waiting, speech, settings, final=False)
+                    waiting.append(_look_at(frame, inspector.faces))
+            yield from _ready(waiting, speech, inspector, final=False)
             # no frame to come can start its window before the oldest waiting one, or
             # before the next sampling time: the speech before that is never needed
             oldest = waiting[0].time if waiting else float(sampler.next_time) - 1e-3
@@ -267,7 +241,7 @@ def _align(container, settings: WindowSettings, faces: FaceFinder) -> Iterator[F
             speech.add(chunk.to_ndarray().mean(axis=0), chunk.time)
     except DECODE_ERRORS as error:
         raise BrokenVideo(f"{_reason(error)} (decoding stopped at {last_time:.1f} s)") from None
-    yield from _ready(waiting, speech, settings, final=True)
+    yield from _ready(waiting, speech, inspector, final=True)
 
 
 class FrameSampler:
@@ -285,34 +259,41 @@ class FrameSampler:
         return True
 
 
-def _look_at(frame, settings: WindowSettings, faces: FaceFinder) -> FrameWindow:
+def _look_at(frame, faces: FaceCropper) -> FrameWindow:
     """Find the face on arrival, so a waiting frame holds a small crop, not the picture."""
-    rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
-    box = faces.largest_face(rgb)
-    if box is None:
-        return FrameWindow(frame.time, dropped="no face")
-    return FrameWindow(frame.time, face=crop_face(rgb, box, settings.margin, settings.face_size))
+    face, dropped = faces.crop(frame.to_ndarray(format="rgb24"), frame.time)  # (H, W, 3)
+    return FrameWindow(frame.time, face=face, dropped=dropped)
 
 
 def _start(time: float, half: int) -> int:
     return int(round(time * SAMPLE_RATE)) - half
 
 
-def _ready(waiting: deque, speech: SpeechTimeline, settings: WindowSettings,
+def _ready(waiting: deque, speech: SpeechTimeline, inspector: Inspector,
            final: bool) -> Iterator[FrameWindow]:
     """Yield waiting frames whose speech window has fully arrived (all of them at the end)."""
+    settings = inspector.settings
     half, length = settings.window_samples // 2, settings.window_samples
     while waiting and (final or speech.covers(_start(waiting[0].time, half), length)):
         item = waiting.popleft()
         if item.dropped is None:
             item.waveform = speech.window(_start(item.time, half), length)
-            if item.waveform is None:
-                item.dropped = "outside audio"
-            elif rms_dbfs(item.waveform) < settings.silence_dbfs:
-                item.dropped, item.waveform = "silent speech", None
+            item.dropped = _not_speech(item.waveform, inspector)
         if item.dropped is not None:
-            item.face = None
+            item.face, item.waveform = None, None
         yield item
+
+
+def _not_speech(waveform: np.ndarray | None, inspector: Inspector) -> str | None:
+    """Why a window is not usable speech (missing, silent, no voice in it), or None."""
+    if waveform is None:
+        return "outside audio"
+    if rms_dbfs(waveform) < inspector.settings.silence_dbfs:
+        return "silent speech"
+    vad = inspector.vad
+    if vad is not None and vad.speech_fraction(waveform) < inspector.settings.speech_fraction:
+        return "no voice (VAD)"
+    return None
 
 
 def _reason(error: Exception) -> str:

@@ -138,16 +138,21 @@ def _sorted_pairs(pairs: list[Wav2pixPair]) -> list[Wav2pixPair]:
 
 # ---------------------------------------------------------------- reading one pair
 
-def read_face(path: Path, size: int, bgr_swap: bool = True) -> np.ndarray:
-    """The face as true-colour uint8 (size, size, 3): any image format whatever the
-    suffix says, BGR turned to RGB, centre-cropped to a square, resized bilinearly."""
+def read_image(path: Path, bgr_swap: bool = True) -> np.ndarray:
+    """The stored face as true-colour uint8 (H, W, 3), any image format whatever the
+    suffix says, BGR turned to RGB."""
     try:
         with Image.open(path) as image:
             rgb = np.asarray(image.convert("RGB"))  # (H, W, 3)
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise UnusablePair("unreadable face", f"{path}: {error}") from None
-    if bgr_swap:
-        rgb = rgb[..., ::-1]
+    return np.ascontiguousarray(rgb[..., ::-1]) if bgr_swap else rgb
+
+
+def read_face(path: Path, size: int, bgr_swap: bool = True) -> np.ndarray:
+    """The face as true-colour uint8 (size, size, 3), centre-cropped to a square and
+    resized bilinearly."""
+    rgb = read_image(path, bgr_swap)
     height, width = rgb.shape[:2]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2

@@ -1,0 +1,148 @@
+"""One finished video per file in `OUT.parts/`: what makes video preparation resumable.
+
+Each video's pairs (and its drop counts) go to their own small HDF5 file, written under a
+temporary name, flushed and renamed when the video is done, so a crash, a kill or Ctrl-C
+leaves only whole parts. A rerun with the same settings skips the videos that have one;
+OUT is then assembled from the parts in the videos' sorted order, so a resumed run writes
+the same file as an uninterrupted one, whatever `--workers` was.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+
+from data import video as videos
+
+PART_VERSION = 1
+_STRING = h5py.string_dtype("utf-8")
+
+
+@dataclass
+class PartSummary:
+    """What one video gave: pairs kept, pairs dropped per cause, and why it broke off."""
+    label: str
+    speaker: str
+    pairs: int = 0
+    dropped: dict = field(default_factory=dict)  # cause -> pairs
+    broken: str | None = None
+
+
+def _to_int16(waveform: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(waveform * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def _stamp(source) -> str:
+    """Identifies the file a part was made from: a changed video is prepared again."""
+    try:
+        stat = os.stat(source.path)
+        return f"{source.path}|{stat.st_size}|{stat.st_mtime_ns}"
+    except OSError:
+        return f"{source.path}|missing"
+
+
+class PartStore:
+    """The folder of parts beside OUT, valid for one set of window settings."""
+
+    def __init__(self, out: Path, settings: videos.WindowSettings):
+        self.folder = out.with_name(out.name + ".parts")
+        self.settings = {"part_version": PART_VERSION, **dataclasses.asdict(settings)}
+
+    def open(self) -> str | None:
+        """Make the folder, or reuse it; returns a note when earlier parts were discarded."""
+        note, record = None, self.folder / "settings.json"
+        if self.folder.is_dir():
+            kept = json.loads(record.read_text()) if record.is_file() else None
+            if kept != self.settings:
+                changed = sorted(k for k in self.settings if (kept or {}).get(k) != self.settings[k])
+                shutil.rmtree(self.folder)
+                note = f"{self.folder}: made with other settings ({', '.join(changed)}); started over"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob("*.tmp"):  # a part a crash left half written
+            stale.unlink()
+        record.write_text(json.dumps(self.settings, sort_keys=True))
+        return note
+
+    def path(self, source) -> Path:
+        return self.folder / (hashlib.sha1(source.label.encode()).hexdigest()[:20] + ".h5")
+
+    def finished(self, source) -> PartSummary | None:
+        """The summary of the video's part when it exists and was made from this file."""
+        path = self.path(source)
+        try:
+            with h5py.File(path, "r") as part:
+                if part.attrs["stamp"] != _stamp(source) or part.attrs["label"] != source.label:
+                    return None
+                return PartSummary(**json.loads(part.attrs["summary"]))
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def write_part(path: Path, source, inspector, chunk_pairs: int = 256) -> PartSummary:
+    """Prepare one video into its part file; the file appears only once it is complete."""
+    settings, summary = inspector.settings, PartSummary(source.label, source.speaker)
+    temporary = path.with_suffix(".tmp")
+    with h5py.File(temporary, "w") as part:
+        columns = _create_columns(part, settings)
+        chunk = []
+        try:
+            for window in videos.frame_windows(source.path, settings, inspector):
+                if window.dropped:
+                    summary.dropped[window.dropped] = summary.dropped.get(window.dropped, 0) + 1
+                    continue
+                chunk.append((_to_int16(window.waveform), window.face, f"{source.label}@{window.time:.2f}s"))
+                if len(chunk) >= chunk_pairs:
+                    summary.pairs += _append(columns, chunk)
+        except videos.BrokenVideo as broken:
+            summary.broken = broken.reason
+        summary.pairs += _append(columns, chunk)
+        part.attrs["label"], part.attrs["stamp"] = source.label, _stamp(source)
+        part.attrs["summary"] = json.dumps(dataclasses.asdict(summary))
+        part.flush()
+        os.fsync(part.id.get_vfd_handle())
+    os.replace(temporary, path)
+    return summary
+
+
+def _create_columns(part: h5py.File, settings) -> dict:
+    length, size = settings.window_samples, settings.face_size
+    return {
+        "waveforms": part.create_dataset("waveforms", (0, length), np.int16, maxshape=(None, length),
+                                         chunks=(16, length)),
+        "faces": part.create_dataset("faces", (0, size, size, 3), np.uint8,
+                                     maxshape=(None, size, size, 3), chunks=(16, size, size, 3)),
+        "names": part.create_dataset("names", (0,), _STRING, maxshape=(None,), chunks=(256,)),
+    }
+
+
+def _append(columns: dict, chunk: list) -> int:
+    """Write the buffered pairs and empty the buffer; returns how many were written."""
+    count = len(chunk)
+    if count:
+        start = columns["names"].shape[0]
+        for key, values in zip(("waveforms", "faces", "names"), zip(*chunk)):
+            columns[key].resize(start + count, axis=0)
+            columns[key][start:] = np.stack(values) if key != "names" else list(values)
+        chunk.clear()
+    return count
+
+
+def read_part(path: Path, chunk_pairs: int = 256) -> Iterator[tuple]:
+    """(waveforms int16 (n, L), faces uint8 (n, S, S, 3), names) a chunk at a time."""
+    with h5py.File(path, "r") as part:
+        total = part["names"].shape[0]
+        for start in range(0, total, chunk_pairs):
+            stop = min(start + chunk_pairs, total)
+            names = [n.decode() for n in part["names"][start:stop]]
+            yield part["waveforms"][start:stop], part["faces"][start:stop], names
