@@ -1059,6 +1059,8 @@ class SplitEvaluation:
         real = [to_uint8_images(torch.stack([dataset.face(i) for i in rows[s:s + 64]]))
                 for s in range(0, len(rows), 64)]
         self.real = suite.analyse(np.concatenate(real))
+        if "mouth_sync" in suite.names and dataset.condition_kind == "speech":
+            self.real.loudness = np.array([dataset.centre_loudness(i) for i in rows])
 
     @torch.no_grad()
     def generate(self, model: SpeechToFace) -> np.ndarray:
@@ -1091,7 +1093,8 @@ def metric_suite(names: list[str], info: PairFileInfo, device, inception_path) -
     if NEEDS_CLASSIFIER & set(names):
         classifier = identity_classifier_for(info.path, lambda: read_faces(info, "train"),
                                              len(info.speaker_names), device)
-    return FaceMetrics(names, device, classifier, inception)
+    demo = all(name.startswith("demo_") for name in info.speaker_names)   # data/demo.py's
+    return FaceMetrics(names, device, classifier, inception, "demo" if demo else "landmarks")
 
 
 def inception_network(path, device):

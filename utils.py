@@ -271,7 +271,7 @@ class JsonLog:
 
 
 def write_json(path, data) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_atomically(Path(path), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def trim_log(path: Path, step: int, epochs_done: int) -> int:
@@ -282,9 +282,7 @@ def trim_log(path: Path, step: int, epochs_done: int) -> int:
     lines = path.read_text().splitlines(keepends=True)
     kept = [line for line in lines if not _written_after(line, step, epochs_done)]
     if len(kept) != len(lines):
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text("".join(kept))
-        os.replace(partial, path)
+        write_atomically(path, "".join(kept).encode())
     return len(lines) - len(kept)
 
 
@@ -309,49 +307,87 @@ def _number(value) -> float:
 
 # ---------------------------------------------------------------- checkpoints
 
-def save_checkpoint(run_dir, payload: dict, name: str) -> Path:
-    """Write `name` atomically, then point `latest.pt` at it.
+def partial_path(target: Path) -> Path:
+    """Where `target` is written before it is renamed into place: one pattern for every file
+    a run writes whole (`remove_partial_files` clears those a kill left behind)."""
+    return target.with_name(f".{target.name}.{os.getpid()}.partial")
 
-    The file is written under a temporary name, flushed to disk, read back, and only then
-    renamed into place; `latest.pt` moves after that. A crash, a kill or a full disk
-    mid-write leaves the previous checkpoint and latest.pt as they were.
-    """
-    run_dir = Path(run_dir)
-    target = run_dir / name
-    partial = run_dir / f".{name}.partial"
+
+def write_durably(target, write, check=None) -> Path:
+    """The one way a whole file is written: `write(file)` into a partial file, flushed to
+    disk, `check(partial)` where given, renamed into place, and the rename made durable.
+    Readers see the old file or the new one; on any failure the partial file is removed and
+    the error raised."""
+    target = Path(target)
+    partial = partial_path(target)
     try:
-        _write_durably(partial, {"format_version": CHECKPOINT_FORMAT, **payload})
-        torch.load(partial, map_location="cpu", weights_only=True, mmap=True)   # readable?
+        with open(partial, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if check is not None:
+            check(partial)
         os.replace(partial, target)
-        _point_latest_at(target)
-        _sync_folder(run_dir)
-    except (OSError, RuntimeError, pickle.UnpicklingError) as error:
+        _sync_folder(target.parent)
+    except BaseException:
         partial.unlink(missing_ok=True)
-        # torch.save turns a failed write() into a RuntimeError; the OSError is its context.
-        failed_write = error if isinstance(error, OSError) else error.__context__
-        reason = (failed_write.strerror if isinstance(failed_write, OSError)
-                  else str(error).splitlines()[0][:100])
-        raise UserError(f"could not write the checkpoint {target} ({reason}); the previous "
-                        f"checkpoint {run_dir / 'latest.pt'} is intact; make room (or fix the "
-                        "folder), then continue with --resume latest") from None
+        raise
     return target
 
 
-def _write_durably(path: Path, payload: dict) -> None:
-    with open(path, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_durably(path, lambda f: f.write(data))
+
+
+def save_checkpoint(run_dir, payload: dict, name: str) -> Path:
+    """Write `name` durably (read back before it is renamed in), then point `latest.pt` at
+    it. A crash, a kill or a full disk mid-write leaves the previous checkpoint and
+    latest.pt as they were."""
+    run_dir = Path(run_dir)
+    target = save_checkpoint_file(run_dir / name, payload)
+    try:
+        _point_latest_at(target)
+    except OSError as error:
+        raise UserError(_not_written(target, error)) from None
+    return target
+
+
+def save_checkpoint_file(target, payload: dict) -> Path:
+    """One checkpoint (a numbered one, or best.pt) written durably and read back; a failed
+    write stops the run in one line that says latest.pt is intact."""
+    target = Path(target)
+    versioned = {"format_version": CHECKPOINT_FORMAT, **payload}
+    try:
+        write_durably(target, lambda f: torch.save(versioned, f), check=_readable)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as error:
+        raise UserError(_not_written(target, error)) from None
+    return target
+
+
+def _readable(path: Path) -> None:
+    torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def _not_written(target: Path, error: Exception) -> str:
+    # torch.save turns a failed write() into a RuntimeError; the OSError is its context.
+    failed_write = error if isinstance(error, OSError) else error.__context__
+    reason = (failed_write.strerror if isinstance(failed_write, OSError)
+              else str(error).splitlines()[0][:100])
+    return (f"could not write the checkpoint {target} ({reason}); the previous checkpoint "
+            f"{target.parent / 'latest.pt'} is intact; make room (or fix the folder), then "
+            "continue with --resume latest")
 
 
 def _point_latest_at(target: Path) -> None:
-    latest_partial = target.parent / ".latest.pt.partial"
-    latest_partial.unlink(missing_ok=True)
+    latest = target.parent / "latest.pt"
+    latest_partial = partial_path(latest)
     try:
         os.link(target, latest_partial)
     except OSError:                  # a file system without hard links: copy
         shutil.copyfile(target, latest_partial)
-    os.replace(latest_partial, target.parent / "latest.pt")
+    os.replace(latest_partial, latest)
+    _sync_folder(target.parent)
 
 
 def _sync_folder(folder: Path) -> None:
@@ -363,13 +399,6 @@ def _sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def save_checkpoint_file(target, payload: dict) -> Path:
-    """Write one checkpoint under a temporary name and rename it into place."""
-    target = Path(target)
-    partial = target.with_name(f".{target.name}.partial")
-    torch.save({"format_version": CHECKPOINT_FORMAT, **payload}, partial)
-    os.replace(partial, target)
-    return target
 
 
 def resolve_checkpoint(path) -> Path:
@@ -458,9 +487,9 @@ def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
 
 
 def remove_partial_files(run_dir: Path) -> list[Path]:
-    """Half-written checkpoints left by a run killed mid-write (they were never renamed in)."""
-    partials = sorted([*run_dir.glob(".checkpoint_*.pt.partial"),
-                       *run_dir.glob(".latest.pt.partial")])
+    """Half-written files (checkpoints, best.pt, latest.pt, log, pages) left by a run killed
+    mid-write: they were never renamed in."""
+    partials = sorted(run_dir.glob(".*.partial"))
     for path in partials:
         path.unlink()
     return partials
@@ -1152,12 +1181,6 @@ def npm_pack(specs: list[str], folder: str) -> dict[str, str]:
             for package in json.loads(result.stdout)}
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 def serve_dashboard(port: int) -> None:

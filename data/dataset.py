@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from data.audio import prepare_waveform
+from data.audio import SAMPLE_RATE, prepare_waveform
 from data.schema import PairFileError, PairFileInfo, require_embeddings
 
 IN_MEMORY_LIMIT_BYTES = 2 << 30   # a split this small is read once instead of every batch
@@ -90,6 +90,16 @@ class SpeechFaceDataset(Dataset):
         start = self._crop_start(len(window), generator)
         speech = window[start:start + self.audio_samples].astype(np.float32) / 32768.0
         return torch.from_numpy(prepare_waveform(speech))[None]          # (1, T)
+
+    def centre_loudness(self, index: int, seconds: float = 0.5) -> float:
+        """dB (full scale) of the centre `seconds` of the model's input window, as evaluation
+        crops it: what a frame's mouth at that instant would follow."""
+        window = self._rows()["waveforms"][index]
+        start = self._crop_start(len(window))
+        speech = window[start:start + self.audio_samples].astype(np.float32) / 32768.0
+        half = min(len(speech), round(seconds * SAMPLE_RATE)) // 2
+        centre = speech[len(speech) // 2 - half: len(speech) // 2 + half]
+        return float(10 * np.log10(np.mean(centre ** 2) + 1e-10))
 
     def condition(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """The model's input for pair `index`: its speech (1, T), its vector (E,), or (0,)."""

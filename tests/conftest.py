@@ -34,6 +34,14 @@ def write_tiny_pairs(folder) -> Path:
     return write_pair_file(Path(folder) / "tiny.h5", splits, ["anna", "bert", "carl"])
 
 
+def write_two_speaker_pairs(folder) -> Path:
+    """The smallest run: 2 speakers, 4 train pairs (two steps of 2), 0.375 s windows, 16 px."""
+    rng = np.random.default_rng(0)
+    return write_pair_file(Path(folder) / "pairs.h5", {"train": make_pairs(rng, 4, 6000, 16, 2),
+                                                       "valid": make_pairs(rng, 2, 6000, 16, 2)},
+                           ["a", "b"])
+
+
 @pytest.fixture
 def tiny_pairs(tmp_path) -> Path:
     return write_tiny_pairs(tmp_path)

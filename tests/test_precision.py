@@ -8,15 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import runtime
-from data.schema import write_pair_file
 from models.blocks import sn
 from models.precision import Hardware, choose_precision, cpu_runs_bf16_natively, hardware_of
-from tests.conftest import make_pairs
+from tests.conftest import write_two_speaker_pairs
 from utils import UserError, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,9 +63,7 @@ def test_this_cpu_is_read_from_what_pytorch_reports():
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("precision")
-    rng = np.random.default_rng(0)
-    write_pair_file(folder / "pairs.h5", {"train": make_pairs(rng, 4, 6000, 16, 2),
-                                          "valid": make_pairs(rng, 2, 6000, 16, 2)}, ["a", "b"])
+    write_two_speaker_pairs(folder)
     return folder
 
 

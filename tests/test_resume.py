@@ -15,17 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import runtime
 import trainer
-from data.schema import write_pair_file
 from models.speech_encoder import SpeechEncoder, SpeechEncoderConfig
-from tests.conftest import assert_identical, make_pairs
+from tests.conftest import assert_identical, write_two_speaker_pairs
 from trainer import StopSignals
-from utils import load_checkpoint
+from utils import UserError, load_checkpoint, remove_partial_files, save_checkpoint_file
 
 REPO = Path(__file__).resolve().parents[1]
 # 4 train pairs in batches of 2: two steps per epoch, two epochs; 0.3 s of speech per face.
@@ -53,9 +51,7 @@ def cli(workdir: Path, *args) -> int:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("survival")
-    rng = np.random.default_rng(0)
-    write_pair_file(folder / "pairs.h5", {"train": make_pairs(rng, 4, 6000, 16, 2),
-                                          "valid": make_pairs(rng, 2, 6000, 16, 2)}, ["a", "b"])
+    write_two_speaker_pairs(folder)
     return folder
 
 
@@ -262,6 +258,43 @@ def test_a_write_that_fails_mid_file_keeps_the_previous_checkpoint(workdir, refe
     assert "(File too large)" in error and "checkpoints/full/latest.pt is intact" in error
     assert identity(run_dir / "latest.pt") == before
     assert load_checkpoint(run_dir / "latest.pt")["step"] == 3
+    assert not list(run_dir.glob(".*.partial"))
+
+
+# A writer killed mid-file: pickling this object blocks, with the partial file open.
+KILLED_MID_WRITE = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from utils import save_checkpoint_file
+class Stalls:
+    def __reduce__(self):
+        time.sleep(120)
+        return (int, ())
+save_checkpoint_file(sys.argv[2], {"step": 99, "stalls": Stalls()})
+"""
+
+
+def test_best_pt_is_written_as_every_checkpoint_is(workdir, reference):
+    """best.pt (--eval_every) goes through the same durable writer: a full disk is one line
+    and keeps the previous best.pt, and a kill mid-write leaves it too, with a partial file
+    that the next run's clean-up removes."""
+    run_dir = clone_run(reference, workdir / "checkpoints" / "best", INSIDE_EPOCH_2)
+    best = save_checkpoint_file(run_dir / "best.pt", load_checkpoint(run_dir / "latest.pt"))
+    before = identity(best)
+    with file_size_limit(1 << 20), pytest.raises(UserError) as failed:
+        save_checkpoint_file(best, {**load_checkpoint(best), "padding": torch.zeros(1 << 21)})
+    message = str(failed.value)
+    assert "\n" not in message and message.startswith(f"could not write the checkpoint {best} "
+                                                      "(File too large)")
+    assert "latest.pt is intact" in message
+    assert identity(best) == before and not list(run_dir.glob(".*.partial"))
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_MID_WRITE, str(REPO), str(best)],
+                              stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(run_dir.glob(".best.pt.*.partial")), writer)
+    writer.kill()
+    writer.wait()
+    assert identity(best) == before and load_checkpoint(best)["step"] == 3
+    assert [p.name for p in remove_partial_files(run_dir)] == [f".best.pt.{writer.pid}.partial"]
     assert not list(run_dir.glob(".*.partial"))
 
 

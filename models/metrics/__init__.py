@@ -19,6 +19,9 @@ METRICS = {
                "dlib's feature spaces (and Inception FID with --inception)",
     "l1": "mean L1 distance to the paired real frame, in [-1, 1] pixel units",
     "matching": "1:2 matching accuracy and voice-to-face recall@1/5/10 on dlib descriptors",
+    "mouth_sync": "within speakers, the correlation of generated with real mouth openness "
+                  "(dlib's lip landmarks; on the demo set its mouth contrast), each one's "
+                  "spread, and how both follow the loudness of the speech window",
 }
 
 # What needs dlib's face descriptor, and what needs the identity classifier.

@@ -94,6 +94,16 @@ class DlibFaces:
             return found, None
         return found, self.describe_chips(chips)
 
+    def landmark_points(self, faces: np.ndarray) -> np.ndarray:
+        """faces uint8 (N, S, S, 3) -> (N, 68, 2) landmarks on the detection canvas; NaN for
+        faces where no face with all 68 landmarks was found."""
+        points = np.full((len(faces), LANDMARKS, 2), np.nan, np.float32)
+        for index, face in enumerate(faces):
+            found, shape = self._shape(detection_canvas(face))
+            if found:
+                points[index] = [(shape.part(i).x, shape.part(i).y) for i in range(LANDMARKS)]
+        return points
+
     def describe_chips(self, chips: list) -> np.ndarray:
         vectors = self.recogniser.compute_face_descriptor(chips) if chips else []
         return np.asarray([np.asarray(v) for v in vectors], np.float32).reshape(-1, 128)

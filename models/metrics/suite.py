@@ -15,6 +15,7 @@ from models.metrics.distances import (frechet_distance, matching_1v2, recall_at_
                                       similarity_to_speakers, top_k_accuracy)
 from models.metrics.face_analysis import DlibFaces, HaarFaces
 from models.metrics.identity_classifier import IdentityClassifier, classify
+from models.metrics.mouth import demo_mouth_openness, landmark_mouth_openness, mouth_sync_scores
 
 RECALL_KS = (1, 5, 10)
 
@@ -29,15 +30,21 @@ class Analysis:
     logits: np.ndarray | None = None            # (N, K) identity classifier
     features: np.ndarray | None = None          # (N, 128) identity classifier
     inception: np.ndarray | None = None         # (N, 2048)
+    mouth: np.ndarray | None = None             # (N,) mouth openness, NaN where unmeasured
+    loudness: np.ndarray | None = None          # (N,) dB of the speech window's centre (real)
 
 
 class FaceMetrics:
     def __init__(self, names: list[str], device, classifier: IdentityClassifier | None = None,
-                 inception=None):
+                 inception=None, mouth_measure: str = "landmarks"):
+        """`mouth_measure`: "landmarks" (dlib's lips) or "demo" (the demo faces' mouth contrast)."""
         self.names, self.device = list(names), device
         self.classifier, self.inception = classifier, inception
+        self.mouth_measure = mouth_measure
         wants = set(self.names)
-        self.dlib = DlibFaces() if wants & ({"detection_dlib"} | NEEDS_DESCRIPTORS) else None
+        landmarks = "mouth_sync" in wants and mouth_measure == "landmarks"
+        needs_dlib = wants & ({"detection_dlib"} | NEEDS_DESCRIPTORS) or landmarks
+        self.dlib = DlibFaces() if needs_dlib else None
         self.haar = HaarFaces() if "detection_haar" in wants else None
         if wants & NEEDS_CLASSIFIER and classifier is None:
             raise ValueError("the identity and frechet metrics need an identity classifier")
@@ -59,6 +66,9 @@ class FaceMetrics:
             analysis.logits, analysis.features = classify(self.classifier, faces, self.device)
         if self.inception is not None and "frechet" in wants:
             analysis.inception = inception_features(self.inception, faces, self.device)
+        if "mouth_sync" in wants:
+            analysis.mouth = (demo_mouth_openness(faces) if self.mouth_measure == "demo" else
+                              landmark_mouth_openness(self.dlib.landmark_points(faces)))
         return analysis
 
     def score(self, fake: Analysis, real: Analysis, speaker_ids: np.ndarray) -> dict[str, float]:
@@ -94,6 +104,9 @@ class FaceMetrics:
         if fake.inception is not None:
             results["fid_inception"] = frechet_distance(real.inception, fake.inception)
         return results
+
+    def _mouth_sync(self, fake, real, speaker_ids):
+        return mouth_sync_scores(fake.mouth, real.mouth, real.loudness, speaker_ids)
 
     def _l1(self, fake, real, _):
         difference = np.abs(fake.faces.astype(np.float32) - real.faces.astype(np.float32))
