@@ -261,6 +261,7 @@ class GanStep:
     def __init__(self, model: SpeechToFace, options, device: torch.device,
                  ranks: Ranks = SINGLE_PROCESS):
         self.model, self.options, self.device, self.ranks = model, options, device, ranks
+        resolve_precision(options, device, announce=ranks.is_main)
         # foreach: one op per step over all of a network's tensors, 49 ms for G and D on this
         # CPU against 79 ms for the per-tensor loop. fused (10 ms) made a 2-process run end
         # 4% away from one process on the same global batch (test_distributed), so no.
@@ -399,7 +400,6 @@ class Trainer:
         """`resume`: a checkpoint to continue exactly (runtime.py loads it for --resume);
         `ranks`: this process's place among torchrun's (one process by default)."""
         self.options, self.device, self.ranks = options, device, ranks
-        resolve_precision(options, device, announce=ranks.is_main)
         self.info = validate_pair_file(dataset_path)
         self.speaker_names, self.speaker_map = self.info.speaker_names, None
         self.base = self._finetune_base()

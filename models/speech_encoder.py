@@ -52,7 +52,9 @@ class StridedConv1d(nn.Conv1d):
         padded = F.pad(signal, (pad, pad), mode=mode)                     # (B, C, L + 2p)
         patches = padded.unfold(2, self.kernel_size[0], self.stride[0])   # (B, C, L', k)
         patches = patches.permute(0, 2, 1, 3).flatten(2)                  # (B, L', C*k)
-        out = patches @ self.weight.flatten(1).t() + self.bias           # (B, L', C_out)
+        out = patches @ self.weight.flatten(1).t()                       # (B, L', C_out)
+        if self.bias is not None:
+            out = out + self.bias
         return out.transpose(1, 2)                                        # (B, C_out, L')
 
 

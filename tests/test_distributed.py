@@ -262,7 +262,10 @@ def agree(ranks):
 # In a function, so the DDP modules go before the process group does: gloo (torch 2.13)
 # aborts at times when they are left for the interpreter's exit.
 with process_group(torch.device("cpu")) as ranks:
-    print("RESULT " + json.dumps(agree(ranks)))
+    # One write() of the whole line: print's separate newline lets the other process's
+    # line land between them.
+    sys.stdout.write("RESULT " + json.dumps(agree(ranks)) + "\\n")
+    sys.stdout.flush()
 '''
 
 

@@ -201,7 +201,9 @@ def test_evaluate_prints_a_table_and_writes_every_metric_beside_the_checkpoint(
                 "recall_at_5", "recall_at_10"}
     metrics = report["metrics"]
     assert expected <= metrics.keys()
-    assert all(np.isfinite(v) for v in metrics.values())
+    # mouth sync needs lip landmarks, which dlib finds on none of these coloured squares
+    assert metrics["mouth_measured"] == 0 and np.isnan(metrics["mouth_sync"])
+    assert all(np.isfinite(v) for k, v in metrics.items() if not k.startswith("mouth_"))
     assert metrics["fid_inception"] >= 0 and 0 < metrics["l1"] <= 2
 
 

@@ -52,7 +52,7 @@ def test_each_variant_trains_two_steps_and_renders(variant, tiny_pairs, tmp_path
     assert ("d_wrong" in record) == (variant != "no_cls")
     model = SpeechToFace(ModelArgs(**checkpoint["model_args"]))
     model.load_state_dict(checkpoint["networks"])
-    assert checkpoint["model_args"]["generator"] == ("adain" if variant == "adain" else "dcgan")
+    assert checkpoint["model_args"]["generator"] == ("adain" if variant == "adain" else "resize")
     assert checkpoint["model_args"]["discriminator"] == ("sagan" if variant == "sagan" else "dcgan")
     assert runtime.main(["--inference", "--pre_trained_gen", str(run_dir), "--dataset",
                          str(tiny_pairs), "--save_path", variant]) == 0
