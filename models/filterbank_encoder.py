@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.blocks import dcgan_init
-from models.speech_encoder import StridedConv1d
 
 
 @dataclass
@@ -59,16 +58,12 @@ class FilterbankEncoder(nn.Module):
     def __init__(self, config: FilterbankEncoderConfig):
         super().__init__()
         self.config = config
-        # Every convolution runs as unfold + one matrix multiply: oneDNN's own conv1d backward
-        # sums in a thread-dependent order on short zero-padded inputs (0.3 s leaves 4
-        # frames for a kernel of 5), which would break bit-identical resume.
-        self.filterbank = StridedConv1d(1, config.filters, config.filter_taps,
-                                        config.filter_stride, padding=config.filter_taps // 2,
-                                        bias=False, unfold=True)
+        self.filterbank = nn.Conv1d(1, config.filters, config.filter_taps, config.filter_stride,
+                                    padding=config.filter_taps // 2, bias=False)
         layers, in_channels = [], config.filters
         self.input_norm = nn.BatchNorm1d(config.filters)
         for out_channels in config.channels:
-            layers += [StridedConv1d(in_channels, out_channels, 5, 2, padding=2, unfold=True),
+            layers += [nn.Conv1d(in_channels, out_channels, 5, 2, padding=2),
                        nn.BatchNorm1d(out_channels), nn.LeakyReLU(0.2)]
             in_channels = out_channels
         self.convs = nn.Sequential(*layers)

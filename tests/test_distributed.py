@@ -26,8 +26,12 @@ from utils import Ranks, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 # fp32 unless a test asks otherwise: the agreement these tests measure is fp32's, on any CPU.
+# wav2pix's networks: the 1% agreement below was measured with them; the filterbank's 25,000
+# first-layer taps, many with gradients at rounding level, let Adam's first steps flip signs
+# between the 1- and 2-process sums (1-2% under AVX2 kernels, measured with the filterbank
+# encoder and, with segan, the resize generator: 1.9%).
 FAST = ["--audio_seconds", "0.3", "--num_workers", "0", "--epochs", "1", "--no_visdom",
-        "--precision", "fp32"]
+        "--precision", "fp32", "--speech_encoder", "segan", "--generator", "dcgan"]
 # BatchNorm on stored statistics and no feature matching: the two terms whose batch
 # statistics do not split over processes (see test_two_processes_equal_one_process...).
 COMPARABLE = ["--batchnorm", "frozen", "--l2_coef", "0"]
@@ -178,9 +182,11 @@ def test_two_processes_equal_one_process_with_the_global_batch(two_process_run, 
     count changes summation order too. Measured here (torch 2.13, CPU, the same on every
     run): the networks end 1.4e-6 to 1.1e-5 of their training movement apart (the averaged
     generator 1.6e-6 to 1.2e-5), the logged figures within 6e-7 relative (g_fm aside, see
-    largest_relative_difference). We allow 1% per network and 1e-4 per figure: some 1000
-    times the measured rounding drift, and 30 times below the smallest gap a real error
-    makes. A run that sees only half of each global batch (what ranks that did not average
+    largest_relative_difference). On a 2-core Intel Xeon (AVX-512, AMX) the speech encoder
+    ended 2.3% apart and the logged figures 4.9e-4 (the same at the commit before this
+    change): that CPU's kernels block batch 2 and 4 differently enough for Adam to flip signs
+    in SEGAN's first layer. We allow 5% per network and 2e-3 per figure: twice the worst
+    drift measured, and 6 times below the smallest gap a real error makes. A run that sees only half of each global batch (what ranks that did not average
     would learn) ends 33% to 125% away, and the check below shows the test would see it.
     """
     one = one_process(workdir, single_process_checkpoint, "one", "--batch_size", "4")
@@ -190,11 +196,11 @@ def test_two_processes_equal_one_process_with_the_global_batch(two_process_run, 
     start = load_checkpoint(single_process_checkpoint)["networks"]
     a, b, c = (load_checkpoint(run / "latest.pt") for run in (one, two, half))
     for part in (*GENERATOR_PARTS, "projection_discriminator"):
-        assert relative_difference(a["networks"], b["networks"], start, part) < 0.01, part
-        assert relative_difference(a["networks"], c["networks"], start, part) > 0.1, part
+        assert relative_difference(a["networks"], b["networks"], start, part) < 0.05, part
+        assert relative_difference(a["networks"], c["networks"], start, part) > 0.3, part
     for part in GENERATOR_PARTS:
-        assert relative_difference(a["ema"], b["ema"], start, part) < 0.01, part
-    assert largest_relative_difference(logged_figures(one), logged_figures(two)) < 1e-4
+        assert relative_difference(a["ema"], b["ema"], start, part) < 0.05, part
+    assert largest_relative_difference(logged_figures(one), logged_figures(two)) < 2e-3
 
 
 def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, workdir):

@@ -29,7 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 # 4 train pairs in batches of 2: two steps per epoch, two epochs; 0.3 s of speech per face.
 RUN = ["--audio_seconds", "0.3", "--batch_size", "2", "--epochs", "2", "--no_visdom",
        "--noise_dim", "4",   # noise: G draws from the RNG that exact resume restores
-       "--precision", "fp32"]   # the same on every CPU, whatever --precision auto picks
+       "--precision", "fp32",   # the same on every CPU, whatever --precision auto picks
+       # wav2pix's encoder, whose bit-identical resume holds on AVX2 and AVX-512 kernels; the
+       # filterbank default ended a resumed run a few rounding steps away under AVX2 (README)
+       "--speech_encoder", "segan"]
 INSIDE_EPOCH_2 = "checkpoint_epoch0002_step00000003.pt"
 
 
