@@ -44,12 +44,13 @@ class SileroVad:
         import warnings
 
         import torch
-        from silero_vad import load_silero_vad
-        torch.set_num_threads(1)  # a 2k-parameter-per-step model: threads only add overhead
+        threads = torch.get_num_threads()
+        from silero_vad import load_silero_vad    # its import sets torch to one thread
         self._torch = torch
         with warnings.catch_warnings():  # its loader's importlib and torch.jit deprecations
             warnings.simplefilter("ignore", DeprecationWarning)
             self.model = load_silero_vad()
+        torch.set_num_threads(threads)
 
     def speech_fraction(self, waveform: np.ndarray) -> float:
         count = len(waveform) // self.frame_samples
@@ -58,9 +59,16 @@ class SileroVad:
         self.model.reset_states()  # each window is judged on its own
         frames = self._torch.from_numpy(np.ascontiguousarray(waveform[:count * self.frame_samples],
                                                              np.float32))
-        with self._torch.no_grad():
-            probabilities = [float(self.model(chunk, SAMPLE_RATE))
-                             for chunk in frames.reshape(count, self.frame_samples)]
+        # One thread for a 2k-parameter-per-step model (more only add overhead), and the
+        # process's own count back afterwards: training in the same process must not change.
+        threads = self._torch.get_num_threads()
+        self._torch.set_num_threads(1)
+        try:
+            with self._torch.no_grad():
+                probabilities = [float(self.model(chunk, SAMPLE_RATE))
+                                 for chunk in frames.reshape(count, self.frame_samples)]
+        finally:
+            self._torch.set_num_threads(threads)
         return float(np.mean(np.asarray(probabilities) >= self.threshold))
 
 

@@ -267,3 +267,15 @@ def test_bad_new_options_are_one_line(tmp_path, capsys, args, message):
     code, _, stderr = run_cli(["videos", tmp_path, tmp_path / "o.h5", *args], capsys)
     assert code == 2 and stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
     assert message in stderr, stderr
+
+
+def test_the_voice_detector_leaves_the_process_thread_count_alone():
+    """Silero runs on one thread (and its import sets torch to one), but a prepare run in the
+    same process as training (as in these tests) must not leave torch there: an in-process
+    run would then sum in another order than a subprocess, and exact resume tests fail."""
+    import torch
+    from data.speech_activity import make_vad
+    before = torch.get_num_threads()
+    vad = make_vad("silero")
+    vad.speech_fraction(np.zeros(16000, np.float32))
+    assert torch.get_num_threads() == before
