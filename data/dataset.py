@@ -85,18 +85,20 @@ class SpeechFaceDataset(Dataset):
             return int(torch.randint(spare + 1, (), generator=generator).item())
         return spare // 2
 
-    def waveform(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _speech(self, index: int, generator: torch.Generator | None = None) -> np.ndarray:
+        """The model's T samples of pair `index` (a random crop in training, else the centre),
+        float32 in [-1, 1]."""
         window = self._rows()["waveforms"][index]
         start = self._crop_start(len(window), generator)
-        speech = window[start:start + self.audio_samples].astype(np.float32) / 32768.0
-        return torch.from_numpy(prepare_waveform(speech))[None]          # (1, T)
+        return window[start:start + self.audio_samples].astype(np.float32) / 32768.0
+
+    def waveform(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.from_numpy(prepare_waveform(self._speech(index, generator)))[None]  # (1, T)
 
     def centre_loudness(self, index: int, seconds: float = 0.5) -> float:
         """dB (full scale) of the centre `seconds` of the model's input window, as evaluation
         crops it: what a frame's mouth at that instant would follow."""
-        window = self._rows()["waveforms"][index]
-        start = self._crop_start(len(window))
-        speech = window[start:start + self.audio_samples].astype(np.float32) / 32768.0
+        speech = self._speech(index)
         half = min(len(speech), round(seconds * SAMPLE_RATE)) // 2
         centre = speech[len(speech) // 2 - half: len(speech) // 2 + half]
         return float(10 * np.log10(np.mean(centre ** 2) + 1e-10))
