@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 import trainer
-from models import CONDITIONS, DISCRIMINATORS, GENERATORS, SPEECH_ENCODERS
+from models import CONDITIONS, DISCRIMINATORS, GENERATORS, IMAGE_SIZES, SPEECH_ENCODERS
 from models.losses import ADVERSARIAL_LOSSES
 from models.precision import PRECISIONS
 from utils import LOG_TO, OneLineParser, UserError
 
-IMAGE_SIZES = (64, 128)
+IMAGE_SIZES_TEXT = " or ".join(map(str, IMAGE_SIZES))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     wav2pix.add_argument("--num_workers", type=int, default=8,
                          help="DataLoader workers (clipped to the number of cores)")
     wav2pix.add_argument("--epochs", type=int, default=200)
-    wav2pix.add_argument("--image_size", type=int, default=64, help="64 or 128")
+    wav2pix.add_argument("--image_size", type=int, default=64, help=IMAGE_SIZES_TEXT)
     wav2pix.add_argument("--inference", action="store_true",
                          help="render faces instead of training")
     ours = parser.add_argument_group("further options")
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop after this many training steps (0: no limit); for smoke tests")
     ours.add_argument("--audio", nargs="+", default=None, metavar="PATH",
                       help="with --inference: your own wav files or folders, one face per window")
-    # ---- surviving runs (issue 8)
+    # ---- surviving runs: checkpoints on a schedule, stop signals, non-finite losses
     ours.add_argument("--resume", default=None, metavar="latest|PATH",
                       help="continue a run exactly: 'latest' in checkpoints/<save_path>, or a "
                            "checkpoint or run folder; its options apply unless given again")
@@ -111,7 +111,7 @@ def check_dashboard_options(options) -> None:
 
 
 def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
-    """--evaluate and the metrics during training (issue 4)."""
+    """--evaluate and the metrics during training."""
     from models.metrics import METRICS
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--evaluate", action="store_true",
@@ -146,7 +146,7 @@ def check_evaluation_options(options) -> None:
                         "Inception-v3 file such as inception-2015-12-05.pt")
 
 
-# ---------------------------------------------------------------- GAN variants (issue 7)
+# ---------------------------------------------------------------- GAN variants
 
 UNCONDITIONAL_NOISE_DIM = 100    # DCGAN's noise size (Radford et al. 2016)
 
@@ -217,7 +217,7 @@ def resolve_variants(options) -> None:
         options.noise_dim = UNCONDITIONAL_NOISE_DIM
 
 
-# ---------------------------------------------------------------- scaling up (issue 6)
+# ---------------------------------------------------------------- scaling up: torchrun, --batchnorm
 
 def add_scaling_options(parser: argparse.ArgumentParser) -> None:
     scaling = parser.add_argument_group(
@@ -268,7 +268,7 @@ def check_options(options) -> None:
         if not (math.isfinite(value) and value >= 0):
             raise UserError(f"--{name} must be zero or positive, got {value}")
     if options.image_size not in IMAGE_SIZES:
-        raise UserError(f"--image_size must be 64 or 128, got {options.image_size}")
+        raise UserError(f"--image_size must be {IMAGE_SIZES_TEXT}, got {options.image_size}")
     if not 0.3 <= options.audio_seconds <= 4.0:
         raise UserError(f"--audio_seconds must be between 0.3 and 4, got {options.audio_seconds}")
     for name in ("num_workers", "noise_dim", "max_steps", "seed"):

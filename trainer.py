@@ -1,4 +1,10 @@
-"""Training and rendering: turns losses into optimiser steps, and speech into face PNGs."""
+"""Training and rendering: turns losses into optimiser steps, and speech into face PNGs.
+
+The Trainer runs the loop and owns where a run stands (epoch, step, checkpoints, resume);
+it composes GanStep (models/gan_step.py: one batch's losses, optimisers and averaged
+generator), PreciseBatchNorm, and on the main process RunReports (held-out scores, the
+--eval_every metrics, sample grids, best.pt).
+"""
 from __future__ import annotations
 
 import math
@@ -7,31 +13,26 @@ import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.profiler import record_function
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data.audio import (SAMPLE_RATE, find_audio_files, load_speech, prepare_waveform,
-                        speech_windows)
-from data.dataset import SpeechFaceDataset
-from data.order import EpochDraws, EpochOrder, seed_worker
-from data.dataset import read_faces, read_speaker_ids
+from data.audio import SAMPLE_RATE, find_audio_files, load_speech, prepare_waveform, speech_windows
+from data.dataset import SpeechFaceDataset, in_chunks, spread_over_speakers
+from data.order import seed_worker, training_order
 from data.schema import PairFileInfo, require_embeddings, validate_pair_file
 from models import ModelArgs, SpeechToFace
 from models.blocks import BATCH_NORMS
 from models.ema import GeneratorEma
-from models.metrics import NEEDS_CLASSIFIER, parse_metric_names
-from models.metrics.identity_classifier import identity_classifier_for
-from models.metrics.suite import FaceMetrics, format_table, load_inception
-from models.precision import autocast, resolve_precision
-from models.losses import (ADVERSARIAL_LOSSES, feature_matching_loss, gradient_penalty,
-                           reconstruction_l1, speaker_softmax_loss)
+from models.gan_step import GanStep, NonFiniteLoss, describe_losses
+from models.metrics import best_metric
+from models.metrics.evaluation import EVAL_SAMPLES, SplitEvaluation, evaluation_for
+from models.metrics.suite import format_table
 from utils import (SINGLE_PROCESS, Ranks, UserError, Visualizer, face_grid, load_checkpoint,
                    prepare_output_dir, save_checkpoint, save_png, seed_everything,
                    to_uint8_images)
@@ -51,23 +52,18 @@ def held_out_split(info: PairFileInfo) -> str:
             return split
 
 
-def spread_over_speakers(speaker_ids: np.ndarray, count: int) -> list[int]:
-    """Up to `count` row indices taking speakers in turn, so every speaker shows in a grid."""
-    queues = [list(np.flatnonzero(speaker_ids == s)) for s in np.unique(speaker_ids)]
-    rows = []
-    while len(rows) < count and any(queues):
-        for queue in queues:
-            if queue and len(rows) < count:
-                rows.append(int(queue.pop(0)))
-    return rows
-
-
 @dataclass
 class SampleSet:
     """Fixed pairs drawn every epoch: their condition (centre-cropped speech) and real faces."""
     conditions: torch.Tensor     # (N, 1, T) speech, (N, E) stored vectors, or (N, 0)
     faces: torch.Tensor          # (N, 3, S, S)
     speakers: list[str]
+
+    @classmethod
+    def of(cls, dataset: SpeechFaceDataset, speaker_names: list[str], count: int) -> "SampleSet":
+        """`count` pairs of the dataset, speakers in turn, read once."""
+        rows = spread_over_speakers(dataset.speaker_ids, count)
+        return cls(*dataset.batch(rows), [speaker_names[dataset.speaker_ids[i]] for i in rows])
 
 
 def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...], source,
@@ -113,7 +109,7 @@ def networks_finite(model: torch.nn.Module) -> bool:
     return all(t.isfinite().all() for t in tensors)
 
 
-# ---------------------------------------------------------------- surviving (issue 8)
+# ---------------------------------------------------------------- surviving
 # Where a run stands inside its epoch, stop signals, and the non-finite loss guard; the
 # Trainer composes them, none of them trains.
 
@@ -176,14 +172,6 @@ class StopSignals:
             signal.signal(signum, handler)
 
 
-class NonFiniteLoss(Exception):
-    """A NaN or infinite loss; the step it belongs to was not applied. `losses`: the figures."""
-
-    def __init__(self, losses: dict[str, float]):
-        super().__init__(describe_losses(losses))
-        self.losses = losses
-
-
 class TrainingDiverged(UserError):
     """Too many non-finite losses in a row: the run stopped, keeping its last good checkpoint."""
 
@@ -209,187 +197,29 @@ class NonFiniteGuard:
                 "or check the data, then --resume from it")
 
 
-def describe_losses(losses: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.4g}" for k, v in losses.items() if not math.isfinite(v)) or "?"
+class PreciseBatchNorm:
+    """G's BatchNorm statistics recomputed from fixed training pairs before faces are drawn
+    in eval mode or saved, once a step. They are computed from scratch, so they depend on
+    the weights alone and a resumed run saves the same ones. --batchnorm frozen trains on
+    the stored statistics, so they stay."""
 
+    def __init__(self, dataset: SpeechFaceDataset, seed: int, frozen: bool):
+        # Cropped as training crops them, from a generator of their own: no training draw moves.
+        crops = torch.Generator().manual_seed(seed)
+        rows = spread_over_speakers(dataset.speaker_ids, BATCHNORM_PAIRS)
+        self.conditions = dataset.batch(rows, crops)[0]
+        self.enabled = len(self.conditions) >= 2 and not frozen
+        self.refreshed_at: int | None = None
 
-# ---------------------------------------------------------------- one training step
-
-class GeneratorSide(nn.Module):
-    """The networks G's optimiser trains (condition encoder, face generator, speaker
-    classifier) as one module, for DistributedDataParallel.
-
-    DDP wraps whole modules, and the GAN's halves step apart, so this half is gathered here
-    and D is wrapped on its own. The parameters are the model's own: checkpoints keep
-    saving the plain `model.state_dict()`.
-    """
-
-    def __init__(self, model: SpeechToFace):
-        super().__init__()
-        self.parts = nn.ModuleDict({name: getattr(model, name)
-                                    for name in model.generator_part_names()})
-        object.__setattr__(self, "model", model)   # a plain reference: D is not one of the parts
-
-    def forward(self, condition_input: torch.Tensor):
-        """-> (embedding (B, E), faces (B, 3, S, S), speaker logits (B, K), or None
-        without a condition)."""
-        embedding, faces = self.model(condition_input)
-        logits = self.model.speaker_classifier(embedding) if self.model.conditioned else None
-        return embedding, faces, logits
-
-
-def distributed_data_parallel(module: nn.Module, ranks: Ranks) -> nn.Module:
-    """DDP when there are several processes (it broadcasts rank 0's weights now, averages
-    gradients in backward and, before each forward, broadcasts rank 0's buffers: BatchNorm
-    statistics and spectral norm's power-iteration vectors); the module itself when alone."""
-    if not ranks.distributed:
-        return module
-    device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids)
-
-
-class GanStep:
-    """One batch of training, apart from the loop: a discriminator step, then a generator step.
-
-    Holds the networks' optimizers (Adam, betas 0.5/0.999, as wav2pix); G's optimizer also
-    trains the speech encoder and the speaker classifier. The adversarial loss is chosen by
-    --loss; with --d_iters N only every N-th batch takes a G step, the others are
-    critic steps, each on its own batch. Under torchrun both halves are DDP modules; with
-    --ema the step keeps the averaged generator; with --precision fp16 a GradScaler per half.
-    """
-
-    def __init__(self, model: SpeechToFace, options, device: torch.device,
-                 ranks: Ranks = SINGLE_PROCESS):
-        self.model, self.options, self.device, self.ranks = model, options, device, ranks
-        resolve_precision(options, device, announce=ranks.is_main)
-        # foreach: one op per step over all of a network's tensors, 49 ms for G and D on this
-        # CPU against 79 ms for the per-tensor loop. fused (10 ms) made a 2-process run end
-        # 4% away from one process on the same global batch (test_distributed), so no.
-        adam = {"betas": (0.5, 0.999), "foreach": True}
-        self.optimizer_g = torch.optim.Adam(model.generator_parameters(), options.lr_G, **adam)
-        self.optimizer_d = torch.optim.Adam(model.projection_discriminator.parameters(),
-                                            options.lr_D, **adam)
-        self.generator_side = distributed_data_parallel(GeneratorSide(model), ranks)
-        self.discriminator = distributed_data_parallel(model.projection_discriminator, ranks)
-        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
-        fp16 = options.precision == "fp16"
-        self.scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
-        self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
-        # After DDP has broadcast rank 0's weights, so every process averages the same ones.
-        self.ema = GeneratorEma(model, options.ema_decay) if options.ema else None
-        self._choose_losses(options)
-
-    def _choose_losses(self, options) -> None:
-        self.adversarial = ADVERSARIAL_LOSSES[options.loss]
-        self.d_iters = options.d_iters or self.adversarial.critic_steps
-        # Without a condition there is nothing to mismatch, no true frame and no speaker:
-        # the wrong-pair, L1 and softmax terms need a conditioned model.
-        self.wrong_pairs = options.cls and self.model.conditioned
-        self.coefficients = {"g_adv": 1.0, "g_l1": options.l1_coef, "g_fm": options.l2_coef,
-                             "g_softmax": options.softmax_coef}
-        self.batches_seen = 0        # the Trainer's step; restored with it on --resume
-
-    def autocast(self):
-        return autocast(self.options.precision, self.device)
-
-    def __call__(self, batch) -> dict[str, float]:
-        """The batch's figures; raises NonFiniteLoss, having applied nothing, when a loss is
-        NaN or infinite in any process (D's step stands when only G's loss is)."""
-        condition_input, real, speaker_id, wrong = (t.to(self.device, non_blocking=True)
-                                                    for t in batch)
-        real, wrong = (faces.contiguous(memory_format=torch.channels_last) for faces in (real, wrong))
-        statistics = [b.detach().clone() for b in self.model.buffers()]   # BN, spectral norm
-        self.batches_seen += 1
-        try:
-            if self.batches_seen % self.d_iters:
-                return self.critic_step(condition_input, real, wrong)
-            with record_function("encoder_and_generator_forward"), self.autocast():
-                # once per batch; D gets it detached
-                embedding, fake, logits = self.generator_side(condition_input)
-            d_values, real_features = self.discriminator_step(real, fake.detach(), wrong,
-                                                              embedding.detach())
-            g_values = self.generator_step(real, fake, embedding, logits, speaker_id,
-                                           real_features)
-        except NonFiniteLoss:
-            with torch.no_grad():
-                for buffer, saved in zip(self.model.buffers(), statistics):
-                    buffer.copy_(saved)
-            self.optimizer_d.zero_grad(set_to_none=True)
-            self.optimizer_g.zero_grad(set_to_none=True)
-            raise
-        if self.ema:
-            self.ema.update()
-        return {k: v.item() for k, v in {**d_values, **g_values}.items()}
-
-    def critic_step(self, condition_input, real, wrong) -> dict[str, float]:
-        """A D step between G steps (--d_iters > 1): G draws without building a graph."""
-        with torch.no_grad(), record_function("encoder_and_generator_forward"), self.autocast():
-            embedding, fake = self.model(condition_input)
-        d_values, _ = self.discriminator_step(real, fake, wrong, embedding)
-        return {k: v.item() for k, v in d_values.items()}
-
-    def discriminator_step(self, real, fake, wrong, condition):
-        """Real pairs up, generated [and wrong] pairs down (the passes run as one batch);
-        wgan-gp adds the gradient penalty."""
-        faces = [real, fake, wrong] if self.wrong_pairs else [real, fake]
-        with record_function("discriminator_forward"), self.autocast():
-            scores, features = self.discriminator(torch.cat(faces),
-                                                  torch.cat([condition] * len(faces)))
-            real_scores, fake_scores, *wrong_scores = scores.chunk(len(faces))
-            d_loss = self.adversarial.discriminator(real_scores, fake_scores, *wrong_scores)
-            values = {"d_real": real_scores.mean(), "d_fake": fake_scores.mean()}
-            if wrong_scores:
-                values["d_wrong"] = wrong_scores[0].mean()
-            if self.adversarial.gradient_penalty:
-                # The plain D: its gradients join the DDP pass's ones in the same backward.
-                plain = self.model.projection_discriminator
-                values["d_gp"] = gradient_penalty(lambda x, c: plain(x, c)[0], real, fake,
-                                                  condition)
-                d_loss = d_loss + self.options.gp_coef * values["d_gp"]
-        self.check_finite({"d_loss": d_loss})
-        with record_function("discriminator_backward_and_adam"):
-            backward_and_step(d_loss, self.optimizer_d, self.scaler_d)
-        return {"d_loss": d_loss, **values}, features[:len(real)].detach()
-
-    def generator_step(self, real, fake, embedding, logits, speaker_id, real_features):
-        """G, condition encoder and speaker classifier: adversarial + L1 + feature matching
-        + softmax (an unconditional model: adversarial + feature matching)."""
-        # The plain D, not its DDP wrapper: this pass gives D no weight gradients, and the
-        # wrapper would wait for them in backward.
-        discriminator = self.model.projection_discriminator
-        with record_function("generator_losses_forward"), self.autocast():
-            discriminator.requires_grad_(False)  # no weight gradients for D in G's step
-            g_scores, g_features = discriminator(fake, embedding)
-            discriminator.requires_grad_(True)
-            terms = {"g_adv": self.adversarial.generator(g_scores),
-                     "g_fm": feature_matching_loss(real_features, g_features)}
-            if self.model.conditioned:
-                terms.update(g_l1=reconstruction_l1(fake, real),
-                             g_softmax=speaker_softmax_loss(logits, speaker_id))
-            g_loss = sum(self.coefficients[name] * term for name, term in terms.items())
-        self.check_finite({"g_loss": g_loss, **terms})
-        with record_function("generator_backward_and_adam"):
-            backward_and_step(g_loss, self.optimizer_g, self.scaler_g)
-        if self.model.conditioned:
-            terms["speaker_acc"] = (logits.argmax(dim=1) == speaker_id).float().mean()
-        return {"g_loss": g_loss, **terms}
-
-    def check_finite(self, figures: dict[str, torch.Tensor]) -> None:
-        """Raise NonFiniteLoss when the loss (the first figure) is NaN or infinite in any
-        process: they skip a batch together, or DDP's next gradient all-reduce would wait
-        for the one that skipped. The loss reported is the sum over the processes."""
-        (name, loss), *_ = figures.items()
-        total = self.ranks.sum(loss.detach())
-        if not torch.isfinite(total):
-            raise NonFiniteLoss({**{k: v.item() for k, v in figures.items()}, name: total.item()})
-
-
-def backward_and_step(loss, optimizer, scaler: torch.amp.GradScaler) -> None:
-    """Backward and Adam; a disabled scaler (fp32, bf16) passes the loss through unscaled."""
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
+    def refresh(self, models: list[SpeechToFace], step: int, device: torch.device) -> None:
+        if not self.enabled or self.refreshed_at == step:
+            return
+        chunks = self.conditions.tensor_split(-(-len(self.conditions) // 64))
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):     # G's noise must not move the RNG
+            for model in models:
+                model.refresh_batchnorm(chunk.to(device) for chunk in chunks)
+        self.refreshed_at = step
 
 
 # ---------------------------------------------------------------- the training loop
@@ -401,9 +231,8 @@ class Trainer:
         `ranks`: this process's place among torchrun's (one process by default)."""
         self.options, self.device, self.ranks = options, device, ranks
         self.info = validate_pair_file(dataset_path)
-        self.speaker_names, self.speaker_map = self.info.speaker_names, None
-        self.base = self._finetune_base()
-        self.args = self._model_args()
+        self.base, self.speaker_names, self.speaker_map = finetune_base(options, self.info)
+        self.args = model_args_for(options, self.info, self.base, len(self.speaker_names))
         self.run_dir = Path("checkpoints") / options.save_path
         if ranks.is_main:                  # the other processes never write
             prepare_output_dir(self.run_dir)
@@ -411,28 +240,17 @@ class Trainer:
         if resume is not None:
             check_resume_architecture(self.args, resume, options.resume)
         self.train_loader = self._train_loader()       # a batch that cannot fit fails first
-        self.batchnorm_conditions, self._batchnorm_step = self._batchnorm_conditions(), None
+        self.batchnorm = PreciseBatchNorm(self._dataset("train", train=True, in_memory=False),
+                                          options.seed, options.batchnorm == "frozen")
         # channels_last: 10-20% faster 2-D convolutions on CPU (benchmarks/README.md).
         self.model = SpeechToFace(self.args).to(device, memory_format=torch.channels_last)
-        self._load_pretrained()
+        load_pretrained(self.model, options, self.base)
         if options.batchnorm == "sync":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.gan_step = GanStep(self.model, options, device, ranks)
-        self.optimizer_g, self.optimizer_d = self.gan_step.optimizer_g, self.gan_step.optimizer_d
-        self.visualizer, self.evaluation, self.best_score = None, None, None
-        if ranks.is_main:
-            self._prepare_reports()
+        self.reports = RunReports(self) if ranks.is_main else None
         self.epoch, self.step = 0, 0
         self._init_run_state(resume)
-
-    def _prepare_reports(self) -> None:
-        """What only the main process needs: the held-out pairs it scores, the fixed pairs it
-        draws, the run folder's visualiser and the --eval_every metrics."""
-        self.held_out = self._held_out_dataset()
-        self.held_out_samples = self._sample_set(held_out_split(self.info), SAMPLE_FACES)
-        self.train_samples = self._sample_set("train", TRAIN_SAMPLE_FACES)
-        self.visualizer = Visualizer(self.run_dir, self.options)
-        self.evaluation = self._training_evaluation()
 
     @property
     def ema(self) -> GeneratorEma | None:
@@ -444,49 +262,6 @@ class Trainer:
         generator under --ema."""
         return self.ema.average if self.ema else self.model
 
-    def _model_args(self) -> ModelArgs:
-        o = self.options
-        if self.base:
-            args = finetune_args(self.base, o, len(self.speaker_names))
-        else:
-            stored_width = self.info.embedding_dim if o.condition == "embedding" else 0
-            args = ModelArgs(image_size=o.image_size, audio_samples=round(o.audio_seconds * 16000),
-                             num_speakers=len(self.speaker_names), noise_dim=o.noise_dim,
-                             condition=o.condition, condition_dim=stored_width,
-                             generator=o.generator, discriminator=o.discriminator,
-                             speech_encoder=o.speech_encoder)
-        if args.condition == "embedding":
-            require_embeddings(self.info, args.condition_dim or None)
-        return args
-
-    def _finetune_base(self) -> dict | None:
-        """With --finetune: the trained checkpoint. Its speakers keep their indices and the
-        file's new speakers follow; training stops after --finetune_steps batches."""
-        o = self.options
-        if not o.finetune:
-            return None
-        base = load_checkpoint(o.finetune)
-        self.speaker_names, self.speaker_map = extended_speakers(base["speaker_names"],
-                                                                 self.info.speaker_names)
-        new = self.speaker_names[len(base["speaker_names"]):]
-        o.max_steps = min(o.max_steps or o.finetune_steps, o.finetune_steps)
-        print(f"fine-tuning {o.finetune} for {o.max_steps} steps: {len(base['speaker_names'])} "
-              f"trained speakers + {len(new)} new ({', '.join(new) or 'none'}); the "
-              "architecture is the checkpoint's")
-        return base
-
-    def _load_pretrained(self) -> None:
-        if self.base:
-            start_from_trained(self.model, self.base, self.options.finetune)
-        if self.options.pre_trained_gen:
-            checkpoint = load_checkpoint(self.options.pre_trained_gen)
-            load_networks(self.model, checkpoint, self.model.generator_part_names(),
-                          self.options.pre_trained_gen)
-        if self.options.pre_trained_disc:
-            checkpoint = load_checkpoint(self.options.pre_trained_disc)
-            load_networks(self.model, checkpoint, ("projection_discriminator",),
-                          self.options.pre_trained_disc)
-
     def _dataset(self, split: str, train: bool, in_memory: bool | None = None
                  ) -> SpeechFaceDataset:
         return SpeechFaceDataset(self.info, split, self.args.audio_samples,
@@ -494,61 +269,43 @@ class Trainer:
                                  condition=self.args.condition, speaker_map=self.speaker_map)
 
     def _train_loader(self) -> DataLoader:
+        o, processes = self.options, self.ranks.world_size
         dataset = self._dataset("train", train=True)
-        seed, (rank, processes) = self.options.seed, (self.ranks.rank, self.ranks.world_size)
-        if self.base:
-            # A handful of pairs: every fine-tuning step in one epoch of draws with
-            # replacement, so the held-out scores and the checkpoint come once, at the end.
-            draws = self.options.max_steps * self.options.batch_size * processes
-            self.order = EpochDraws(len(dataset), seed, draws, rank, processes)
-        elif self.options.batch_size > len(dataset) // processes:
-            share = (f", {len(dataset) // processes} for each of {processes} processes"
-                     if processes > 1 else "")
-            raise UserError(f"--batch_size {self.options.batch_size} is larger than the train "
-                            f"split ({len(dataset)} pairs{share}); lower --batch_size")
-        else:
-            # resumable shuffling; this process's share of it under torchrun
-            self.order = EpochOrder(len(dataset), seed, rank, processes)
-        workers = self.options.num_workers
-        return DataLoader(dataset, batch_size=self.options.batch_size, sampler=self.order,
-                          drop_last=True, num_workers=workers,
-                          persistent_workers=workers > 0, generator=self.loader_generator,
+        # Fine-tuning: every step in one epoch of draws, so the held-out scores and the
+        # checkpoint come once, at the end.
+        draws = o.max_steps * o.batch_size * processes if self.base else None
+        self.order = training_order(len(dataset), o.batch_size, o.seed, self.ranks.rank,
+                                    processes, draws)
+        return DataLoader(dataset, batch_size=o.batch_size, sampler=self.order, drop_last=True,
+                          num_workers=o.num_workers, persistent_workers=o.num_workers > 0,
+                          generator=self.loader_generator,
                           worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda")
 
-    def _held_out_dataset(self) -> SpeechFaceDataset:
-        return self._dataset(held_out_split(self.info), train=False)
-
-    def _sample_set(self, split: str, count: int) -> SampleSet:
-        """`count` pairs of the split, speakers in turn, read once. The dataset (and its HDF5
-        handle) is dropped here, so no handle crosses the fork of the DataLoader's workers."""
-        dataset = self._dataset(split, train=False, in_memory=False)
-        rows = spread_over_speakers(dataset.speaker_ids, count)
-        return SampleSet(torch.stack([dataset.condition(i) for i in rows]),
-                         torch.stack([dataset.face(i) for i in rows]),
-                         [self.speaker_names[dataset.speaker_ids[i]] for i in rows])
-
-    def _batchnorm_conditions(self) -> torch.Tensor:
-        """Fixed training pairs, cropped as training crops them (from a generator of their
-        own, so no training draw moves), that set G's BatchNorm statistics."""
-        dataset = self._dataset("train", train=True, in_memory=False)
-        crops = torch.Generator().manual_seed(self.options.seed)
-        rows = spread_over_speakers(dataset.speaker_ids, BATCHNORM_PAIRS)
-        return torch.stack([dataset.condition(i, crops) for i in rows])
-
     def refresh_batchnorm(self) -> None:
-        """Precise BatchNorm statistics before faces are drawn in eval mode or saved; once a
-        step. They are recomputed from scratch, so they depend on the weights alone and a
-        resumed run saves the same ones. --batchnorm frozen trains on the stored statistics,
-        so they stay."""
-        if (self._batchnorm_step == self.step or len(self.batchnorm_conditions) < 2
-                or self.options.batchnorm == "frozen"):
-            return
-        chunks = self.batchnorm_conditions.tensor_split(-(-len(self.batchnorm_conditions) // 64))
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):     # G's noise must not move the RNG
-            for model in [self.model] + ([self.ema.average] if self.ema else []):
-                model.refresh_batchnorm(chunk.to(self.device) for chunk in chunks)
-        self._batchnorm_step = self.step
+        """Precise BatchNorm statistics for the model (and the averaged generator)."""
+        models = [self.model] + ([self.ema.average] if self.ema else [])
+        self.batchnorm.refresh(models, self.step, self.device)
+
+    def train(self) -> Path | None:
+        """Train to --epochs; returns the last checkpoint. SIGINT/SIGTERM save and raise
+        StoppedBySignal; too many non-finite losses in a row raise TrainingDiverged."""
+        if self.reports:
+            print(f"training on {self.device}{self._processes_note()}: "
+                  f"{len(self.train_loader.dataset)} train pairs, "
+                  f"{len(self.speaker_names)} speakers, run folder {self.run_dir}")
+            self.reports.show_sample_speech()
+            if self.epoch >= self.options.epochs:
+                print(f"note: the run already did its {self.options.epochs} epochs; pass a "
+                      "larger --epochs to train on")
+        with StopSignals() as self.signals:
+            while self.epoch < self.options.epochs:
+                self.end_epoch(self.train_epoch())
+                if self._finished():
+                    break
+                stop = self.stop_requested()
+                if stop:
+                    raise StoppedBySignal(stop, self._save_unless_saved())
+        return self.last_checkpoint
 
     def train_epoch(self) -> dict[str, float]:
         """The rest of the current epoch (all of it, unless the run resumed inside it)."""
@@ -578,17 +335,32 @@ class Trainer:
         """One step; None when a non-finite loss made it a skipped one. The figures are the
         global batch's: every process's, averaged."""
         try:
-            losses = self.ranks.mean(self.gan_step(batch))
+            losses = self.ranks.mean(self.gan_step(batch, self.step + 1))
         except NonFiniteLoss as fault:
             self.step += 1
             self._skipped(fault.losses)
             return None
         self.step += 1
         self.guard.passed()
-        if self.visualizer:
-            self.visualizer.scalars(self.step, {**losses, **self.learning_rates()},
-                                    epoch=self.epoch + 1)
+        if self.reports:
+            self.reports.step(self.step, self.epoch + 1,
+                              {**losses, **self.gan_step.learning_rates()})
         return losses
+
+    def end_epoch(self, losses: dict[str, float]) -> None:
+        skipped = self.progress.skipped
+        self.epoch += 1
+        self.progress = EpochProgress()
+        self.refresh_batchnorm()         # every process: SyncBatchNorm's statistics are shared
+        if self.reports:
+            self.model.eval()            # the faces are drawn in eval mode
+            self.reports.epoch_ended(self.epoch, self.step, losses, skipped,
+                                     self.rendering_model, self.checkpoint_payload)
+            self._train_mode()
+        if self._finished():
+            self.save()                  # the run's result, even right after a skipped batch
+        elif self.epoch % self.options.checkpoint_every == 0 or self._save_at_epoch_end:
+            self._save_if_healthy()
 
     def _train_mode(self) -> None:
         """Training mode; --batchnorm frozen keeps BatchNorm on its stored statistics (and
@@ -600,97 +372,39 @@ class Trainer:
                 if isinstance(module, BATCH_NORMS):
                     module.eval()
 
+    def _finished(self) -> bool:
+        steps_done = self.options.max_steps and self.step >= self.options.max_steps
+        return bool(steps_done) or self.epoch >= self.options.epochs
+
+    def _processes_note(self) -> str:
+        processes = self.ranks.world_size
+        if processes == 1:
+            return ""
+        return (f" x {processes} processes (global batch {processes} x "
+                f"{self.options.batch_size})")
+
     def stop_requested(self) -> int:
         """The signal that asked the run to stop, agreed by every process (0: none): they all
         stop after the same step, or the others would wait for the one that stopped."""
         return self.ranks.max(self.signals.received or 0)
 
-    @torch.no_grad()
-    def held_out_scores(self) -> dict[str, float]:
-        """L1 to the true frame, and how often a generated face is nearest its own speaker's
-        mean real face (a cheap identity check until a face classifier scores it)."""
-        if not self.model.conditioned:
-            return {}    # random faces have no true frame and no speaker to be scored against
-        self.model.eval()
-        rows = spread_over_speakers(self.held_out.speaker_ids, VALIDATION_PAIRS)
-        l1, hits = 0.0, 0
-        mean_faces = self._mean_faces()
-        for start in range(0, len(rows), 64):
-            chunk = rows[start:start + 64]
-            condition = torch.stack([self.held_out.condition(i) for i in chunk]).to(self.device)
-            real = torch.stack([self.held_out.face(i) for i in chunk]).to(self.device)
-            _, fake = self.rendering_model(condition)
-            l1 += (fake - real).abs().mean(dim=(1, 2, 3)).sum().item()
-            nearest = torch.cdist(fake.flatten(1), mean_faces.flatten(1)).argmin(dim=1).cpu()
-            hits += (nearest.numpy() == self.held_out.speaker_ids[chunk]).sum()
-        self._train_mode()
-        return {"val_l1": l1 / len(rows), "val_nearest_speaker_acc": hits / len(rows)}
+    def _skipped(self, losses: dict[str, float]) -> None:
+        """A batch GanStep skipped for a non-finite loss (in every process together):
+        counted, logged, and --max_nonfinite_steps in a row stop the run."""
+        if self.reports:
+            self.reports.skipped_step(self.step, self.epoch + 1, losses)
+        self.guard.failed(self.step, losses, self.last_checkpoint)
 
-    def _mean_faces(self) -> torch.Tensor:
-        """Mean real held-out face per speaker index (zeros for speakers not in the split)."""
-        size = self.args.image_size
-        means = torch.zeros(self.args.num_speakers, 3, size, size)
-        for speaker in np.unique(self.held_out.speaker_ids):
-            rows = np.flatnonzero(self.held_out.speaker_ids == speaker)[:32]
-            means[speaker] = torch.stack([self.held_out.face(i) for i in rows]).mean(0)
-        return means.to(self.device)
-
-    def learning_rates(self) -> dict[str, float]:
-        return {"lr_G": self.optimizer_g.param_groups[0]["lr"],
-                "lr_D": self.optimizer_d.param_groups[0]["lr"]}
-
-    @torch.no_grad()
-    def sample_grid(self, samples: SampleSet) -> np.ndarray:
-        """Generated faces (top row of each pair of rows) above the true frames."""
-        self.model.eval()
-        real = samples.faces
-        _, fake = self.rendering_model(samples.conditions.to(self.device))
-        self._train_mode()
-        rows = []
-        for start in range(0, len(real), 8):
-            rows += [fake[start:start + 8].cpu(), real[start:start + 8]]
-        if len(rows) > 2 and len(rows[-1]) != len(rows[0]):
-            rows = rows[:-2]
-        return face_grid(rows)
-
-    def save_sample_grids(self) -> Path:
-        """This epoch's faces for the held-out and the training samples; returns the first."""
-        grid = self.visualizer.faces(
-            "held-out speech: generated faces above the real ones",
-            self.sample_grid(self.held_out_samples), f"epoch_{self.epoch:04d}.png", self.epoch)
-        self.visualizer.faces(
-            "training pairs: generated faces above the real ones",
-            self.sample_grid(self.train_samples), f"train_epoch_{self.epoch:04d}.png", self.epoch)
-        return grid
-
-    def show_sample_speech(self) -> None:
-        """The speech behind the first grid row of each sample set, as the encoder hears it
-        (pre-emphasised, peak-normalised); it is the same every epoch, so it is sent once."""
-        if self.args.condition != "speech":
-            return
-        for title, samples in (("held-out speech", self.held_out_samples),
-                               ("training speech", self.train_samples)):
-            first_row = zip(samples.speakers[:8], samples.conditions)
-            clips = [(f"{column + 1}: {speaker}", waveform[0].numpy())
-                     for column, (speaker, waveform) in enumerate(first_row)]
-            self.visualizer.speech(f"{title}, in grid order", clips, SAMPLE_RATE)
+    # ---- checkpoints, exact resume
 
     def checkpoint_payload(self, other_ranks_rng: list | None = None) -> dict:
         """Everything a checkpoint holds; the networks unwrapped (no DDP `module.` keys), so a
         checkpoint of N processes loads in one and the other way round."""
-        payload = {"model_args": asdict(self.args), "networks": self.model.state_dict(),
-                   "optimizer_g": self.optimizer_g.state_dict(),
-                   "optimizer_d": self.optimizer_d.state_dict(),
-                   "grad_scalers": {"d": self.gan_step.scaler_d.state_dict(),
-                                    "g": self.gan_step.scaler_g.state_dict()},
-                   "epoch": self.epoch, "step": self.step, "options": vars(self.options),
-                   "speaker_names": self.speaker_names, "world_size": self.ranks.world_size,
-                   "resume_state": self.resume_state(other_ranks_rng)}
-        if self.ema:
-            payload.update(ema=self.ema.state_dict(), ema_updates=self.ema.updates)
-        return payload
-
-    # ---- surviving: exact resume, checkpoints on a schedule, non-finite losses (issue 8)
+        return {"model_args": asdict(self.args), "networks": self.model.state_dict(),
+                **self.gan_step.state_dict(),
+                "epoch": self.epoch, "step": self.step, "options": vars(self.options),
+                "speaker_names": self.speaker_names, "world_size": self.ranks.world_size,
+                "resume_state": self.resume_state(other_ranks_rng)}
 
     def _init_run_state(self, resume: dict | None) -> None:
         self.progress = EpochProgress()
@@ -720,61 +434,19 @@ class Trainer:
         source = self.options.resume
         state = check_resumable(checkpoint, source)
         self.model.load_state_dict(checkpoint["networks"])
-        for optimizer, name, lr in ((self.optimizer_g, "optimizer_g", self.options.lr_G),
-                                    (self.optimizer_d, "optimizer_d", self.options.lr_D)):
-            optimizer.load_state_dict(checkpoint[name])
-            for group in optimizer.param_groups:
-                group["lr"] = lr             # a learning rate given on the command line wins
-        self._restore_scalers_and_ema(checkpoint)
+        self.gan_step.load_state_dict(checkpoint)
         self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
-        self.gan_step.batches_seen = self.step          # --d_iters: G's turn comes on time
         self.progress = EpochProgress(**state["epoch_progress"])
         self.guard.in_a_row = state["nonfinite_in_a_row"]
         self.last_checkpoint = Path(source)
-        self._check_place_in_epoch(checkpoint)
+        check_place_in_epoch(self.progress.pairs_done, self.ranks.world_size, checkpoint, source)
         if self.ranks.is_main:
             if checkpoint["speaker_names"] != self.speaker_names:
                 print(f"note: {self.info.path} names other speakers than the checkpoint's run")
             trim_log(self.run_dir / "log.jsonl", self.step, self.epoch)  # what it logs again
             print(f"resuming {source} at epoch {self.epoch + 1}, step {self.step}, "
                   f"{self.progress.pairs_done} pairs into the epoch")
-        self._restore_rng(state)   # last: building the networks drew from them
-
-    def _restore_scalers_and_ema(self, checkpoint: dict) -> None:
-        """The loss scalers (--precision fp16) and the averaged generator (--ema); a run that
-        turns --ema on at resume starts its average from the restored weights."""
-        for scaler, key in ((self.gan_step.scaler_d, "d"), (self.gan_step.scaler_g, "g")):
-            saved = checkpoint.get("grad_scalers", {}).get(key)
-            if saved and scaler.is_enabled():     # an fp32 or bf16 run saved an empty state
-                scaler.load_state_dict(saved)
-        if self.ema and "ema" in checkpoint:
-            self.ema.load_state_dict(checkpoint["ema"], checkpoint["ema_updates"])
-        elif self.ema:
-            self.gan_step.ema = GeneratorEma(self.model, self.options.ema_decay)
-            if self.ranks.is_main:
-                print("note: the checkpoint has no averaged generator; --ema starts one from "
-                      "its weights")
-
-    def _check_place_in_epoch(self, checkpoint: dict) -> None:
-        """Each process resumes at pairs_done / N of its share: N must divide it."""
-        pairs_done, processes = self.progress.pairs_done, self.ranks.world_size
-        if pairs_done % processes:
-            raise UserError(f"{self.options.resume}: it stopped {pairs_done} pairs into an epoch, "
-                            f"which {processes} processes cannot share out evenly; resume it "
-                            f"with {checkpoint.get('world_size', 1)} processes, or from a "
-                            "checkpoint at an epoch's end")
-
-    def _restore_rng(self, state: dict) -> None:
-        """Rank 0 (or the one process) takes the saved generators; rank r of a run saved
-        with as many processes takes its own, else it keeps its fresh seed + rank."""
-        rank, others = self.ranks.rank, state.get("rng_other_ranks", [])
-        if rank == 0:
-            restore_rng_states(state["rng"])
-            if len(others) + 1 < self.ranks.world_size:
-                print(f"note: the checkpoint holds the random generators of {len(others) + 1} "
-                      "processes; the others start from --seed + rank, so their noise differs")
-        elif rank <= len(others):
-            restore_rng_states(others[rank - 1])
+        restore_rng(state, self.ranks)   # last: building the networks drew from them
 
     def save(self) -> Path | None:
         """Checkpoint where the run stands (every process calls it at the same step; rank 0
@@ -819,105 +491,213 @@ class Trainer:
             else:
                 self._save_at_epoch_end = True
 
-    def _skipped(self, losses: dict[str, float]) -> None:
-        """A batch GanStep skipped for a non-finite loss (in every process together):
-        counted, logged, and --max_nonfinite_steps in a row stop the run."""
-        if self.visualizer:
-            self.visualizer.log.write(kind="skipped_step", step=self.step, epoch=self.epoch + 1,
-                                      **{k: v if math.isfinite(v) else str(v)
-                                         for k, v in losses.items()})
-            tqdm.write(f"note: step {self.step} skipped, non-finite loss "
-                       f"({describe_losses(losses)})")
-        self.guard.failed(self.step, losses, self.last_checkpoint)
 
-    def train(self) -> Path | None:
-        """Train to --epochs; returns the last checkpoint. SIGINT/SIGTERM save and raise
-        StoppedBySignal; too many non-finite losses in a row raise TrainingDiverged."""
-        if self.ranks.is_main:
-            print(f"training on {self.device}{self._processes_note()}: "
-                  f"{len(self.train_loader.dataset)} train pairs, "
-                  f"{len(self.speaker_names)} speakers, run folder {self.run_dir}")
-            self.show_sample_speech()
-            if self.epoch >= self.options.epochs:
-                print(f"note: the run already did its {self.options.epochs} epochs; pass a "
-                      "larger --epochs to train on")
-        with StopSignals() as self.signals:
-            while self.epoch < self.options.epochs:
-                self.end_epoch(self.train_epoch())
-                if self._finished():
-                    break
-                stop = self.stop_requested()
-                if stop:
-                    raise StoppedBySignal(stop, self._save_unless_saved())
-        return self.last_checkpoint
+def check_place_in_epoch(pairs_done: int, processes: int, checkpoint: dict, source) -> None:
+    """Each process resumes at pairs_done / N of its share: N must divide it."""
+    if pairs_done % processes:
+        raise UserError(f"{source}: it stopped {pairs_done} pairs into an epoch, "
+                        f"which {processes} processes cannot share out evenly; resume it "
+                        f"with {checkpoint.get('world_size', 1)} processes, or from a "
+                        "checkpoint at an epoch's end")
 
-    def _processes_note(self) -> str:
-        processes = self.ranks.world_size
-        if processes == 1:
-            return ""
-        return (f" x {processes} processes (global batch {processes} x "
-                f"{self.options.batch_size})")
 
-    def end_epoch(self, losses: dict[str, float]) -> None:
-        skipped = self.progress.skipped
-        self.epoch += 1
-        self.progress = EpochProgress()
-        self.refresh_batchnorm()         # every process: SyncBatchNorm's statistics are shared
-        if self.ranks.is_main:
-            self.report_epoch(losses, skipped)
-        if self._finished():
-            self.save()                  # the run's result, even right after a skipped batch
-        elif self.epoch % self.options.checkpoint_every == 0 or self._save_at_epoch_end:
-            self._save_if_healthy()
+def restore_rng(state: dict, ranks: Ranks) -> None:
+    """Rank 0 (or the one process) takes the saved generators; rank r of a run saved with
+    as many processes takes its own, else it keeps its fresh seed + rank."""
+    rank, others = ranks.rank, state.get("rng_other_ranks", [])
+    if rank == 0:
+        restore_rng_states(state["rng"])
+        if len(others) + 1 < ranks.world_size:
+            print(f"note: the checkpoint holds the random generators of {len(others) + 1} "
+                  "processes; the others start from --seed + rank, so their noise differs")
+    elif rank <= len(others):
+        restore_rng_states(others[rank - 1])
 
-    def report_epoch(self, losses: dict[str, float], skipped: int) -> None:
-        """Score, draw and log the epoch just ended: the main process's work."""
-        scores = {**self.held_out_scores(), **self.evaluate_if_due()}
-        self.visualizer.metrics(self.step, scores, epoch=self.epoch)
-        grid = self.save_sample_grids()
-        self.visualizer.epoch_end(self.epoch, self.step, {**losses, "skipped_steps": skipped})
-        print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in
-                                                  {**losses, **scores}.items())
+
+# ---------------------------------------------------------------- what the main process shows
+
+class RunReports:
+    """The main process's view of a run: per-step figures and skipped steps in the log, and
+    after each epoch the held-out scores, the --eval_every metrics (and best.pt), the sample
+    grids; the speech behind the grids once at the start."""
+
+    def __init__(self, trainer: Trainer):
+        self.options, self.device, self.run_dir = trainer.options, trainer.device, trainer.run_dir
+        split = held_out_split(trainer.info)
+        self.held_out = trainer._dataset(split, train=False)
+        # Read once; the dataset (and its HDF5 handle) is dropped, so no handle crosses the
+        # fork of the DataLoader's workers.
+        self.held_out_samples = SampleSet.of(trainer._dataset(split, train=False, in_memory=False),
+                                             trainer.speaker_names, SAMPLE_FACES)
+        self.train_samples = SampleSet.of(trainer._dataset("train", train=False, in_memory=False),
+                                          trainer.speaker_names, TRAIN_SAMPLE_FACES)
+        self.visualizer = Visualizer(self.run_dir, self.options)
+        self.num_speakers, self.condition = trainer.args.num_speakers, trainer.args.condition
+        self.evaluation = training_evaluation(trainer.options, trainer.info, trainer.args,
+                                              trainer.device)
+        self.best_score = None
+
+    def step(self, step: int, epoch: int, figures: dict[str, float]) -> None:
+        self.visualizer.scalars(step, figures, epoch=epoch)
+
+    def skipped_step(self, step: int, epoch: int, losses: dict[str, float]) -> None:
+        self.visualizer.log.write(kind="skipped_step", step=step, epoch=epoch,
+                                  **{k: v if math.isfinite(v) else str(v)
+                                     for k, v in losses.items()})
+        tqdm.write(f"note: step {step} skipped, non-finite loss ({describe_losses(losses)})")
+
+    def epoch_ended(self, epoch: int, step: int, losses: dict[str, float], skipped: int,
+                    model: SpeechToFace, checkpoint_payload) -> None:
+        """Score, draw and log the epoch just ended with `model` (in eval mode);
+        `checkpoint_payload()` is what best.pt holds when the identity score improves."""
+        scores = {**self.held_out_scores(model),
+                  **self.evaluate_if_due(epoch, model, checkpoint_payload)}
+        self.visualizer.metrics(step, scores, epoch=epoch)
+        grid = self.visualizer.faces(
+            "held-out speech: generated faces above the real ones",
+            self.sample_grid(model, self.held_out_samples), f"epoch_{epoch:04d}.png", epoch)
+        self.visualizer.faces(
+            "training pairs: generated faces above the real ones",
+            self.sample_grid(model, self.train_samples), f"train_epoch_{epoch:04d}.png", epoch)
+        self.visualizer.epoch_end(epoch, step, {**losses, "skipped_steps": skipped})
+        print(f"epoch {epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in
+                                             {**losses, **scores}.items())
               + f"  grid {grid}" + (f"  ({skipped} steps skipped)" if skipped else ""))
 
-    def _finished(self) -> bool:
-        steps_done = self.options.max_steps and self.step >= self.options.max_steps
-        return bool(steps_done) or self.epoch >= self.options.epochs
+    @torch.no_grad()
+    def held_out_scores(self, model: SpeechToFace) -> dict[str, float]:
+        """L1 to the true frame, and how often a generated face is nearest its own speaker's
+        mean real face (a cheap identity check until a face classifier scores it)."""
+        if not model.conditioned:
+            return {}    # random faces have no true frame and no speaker to be scored against
+        rows = spread_over_speakers(self.held_out.speaker_ids, VALIDATION_PAIRS)
+        l1, hits = 0.0, 0
+        for chunk in in_chunks(rows):
+            condition, real = (t.to(self.device) for t in self.held_out.batch(chunk))
+            _, fake = model(condition)
+            l1 += (fake - real).abs().mean(dim=(1, 2, 3)).sum().item()
+            nearest = torch.cdist(fake.flatten(1), self.mean_faces.flatten(1)).argmin(dim=1).cpu()
+            hits += (nearest.numpy() == self.held_out.speaker_ids[chunk]).sum()
+        return {"val_l1": l1 / len(rows), "val_nearest_speaker_acc": hits / len(rows)}
 
-    # ---- --eval_every: the evaluate metrics on the held-out split, and best.pt (issue 4)
+    @cached_property
+    def mean_faces(self) -> torch.Tensor:
+        """Mean real held-out face per speaker index (zeros for speakers not in the split)."""
+        size = self.held_out.image_size
+        means = torch.zeros(self.num_speakers, 3, size, size)
+        for speaker in np.unique(self.held_out.speaker_ids):
+            rows = np.flatnonzero(self.held_out.speaker_ids == speaker)[:32]
+            means[speaker] = self.held_out.batch(rows)[1].mean(0)
+        return means.to(self.device)
 
-    def _training_evaluation(self) -> SplitEvaluation | None:
-        if not self.options.eval_every:
-            return None
-        split = held_out_split(self.info)
-        evaluation = evaluation_for(self.options, self.info, split, self.args, self.device,
-                                    self.options.eval_samples or EVAL_SAMPLES)
-        key = best_metric(evaluation.suite.names)
-        print(f"evaluating every {self.options.eval_every} epochs on {len(evaluation.rows)} "
-              f"'{split}' pairs; " + (f"best.pt keeps the best {key}" if key else
-                                      "no identity metric chosen, so no best.pt"))
-        return evaluation
+    @torch.no_grad()
+    def sample_grid(self, model: SpeechToFace, samples: SampleSet) -> np.ndarray:
+        """Generated faces (top row of each pair of rows) above the true frames."""
+        real = samples.faces
+        _, fake = model(samples.conditions.to(self.device))
+        rows = []
+        for start in range(0, len(real), 8):
+            rows += [fake[start:start + 8].cpu(), real[start:start + 8]]
+        if len(rows) > 2 and len(rows[-1]) != len(rows[0]):
+            rows = rows[:-2]
+        return face_grid(rows)
 
-    def evaluate_if_due(self) -> dict[str, float]:
+    def show_sample_speech(self) -> None:
+        """The speech behind the first grid row of each sample set, as the encoder hears it
+        (pre-emphasised, peak-normalised); it is the same every epoch, so it is sent once."""
+        if self.condition != "speech":
+            return
+        for title, samples in (("held-out speech", self.held_out_samples),
+                               ("training speech", self.train_samples)):
+            first_row = zip(samples.speakers[:8], samples.conditions)
+            clips = [(f"{column + 1}: {speaker}", waveform[0].numpy())
+                     for column, (speaker, waveform) in enumerate(first_row)]
+            self.visualizer.speech(f"{title}, in grid order", clips, SAMPLE_RATE)
+
+    def evaluate_if_due(self, epoch: int, model: SpeechToFace, checkpoint_payload
+                        ) -> dict[str, float]:
         """The metrics as `eval_<name>` log entries, on the epochs --eval_every names."""
-        if self.evaluation is None or self.epoch % self.options.eval_every:
+        if self.evaluation is None or epoch % self.options.eval_every:
             return {}
-        metrics = self.evaluation.run(self.rendering_model)
-        print(f"evaluation after epoch {self.epoch}:\n{format_table(metrics)}")
-        self._keep_best(metrics)
+        metrics = self.evaluation.run(model)
+        print(f"evaluation after epoch {epoch}:\n{format_table(metrics)}")
+        self.keep_best(metrics, checkpoint_payload)
         return {f"eval_{key}": value for key, value in metrics.items()}
 
-    def _keep_best(self, metrics: dict[str, float]) -> None:
-        """Write best.pt (atomically, beside latest.pt) when the identity score improves."""
+    def keep_best(self, metrics: dict[str, float], checkpoint_payload) -> None:
+        """Write best.pt (durably, beside latest.pt) when the identity score improves."""
         key = best_metric(self.evaluation.suite.names)
         if key is None or (self.best_score is not None and metrics[key] <= self.best_score):
             return
         self.best_score = metrics[key]
         save_checkpoint_file(self.run_dir / "best.pt", {
-            **self.checkpoint_payload(), "best": {"metric": key, "value": metrics[key]}})
+            **checkpoint_payload(), "best": {"metric": key, "value": metrics[key]}})
+
+
+def training_evaluation(options, info: PairFileInfo, args: ModelArgs, device
+                        ) -> SplitEvaluation | None:
+    """--eval_every: the evaluate metrics on the held-out split."""
+    if not options.eval_every:
+        return None
+    split = held_out_split(info)
+    evaluation = evaluation_for(options, info, split, args, device,
+                                options.eval_samples or EVAL_SAMPLES)
+    key = best_metric(evaluation.suite.names)
+    print(f"evaluating every {options.eval_every} epochs on {len(evaluation.rows)} "
+          f"'{split}' pairs; " + (f"best.pt keeps the best {key}" if key else
+                                  "no identity metric chosen, so no best.pt"))
+    return evaluation
+
+
+# ---------------------------------------------------------------- the networks a run starts from
+
+def model_args_for(options, info: PairFileInfo, base: dict | None, num_speakers: int) -> ModelArgs:
+    """The architecture the options ask for (with --finetune: the trained checkpoint's)."""
+    o = options
+    if base:
+        args = finetune_args(base, o, num_speakers)
+    else:
+        stored_width = info.embedding_dim if o.condition == "embedding" else 0
+        args = ModelArgs(image_size=o.image_size,
+                         audio_samples=round(o.audio_seconds * SAMPLE_RATE),
+                         num_speakers=num_speakers, noise_dim=o.noise_dim,
+                         condition=o.condition, condition_dim=stored_width,
+                         generator=o.generator, discriminator=o.discriminator,
+                         speech_encoder=o.speech_encoder)
+    if args.condition == "embedding":
+        require_embeddings(info, args.condition_dim or None)
+    return args
+
+
+def load_pretrained(model: SpeechToFace, options, base: dict | None) -> None:
+    """--finetune's trained networks, or --pre_trained_gen's and --pre_trained_disc's."""
+    if base:
+        start_from_trained(model, base, options.finetune)
+    if options.pre_trained_gen:
+        checkpoint = load_checkpoint(options.pre_trained_gen)
+        load_networks(model, checkpoint, model.generator_part_names(), options.pre_trained_gen)
+    if options.pre_trained_disc:
+        checkpoint = load_checkpoint(options.pre_trained_disc)
+        load_networks(model, checkpoint, ("projection_discriminator",), options.pre_trained_disc)
 
 
 # ---------------------------------------------------------------- fine-tuning (--finetune)
+
+def finetune_base(options, info: PairFileInfo) -> tuple[dict | None, list[str], np.ndarray | None]:
+    """With --finetune: the trained checkpoint, the speakers (its own keep their indices and
+    the file's new ones follow) and the file's speaker renumbering; training stops after
+    --finetune_steps batches. Without: (None, the file's speakers, None)."""
+    if not options.finetune:
+        return None, info.speaker_names, None
+    base = load_checkpoint(options.finetune)
+    names, speaker_map = extended_speakers(base["speaker_names"], info.speaker_names)
+    new = names[len(base["speaker_names"]):]
+    options.max_steps = min(options.max_steps or options.finetune_steps, options.finetune_steps)
+    print(f"fine-tuning {options.finetune} for {options.max_steps} steps: "
+          f"{len(base['speaker_names'])} trained speakers + {len(new)} new "
+          f"({', '.join(new) or 'none'}); the architecture is the checkpoint's")
+    return base, names, speaker_map
+
 
 def extended_speakers(trained: list[str], in_file: list[str]) -> tuple[list[str], np.ndarray]:
     """The trained speakers, then the file's speakers they lack; and, for each of the
@@ -930,7 +710,7 @@ def finetune_args(checkpoint: dict, options, num_speakers: int) -> ModelArgs:
     """The trained architecture with room for more speakers. The options follow it, so the
     run's options.json says what was really trained."""
     args = replace(ModelArgs(**checkpoint["model_args"]), num_speakers=num_speakers)
-    options.image_size, options.audio_seconds = args.image_size, args.audio_samples / 16000
+    options.image_size, options.audio_seconds = args.image_size, args.audio_samples / SAMPLE_RATE
     options.noise_dim, options.condition = args.noise_dim, args.condition
     options.generator, options.discriminator = args.generator, args.discriminator
     options.speech_encoder = args.speech_encoder
@@ -1036,108 +816,7 @@ def clip_workers(requested: int) -> int:
     return requested
 
 
-# ---------------------------------------------------------------- evaluation (issue 4)
-
-EVAL_SAMPLES = 256           # held-out pairs --eval_every scores unless --eval_samples says
-
-
-def best_metric(names: list[str]) -> str | None:
-    """What best.pt is chosen by: identity accuracy, or 1:2 matching for unseen speakers."""
-    if "identity" in names:
-        return "identity_top1"
-    return "matching_1v2" if "matching" in names else None
-
-
-class SplitEvaluation:
-    """Scores a generator on fixed rows of one split; the real faces are analysed once."""
-
-    def __init__(self, suite: FaceMetrics, dataset: SpeechFaceDataset, rows: list[int], device,
-                 unseen: bool):
-        self.suite, self.dataset, self.rows, self.device = suite, dataset, rows, device
-        self.mode = "unseen_speakers" if unseen else "seen_speakers"
-        self.speaker_ids = dataset.speaker_ids[rows]
-        real = [to_uint8_images(torch.stack([dataset.face(i) for i in rows[s:s + 64]]))
-                for s in range(0, len(rows), 64)]
-        self.real = suite.analyse(np.concatenate(real))
-        if "mouth_sync" in suite.names and dataset.condition_kind == "speech":
-            self.real.loudness = np.array([dataset.centre_loudness(i) for i in rows])
-
-    @torch.no_grad()
-    def generate(self, model: SpeechToFace) -> np.ndarray:
-        """uint8 faces (N, S, S, 3), one per row, in eval mode."""
-        was_training = model.training
-        model.eval()
-        faces = []
-        for start in range(0, len(self.rows), 64):
-            chunk = self.rows[start:start + 64]
-            condition = torch.stack([self.dataset.condition(i) for i in chunk]).to(self.device)
-            faces.append(to_uint8_images(model(condition)[1]))
-        model.train(was_training)
-        return np.concatenate(faces)
-
-    def run(self, model: SpeechToFace) -> dict[str, float]:
-        fake = self.suite.analyse(self.generate(model))
-        return self.suite.score(fake, self.real, self.speaker_ids)
-
-
-def unseen_speakers(info: PairFileInfo, split: str) -> bool:
-    """True where the split holds a speaker with no train pairs (a speaker-disjoint split)."""
-    heard = set(read_speaker_ids(info, "train").tolist())
-    return not set(read_speaker_ids(info, split).tolist()) <= heard
-
-
-def metric_suite(names: list[str], info: PairFileInfo, device, inception_path) -> FaceMetrics:
-    """The named metrics, with the identity classifier of this file where one is needed."""
-    inception = inception_network(inception_path, device) if inception_path else None
-    classifier = None
-    if NEEDS_CLASSIFIER & set(names):
-        classifier = identity_classifier_for(info.path, lambda: read_faces(info, "train"),
-                                             len(info.speaker_names), device)
-    demo = all(name.startswith("demo_") for name in info.speaker_names)   # data/demo.py's
-    return FaceMetrics(names, device, classifier, inception, "demo" if demo else "landmarks")
-
-
-def inception_network(path, device):
-    try:
-        return load_inception(path, device)
-    except (RuntimeError, ValueError) as error:
-        raise UserError(f"--inception {path}: not a TorchScript model "
-                        f"({str(error).splitlines()[0][:100]})") from None
-
-
-def unconditional_metrics(names: list[str], args: ModelArgs) -> list[str]:
-    """An unconditional model's faces belong to no speaker and pair with no frame: of the
-    metrics, only face detection and Frechet distances apply."""
-    if args.condition != "none":
-        return names
-    kept = [name for name in names if name.startswith("detection") or name == "frechet"]
-    if not kept:
-        raise UserError("an unconditional model (--condition none) has no speaker or true "
-                        "frame to be scored against; choose --metrics detection_dlib, "
-                        "detection_haar or frechet")
-    if len(kept) < len(names):
-        print(f"note: an unconditional model is scored on {', '.join(kept)} only")
-    return kept
-
-
-def evaluation_for(options, info: PairFileInfo, split: str, args: ModelArgs, device,
-                   limit: int | None) -> SplitEvaluation:
-    """Rows of `split` (all, or `limit` spread over the speakers) ready to score."""
-    dataset = SpeechFaceDataset(info, split, args.audio_samples, args.image_size, train=False,
-                                condition=args.condition)
-    rows = spread_over_speakers(dataset.speaker_ids, limit or len(dataset))
-    names = unconditional_metrics(parse_metric_names(options.metrics), args)
-    if "matching" in names and len(np.unique(dataset.speaker_ids[rows])) < 2:
-        raise UserError(f"split '{split}' of {info.path} holds one speaker; 1:2 matching "
-                        "compares speakers, so evaluate a split with two or more")
-    unseen = unseen_speakers(info, split)
-    if unseen and "identity" in names:
-        names.remove("identity")
-        print(f"note: split '{split}' holds speakers the train split lacks; identity accuracy "
-              "is undefined for them, so 1:2 matching and recall@K score identity instead")
-    suite = metric_suite(names, info, device, options.inception)
-    return SplitEvaluation(suite, dataset, rows, device, unseen)
-
+# ---------------------------------------------------------------- evaluation
 
 def run_evaluation(options, device: torch.device, dataset_path: Path) -> dict:
     """--evaluate: score a checkpoint's faces for a split, print a table, write metrics.json."""

@@ -515,8 +515,9 @@ PANELS = (
 )
 
 
-class Ema:
-    """Exponential moving average with TensorBoard's start-up correction (no drag towards 0)."""
+class SmoothedCurve:
+    """A plotted curve's smoothing: an exponential moving average with TensorBoard's start-up
+    correction (no drag towards 0). Not the generator's EMA (models/ema.py)."""
 
     def __init__(self, weight: float = SMOOTHING):
         self.weight, self.mean, self.count = weight, 0.0, 0
@@ -609,7 +610,7 @@ class Visualizer:
         return write_run_page(self.run_dir)
 
 
-# ---------------------------------------------------------------- live outputs (--log_to, issue 18)
+# ---------------------------------------------------------------- live outputs (--log_to)
 # Each sink has the same five calls: options(dict), scalars(group, step, values),
 # images(title, grid, step, epoch), audio(title, [(caption, waveform, wav path)], rate, step)
 # and flush() at each epoch's end. `step` is None before the first training step.
@@ -645,7 +646,7 @@ class VisdomSink:
         self.address = f"{options.visdom_server}:{options.visdom_port}"
         self.env, self.created, self.client = options.vis_screen, set(), None
         self.fallback = f"training goes on; {run_dir / 'index.html'} shows the run"
-        self.smoothed: dict[str, Ema] = {}
+        self.smoothed: dict[str, SmoothedCurve] = {}
         self.step, self.plotted_step, self.last_plot = 0, None, -math.inf
         try:
             self.client = quiet_visdom_client(options.visdom_server, options.visdom_port,
@@ -666,7 +667,7 @@ class VisdomSink:
                 self.line(f"evaluation: {name}", step, {name: value}, markers=True)
             return
         for name, value in values.items():
-            self.smoothed.setdefault(name, Ema()).update(value)
+            self.smoothed.setdefault(name, SmoothedCurve()).update(value)
         self.step = step
         if time.monotonic() - self.last_plot >= PLOT_SECONDS:
             self._plot_smoothed()
@@ -938,8 +939,8 @@ def _training_charts(records: list[dict]) -> str:
     for title, names, log_scale in panels_for(series):
         lines = {}
         for name in names:
-            ema = Ema()
-            lines[name] = (series[name], [(x, ema.update(y)) for x, y in series[name]])
+            smoothed = SmoothedCurve()
+            lines[name] = (series[name], [(x, smoothed.update(y)) for x, y in series[name]])
         charts.append(svg_chart(title, lines, log_scale))
     return _section("Training, per iteration", charts,
                     "<p>bold: smoothed (moving average), faint: raw</p>")

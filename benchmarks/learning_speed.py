@@ -29,6 +29,7 @@ import runtime  # noqa: E402
 import trainer  # noqa: E402
 from benchmarks.train_speed import print_table  # noqa: E402
 from data.schema import validate_pair_file  # noqa: E402
+from models.metrics.evaluation import evaluation_for  # noqa: E402
 
 # name -> options over runtime.py's defaults; each row past the first changes one lever of
 # the README's demo command (batch 16), except wav2pix's, which changes all of them.
@@ -88,7 +89,7 @@ def main() -> None:
             for name in args.variants:
                 for seconds, step, model in train_for_budgets(VARIANTS[name], args.budgets,
                                                               Path(work), args.seed):
-                    evaluation = trainer.evaluation_for(scoring, info, "test", model.args,
+                    evaluation = evaluation_for(scoring, info, "test", model.args,
                                                         torch.device("cpu"), args.test_pairs)
                     scores = evaluation.run(model)
                     rows.append({"variant": name, "budget s": round(seconds), "steps": step,

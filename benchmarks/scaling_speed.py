@@ -30,7 +30,7 @@ import runtime  # noqa: E402
 from models import ModelArgs, SpeechToFace  # noqa: E402
 from models.ema import GeneratorEma  # noqa: E402
 from train_speed import fake_batch, print_table, synchronize, time_step  # noqa: E402  (this folder is on sys.path)
-from trainer import GanStep  # noqa: E402
+from models.gan_step import GanStep  # noqa: E402
 from utils import process_group  # noqa: E402
 
 RESULT = "RESULT "

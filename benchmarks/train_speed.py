@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import runtime  # noqa: E402
 from models import ModelArgs, SpeechToFace  # noqa: E402
-from trainer import GanStep  # noqa: E402
+from models.gan_step import GanStep  # noqa: E402
 
 PARTS = ("encoder_and_generator_forward", "discriminator_forward",
          "discriminator_backward_and_adam", "generator_losses_forward",
@@ -44,13 +44,14 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_step(step: GanStep, batch, device, warmup: int, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` full steps (D and G) after `warmup` ones."""
     for _ in range(warmup):
-        step(batch)
+        step(batch, step.d_iters)
     times = []
     for _ in range(repeats):
         synchronize(device)
         start = time.perf_counter()
-        step(batch)
+        step(batch, step.d_iters)
         synchronize(device)
         times.append(time.perf_counter() - start)
     return times
@@ -59,7 +60,7 @@ def time_step(step: GanStep, batch, device, warmup: int, repeats: int) -> list[f
 def part_times(step: GanStep, batch, device) -> dict[str, float]:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        step(batch)
+        step(batch, step.d_iters)
         synchronize(device)
     result = {}
     for event in prof.key_averages():
@@ -88,7 +89,7 @@ def iteration_flops(step: GanStep, batch) -> float:
     """Matrix-multiply and convolution FLOPs of one iteration, forward and backward (what
     a fraction of a device's peak is computed from)."""
     with FlopCounterMode(display=False) as counter:
-        step(batch)
+        step(batch, step.d_iters)
     return float(counter.get_total_flops())
 
 

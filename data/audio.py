@@ -11,9 +11,9 @@ import numpy as np
 import soundfile
 import torch
 
+from data.schema import SAMPLE_RATE
 from utils import UserError
 
-SAMPLE_RATE = 16000
 PRE_EMPHASIS = 0.95
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 RATE_RANGE = (4000, 384000)   # Hz; outside it a file is not speech audio (or its header is broken)
@@ -93,7 +93,7 @@ def load_speech(path) -> np.ndarray:
         raise AudioError(f"{path}: the audio file holds no samples")
     if not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
         raise AudioError(f"{path}: its header says {rate} Hz, outside {RATE_RANGE[0]} to "
-                         f"{RATE_RANGE[1]} Hz; re-encode it (e.g. at 16000 Hz)")
+                         f"{RATE_RANGE[1]} Hz; re-encode it (e.g. at {SAMPLE_RATE} Hz)")
     if not np.all(np.isfinite(samples)):
         raise AudioError(f"{path}: the audio holds NaN or infinite samples")
     mono = samples.mean(axis=1, dtype=np.float64).astype(np.float32)   # float64: no overflow

@@ -114,6 +114,12 @@ class SpeechFaceDataset(Dataset):
     def face(self, index: int) -> torch.Tensor:
         return face_tensor(self._rows()["faces"][index], self.image_size)
 
+    def batch(self, rows, generator: torch.Generator | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The conditions (N, ...) and faces (N, 3, S, S) of `rows`, stacked in their order."""
+        return (torch.stack([self.condition(i, generator) for i in rows]),
+                torch.stack([self.face(i) for i in rows]))
+
     def wrong_row(self, index: int, generator: torch.Generator | None = None) -> int:
         """A random row of another speaker; of another pair where the split has one speaker."""
         others = self._other_rows[self.speaker_ids[index]]
@@ -131,6 +137,22 @@ class SpeechFaceDataset(Dataset):
                 torch.tensor(self.speaker_ids[index]), self.face(wrong))
 
 
+def spread_over_speakers(speaker_ids: np.ndarray, count: int) -> list[int]:
+    """Up to `count` row indices taking speakers in turn, so every speaker shows in a grid."""
+    queues = [list(np.flatnonzero(speaker_ids == s)) for s in np.unique(speaker_ids)]
+    rows = []
+    while len(rows) < count and any(queues):
+        for queue in queues:
+            if queue and len(rows) < count:
+                rows.append(int(queue.pop(0)))
+    return rows
+
+
+def in_chunks(rows, size: int = 64) -> list:
+    """`rows` in consecutive pieces of at most `size`, the batches faces are drawn in."""
+    return [rows[start:start + size] for start in range(0, len(rows), size)]
+
+
 def face_tensor(face: np.ndarray, image_size: int) -> torch.Tensor:
     """uint8 (S, S, 3) -> float (3, image_size, image_size) in [-1, 1], resized when S differs."""
     tensor = torch.from_numpy(np.ascontiguousarray(face)).permute(2, 0, 1).float()
@@ -138,7 +160,6 @@ def face_tensor(face: np.ndarray, image_size: int) -> torch.Tensor:
         tensor = F.interpolate(tensor[None], size=(image_size, image_size), mode="bilinear",
                                antialias=True, align_corners=False)[0].clamp(0, 255)
     return tensor / 127.5 - 1.0
-
 
 
 def read_faces(info: PairFileInfo, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from utils import UserError
+
 
 def derive_seed(*parts: int) -> int:
     """A well-mixed 63-bit seed from integers (numpy's SeedSequence hashing)."""
@@ -81,6 +83,21 @@ class EpochDraws(EpochOrder):
     def permutation(self, epoch: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
         return torch.randint(self.num_rows, (self.draws,), generator=generator)
+
+
+def training_order(num_rows: int, batch_size: int, seed: int, rank: int = 0,
+                   processes: int = 1, draws: int | None = None) -> EpochOrder:
+    """This process's resumable order over a train split of `num_rows` pairs: with `draws`
+    (fine-tuning a handful of pairs) epochs of that many draws with replacement, else
+    shuffles of the split, which must then hold a batch for every process."""
+    if draws:
+        return EpochDraws(num_rows, seed, draws, rank, processes)
+    if batch_size > num_rows // processes:
+        share = (f", {num_rows // processes} for each of {processes} processes"
+                 if processes > 1 else "")
+        raise UserError(f"--batch_size {batch_size} is larger than the train split "
+                        f"({num_rows} pairs{share}); lower --batch_size")
+    return EpochOrder(num_rows, seed, rank, processes)
 
 
 def seed_worker(worker_id: int) -> None:

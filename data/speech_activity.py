@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from data.schema import SAMPLE_RATE
+
 VADS = ("webrtc", "silero", "off")
 
 

@@ -18,10 +18,10 @@ import av
 import numpy as np
 
 from data.faces import FaceCropper, FaceSettings
+from data.schema import SAMPLE_RATE
 from data.speech_activity import make_vad
 from utils import UserError
 
-SAMPLE_RATE = 16000
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 # What the decoder can raise on a broken file, besides its own FFmpegError family.
 DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, UnicodeDecodeError)

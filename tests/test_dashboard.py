@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 import runtime
-from utils import (Ema, Visualizer, current_run_records, missing_dashboard_assets,
+from utils import (SmoothedCurve, Visualizer, current_run_records, missing_dashboard_assets,
                    visdom_static_dir)
 
 # visdom 0.2.4's client logs through the deprecated Logger.warn
@@ -276,10 +276,10 @@ def test_serving_on_a_taken_port_is_refused_in_one_line():
 
 
 def test_the_moving_average_starts_at_the_first_value_and_follows_a_constant():
-    ema = Ema(0.9)
+    ema = SmoothedCurve(0.9)
     assert ema.update(5.0) == pytest.approx(5.0)
     assert all(ema.update(5.0) == pytest.approx(5.0) for _ in range(50))
-    ema = Ema(0.5)
+    ema = SmoothedCurve(0.5)
     ema.update(0.0)
     assert ema.update(3.0) == pytest.approx(2.0)     # (0.25 * 0 + 0.5 * 3) / (1 - 0.25)
 

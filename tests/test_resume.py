@@ -323,8 +323,8 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(workdir, refer
 
 
 def model_and_optimisers(run: trainer.Trainer) -> dict:
-    state = {"networks": run.model.state_dict(), "optimizer_g": run.optimizer_g.state_dict(),
-             "optimizer_d": run.optimizer_d.state_dict()}
+    state = {"networks": run.model.state_dict(), "optimizer_g": run.gan_step.optimizer_g.state_dict(),
+             "optimizer_d": run.gan_step.optimizer_d.state_dict()}
     return {k: {n: v.clone() if isinstance(v, torch.Tensor) else v for n, v in d.items()}
             for k, d in state.items()}
 

@@ -27,6 +27,16 @@ METRICS = {
 # What needs dlib's face descriptor, and what needs the identity classifier.
 NEEDS_DESCRIPTORS = {"dlib_similarity", "frechet", "matching"}
 NEEDS_CLASSIFIER = {"identity", "frechet"}
+# All an unconditional model's faces can be scored on: they pair with no frame or speaker.
+UNCONDITIONAL = {"detection_dlib", "detection_haar", "frechet"}
+# best.pt keeps the best figure of the first of these metrics a run scores: identity
+# accuracy, or 1:2 matching where the speakers are unseen.
+BEST_BY = (("identity", "identity_top1"), ("matching", "matching_1v2"))
+
+
+def best_metric(names: list[str]) -> str | None:
+    """The figure best.pt is chosen by, for these metric names (None: no best.pt)."""
+    return next((figure for metric, figure in BEST_BY if metric in names), None)
 
 
 def parse_metric_names(text: str) -> list[str]:

@@ -8,7 +8,6 @@ It is trained once per pair file and cached next to it, keyed by the file's SHA-
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from utils import write_durably
 
 CACHE_VERSION = 3           # bump when the recipe below changes, so old caches are not reused
 TRAIN_EPOCHS = 10           # passes over the train faces, as steps within the bounds below
@@ -145,15 +146,12 @@ def load_cached(path: Path, sha256: str, device) -> IdentityClassifier | None:
 
 
 def save_cache(path: Path, classifier: IdentityClassifier, sha256: str) -> bool:
-    """Write atomically; False (and nothing written) where the folder is not writable."""
-    partial = path.with_name(f".{path.name}.partial")
+    """Write durably; False (and nothing written) where the folder is not writable."""
     payload = {"sha256": sha256, "config": asdict(classifier.config),
                "state_dict": {k: v.cpu() for k, v in classifier.state_dict().items()}}
     try:
-        torch.save(payload, partial)
-        os.replace(partial, path)
-    except OSError:
-        partial.unlink(missing_ok=True)
+        write_durably(path, lambda f: torch.save(payload, f))
+    except (OSError, RuntimeError):     # torch.save turns a failed write into RuntimeError
         return False
     return True
 

@@ -1,0 +1,244 @@
+"""One batch of GAN training apart from the loop: the losses composed into a discriminator
+step and a generator step, with the optimisers, loss scalers and averaged generator they
+update (`state_dict()` / `load_state_dict()` under a checkpoint's keys).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.profiler import record_function
+
+from models import SpeechToFace
+from models.ema import GeneratorEma
+from models.losses import (ADVERSARIAL_LOSSES, feature_matching_loss, gradient_penalty,
+                           reconstruction_l1, speaker_softmax_loss)
+from models.precision import autocast, resolve_precision
+from utils import SINGLE_PROCESS, Ranks
+
+
+class NonFiniteLoss(Exception):
+    """A NaN or infinite loss; the step it belongs to was not applied. `losses`: the figures."""
+
+    def __init__(self, losses: dict[str, float]):
+        super().__init__(describe_losses(losses))
+        self.losses = losses
+
+
+
+def describe_losses(losses: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in losses.items() if not math.isfinite(v)) or "?"
+
+
+
+class GeneratorSide(nn.Module):
+    """The networks G's optimiser trains (condition encoder, face generator, speaker
+    classifier) as one module, for DistributedDataParallel.
+
+    DDP wraps whole modules, and the GAN's halves step apart, so this half is gathered here
+    and D is wrapped on its own. The parameters are the model's own: checkpoints keep
+    saving the plain `model.state_dict()`.
+    """
+
+    def __init__(self, model: SpeechToFace):
+        super().__init__()
+        self.parts = nn.ModuleDict({name: getattr(model, name)
+                                    for name in model.generator_part_names()})
+        object.__setattr__(self, "model", model)   # a plain reference: D is not one of the parts
+
+    def forward(self, condition_input: torch.Tensor):
+        """-> (embedding (B, E), faces (B, 3, S, S), speaker logits (B, K), or None
+        without a condition)."""
+        embedding, faces = self.model(condition_input)
+        logits = self.model.speaker_classifier(embedding) if self.model.conditioned else None
+        return embedding, faces, logits
+
+
+def distributed_data_parallel(module: nn.Module, ranks: Ranks) -> nn.Module:
+    """DDP when there are several processes (it broadcasts rank 0's weights now, averages
+    gradients in backward and, before each forward, broadcasts rank 0's buffers: BatchNorm
+    statistics and spectral norm's power-iteration vectors); the module itself when alone."""
+    if not ranks.distributed:
+        return module
+    device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids)
+
+
+class GanStep:
+    """One batch of training, apart from the loop: a discriminator step, then a generator step.
+
+    Holds the networks' optimizers (Adam, betas 0.5/0.999, as wav2pix); G's optimizer also
+    trains the speech encoder and the speaker classifier. The adversarial loss is chosen by
+    --loss; with --d_iters N only every N-th batch takes a G step, the others are
+    critic steps, each on its own batch. Under torchrun both halves are DDP modules; with
+    --ema the step keeps the averaged generator; with --precision fp16 a GradScaler per half.
+    """
+
+    def __init__(self, model: SpeechToFace, options, device: torch.device,
+                 ranks: Ranks = SINGLE_PROCESS):
+        self.model, self.options, self.device, self.ranks = model, options, device, ranks
+        resolve_precision(options, device, announce=ranks.is_main)
+        # foreach: one op per step over all of a network's tensors, 49 ms for G and D on this
+        # CPU against 79 ms for the per-tensor loop. fused (10 ms) made a 2-process run end
+        # 4% away from one process on the same global batch (test_distributed), so no.
+        adam = {"betas": (0.5, 0.999), "foreach": True}
+        self.optimizer_g = torch.optim.Adam(model.generator_parameters(), options.lr_G, **adam)
+        self.optimizer_d = torch.optim.Adam(model.projection_discriminator.parameters(),
+                                            options.lr_D, **adam)
+        self.generator_side = distributed_data_parallel(GeneratorSide(model), ranks)
+        self.discriminator = distributed_data_parallel(model.projection_discriminator, ranks)
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
+        fp16 = options.precision == "fp16"
+        self.scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
+        # After DDP has broadcast rank 0's weights, so every process averages the same ones.
+        self.ema = GeneratorEma(model, options.ema_decay) if options.ema else None
+        self._choose_losses(options)
+
+    def _choose_losses(self, options) -> None:
+        self.adversarial = ADVERSARIAL_LOSSES[options.loss]
+        self.d_iters = options.d_iters or self.adversarial.critic_steps
+        # Without a condition there is nothing to mismatch, no true frame and no speaker:
+        # the wrong-pair, L1 and softmax terms need a conditioned model.
+        self.wrong_pairs = options.cls and self.model.conditioned
+        self.coefficients = {"g_adv": 1.0, "g_l1": options.l1_coef, "g_fm": options.l2_coef,
+                             "g_softmax": options.softmax_coef}
+
+    def autocast(self):
+        return autocast(self.options.precision, self.device)
+
+    def __call__(self, batch, step: int) -> dict[str, float]:
+        """The figures of batch number `step` (1 for a run's first: with --d_iters N every
+        N-th takes G's step); raises NonFiniteLoss, having applied nothing, when a loss is NaN
+        or infinite in any process (D's step stands when only G's loss is)."""
+        condition_input, real, speaker_id, wrong = (t.to(self.device, non_blocking=True)
+                                                    for t in batch)
+        real, wrong = (faces.contiguous(memory_format=torch.channels_last) for faces in (real, wrong))
+        statistics = [b.detach().clone() for b in self.model.buffers()]   # BN, spectral norm
+        try:
+            if step % self.d_iters:
+                return self.critic_step(condition_input, real, wrong)
+            with record_function("encoder_and_generator_forward"), self.autocast():
+                # once per batch; D gets it detached
+                embedding, fake, logits = self.generator_side(condition_input)
+            d_values, real_features = self.discriminator_step(real, fake.detach(), wrong,
+                                                              embedding.detach())
+            g_values = self.generator_step(real, fake, embedding, logits, speaker_id,
+                                           real_features)
+        except NonFiniteLoss:
+            with torch.no_grad():
+                for buffer, saved in zip(self.model.buffers(), statistics):
+                    buffer.copy_(saved)
+            self.optimizer_d.zero_grad(set_to_none=True)
+            self.optimizer_g.zero_grad(set_to_none=True)
+            raise
+        if self.ema:
+            self.ema.update()
+        return {k: v.item() for k, v in {**d_values, **g_values}.items()}
+
+    def learning_rates(self) -> dict[str, float]:
+        return {"lr_G": self.optimizer_g.param_groups[0]["lr"],
+                "lr_D": self.optimizer_d.param_groups[0]["lr"]}
+
+    def state_dict(self) -> dict:
+        """The optimisers, loss scalers and averaged generator, under a checkpoint's keys."""
+        state = {"optimizer_g": self.optimizer_g.state_dict(),
+                 "optimizer_d": self.optimizer_d.state_dict(),
+                 "grad_scalers": {"d": self.scaler_d.state_dict(), "g": self.scaler_g.state_dict()}}
+        if self.ema:
+            state.update(ema=self.ema.state_dict(), ema_updates=self.ema.updates)
+        return state
+
+    def load_state_dict(self, checkpoint: dict) -> None:
+        """Continue a checkpoint's optimisers (at the learning rates of these options: one
+        given on the command line wins), its loss scalers (--precision fp16) and averaged
+        generator. Call it after the model's weights are restored: a run that turns --ema
+        on at resume starts its average from them."""
+        for optimizer, name, lr in ((self.optimizer_g, "optimizer_g", self.options.lr_G),
+                                    (self.optimizer_d, "optimizer_d", self.options.lr_D)):
+            optimizer.load_state_dict(checkpoint[name])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        for scaler, key in ((self.scaler_d, "d"), (self.scaler_g, "g")):
+            saved = checkpoint.get("grad_scalers", {}).get(key)
+            if saved and scaler.is_enabled():     # an fp32 or bf16 run saved an empty state
+                scaler.load_state_dict(saved)
+        if self.ema and "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"], checkpoint["ema_updates"])
+        elif self.ema:
+            self.ema = GeneratorEma(self.model, self.options.ema_decay)
+            if self.ranks.is_main:
+                print("note: the checkpoint has no averaged generator; --ema starts one from "
+                      "its weights")
+
+    def critic_step(self, condition_input, real, wrong) -> dict[str, float]:
+        """A D step between G steps (--d_iters > 1): G draws without building a graph."""
+        with torch.no_grad(), record_function("encoder_and_generator_forward"), self.autocast():
+            embedding, fake = self.model(condition_input)
+        d_values, _ = self.discriminator_step(real, fake, wrong, embedding)
+        return {k: v.item() for k, v in d_values.items()}
+
+    def discriminator_step(self, real, fake, wrong, condition):
+        """Real pairs up, generated [and wrong] pairs down (the passes run as one batch);
+        wgan-gp adds the gradient penalty."""
+        faces = [real, fake, wrong] if self.wrong_pairs else [real, fake]
+        with record_function("discriminator_forward"), self.autocast():
+            scores, features = self.discriminator(torch.cat(faces),
+                                                  torch.cat([condition] * len(faces)))
+            real_scores, fake_scores, *wrong_scores = scores.chunk(len(faces))
+            d_loss = self.adversarial.discriminator(real_scores, fake_scores, *wrong_scores)
+            values = {"d_real": real_scores.mean(), "d_fake": fake_scores.mean()}
+            if wrong_scores:
+                values["d_wrong"] = wrong_scores[0].mean()
+            if self.adversarial.gradient_penalty:
+                # The plain D: its gradients join the DDP pass's ones in the same backward.
+                plain = self.model.projection_discriminator
+                values["d_gp"] = gradient_penalty(lambda x, c: plain(x, c)[0], real, fake,
+                                                  condition)
+                d_loss = d_loss + self.options.gp_coef * values["d_gp"]
+        self.check_finite({"d_loss": d_loss})
+        with record_function("discriminator_backward_and_adam"):
+            backward_and_step(d_loss, self.optimizer_d, self.scaler_d)
+        return {"d_loss": d_loss, **values}, features[:len(real)].detach()
+
+    def generator_step(self, real, fake, embedding, logits, speaker_id, real_features):
+        """G, condition encoder and speaker classifier: adversarial + L1 + feature matching
+        + softmax (an unconditional model: adversarial + feature matching)."""
+        # The plain D, not its DDP wrapper: this pass gives D no weight gradients, and the
+        # wrapper would wait for them in backward.
+        discriminator = self.model.projection_discriminator
+        with record_function("generator_losses_forward"), self.autocast():
+            discriminator.requires_grad_(False)  # no weight gradients for D in G's step
+            g_scores, g_features = discriminator(fake, embedding)
+            discriminator.requires_grad_(True)
+            terms = {"g_adv": self.adversarial.generator(g_scores),
+                     "g_fm": feature_matching_loss(real_features, g_features)}
+            if self.model.conditioned:
+                terms.update(g_l1=reconstruction_l1(fake, real),
+                             g_softmax=speaker_softmax_loss(logits, speaker_id))
+            g_loss = sum(self.coefficients[name] * term for name, term in terms.items())
+        self.check_finite({"g_loss": g_loss, **terms})
+        with record_function("generator_backward_and_adam"):
+            backward_and_step(g_loss, self.optimizer_g, self.scaler_g)
+        if self.model.conditioned:
+            terms["speaker_acc"] = (logits.argmax(dim=1) == speaker_id).float().mean()
+        return {"g_loss": g_loss, **terms}
+
+    def check_finite(self, figures: dict[str, torch.Tensor]) -> None:
+        """Raise NonFiniteLoss when the loss (the first figure) is NaN or infinite in any
+        process: they skip a batch together, or DDP's next gradient all-reduce would wait
+        for the one that skipped. The loss reported is the sum over the processes."""
+        (name, loss), *_ = figures.items()
+        total = self.ranks.sum(loss.detach())
+        if not torch.isfinite(total):
+            raise NonFiniteLoss({**{k: v.item() for k, v in figures.items()}, name: total.item()})
+
+
+def backward_and_step(loss, optimizer, scaler: torch.amp.GradScaler) -> None:
+    """Backward and Adam; a disabled scaler (fp32, bf16) passes the loss through unscaled."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
