@@ -10,21 +10,19 @@ and why, and print a summary table per speaker at the end.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import random
-import signal
 import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from data import video as videos
 from data import video_parts as parts
+from data import video_workers
 from data.faces import DETECTORS, FaceCropper, FaceSettings
 from data.speech_activity import VADS
 from data import wav2pix_import as wav2pix
@@ -245,7 +243,7 @@ def prepare_parts(sources, store, settings, workers: int) -> dict:
     pairs = sum(s.pairs for s in summaries.values() if s)
     progress.set_postfix(pairs=pairs)
     try:
-        for summary in _make_parts(todo, store, settings, workers):
+        for summary in video_workers.make_parts(todo, store, settings, workers):
             summaries[summary.label] = summary
             pairs += summary.pairs
             progress.update()
@@ -257,36 +255,6 @@ def prepare_parts(sources, store, settings, workers: int) -> dict:
     finally:
         progress.close()
     return summaries
-
-
-def _make_parts(todo, store, settings, workers: int):
-    """PartSummary of each video in `todo` as it finishes (any order with workers)."""
-    if workers == 1 or len(todo) <= 1:
-        inspector = videos.Inspector(settings)
-        for source in todo:
-            yield parts.write_part(store.path(source), source, inspector)
-        return
-    # spawn, not fork: a forked child of a process whose torch or OpenMP threads have run
-    # (Silero VAD) can hang on a lock those threads held; each worker imports afresh (~2 s)
-    context = multiprocessing.get_context("spawn")
-    tasks = [(source, store.path(source)) for source in todo]
-    with context.Pool(min(workers, len(todo)), _start_worker, (settings,)) as pool:
-        yield from pool.imap_unordered(_worker_part, tasks)
-
-
-_WORKER_INSPECTOR = None  # one per worker process, made by _start_worker
-
-
-def _start_worker(settings) -> None:
-    global _WORKER_INSPECTOR
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
-    cv2.setNumThreads(1)  # one core per worker: no oversubscription
-    _WORKER_INSPECTOR = videos.Inspector(settings)
-
-
-def _worker_part(task):
-    source, path = task
-    return parts.write_part(path, source, _WORKER_INSPECTOR)
 
 
 def _merge_part(source, summary, split: str, store, writer, speakers, report) -> None:

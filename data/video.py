@@ -174,6 +174,7 @@ class Inspector:
         self.settings = settings
         self.faces = FaceCropper(settings.face_settings())
         self.vad = make_vad(settings.vad)
+        self.decoder_threads = 0  # FFmpeg's own choice (one per core); workers use 1
 
 
 def probe(path: Path) -> str | None:
@@ -216,6 +217,7 @@ def frame_windows(path: Path, settings: WindowSettings, inspector: Inspector) ->
 def _pair_up(container, settings: WindowSettings, inspector: Inspector) -> Iterator[FrameWindow]:
     video, audio = container.streams.video[0], container.streams.audio[0]
     video.thread_type = "AUTO"
+    video.thread_count = inspector.decoder_threads
     # Keep the channels and average them ourselves, as data.audio does: FFmpeg's own
     # downmix scales each channel by 0.71, so loud stereo speech would clip.
     resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)

@@ -245,6 +245,40 @@ def test_ctrl_c_says_what_is_kept_and_workers_write_the_same_file(tmp_path):
     same_pair_file(out, one)
 
 
+def test_workers_forked_after_torch_ran_match_one_worker(tmp_path):
+    """Workers fork from the calling process (Linux). One whose torch and OpenCV thread
+    pools ran first, as training before a prepare in the same process does, must not hang
+    them, and two workers (one decoder thread each) must write the file one worker writes."""
+    src = video_folder(tmp_path / "v", count=4, seconds=3)
+    script = ("import sys, cv2, numpy, torch\n"
+              "torch.set_num_threads(2)\n"
+              "x = torch.randn(512, 512)\n"
+              "for _ in range(20): x = torch.tanh(x @ x)\n"  # OpenMP's threads have run
+              "torch.nn.functional.conv1d(torch.randn(8, 16, 16000), torch.randn(32, 16, 9))\n"
+              "picture = numpy.zeros((1000, 1500, 3), numpy.uint8)\n"
+              "for _ in range(5): cv2.GaussianBlur(cv2.resize(picture, (900, 600)), (9, 9), 0)\n"
+              "from data import prepare\n"
+              "sys.exit(prepare.main(sys.argv[1:]))\n")
+    for workers in ("2", "1"):
+        out = tmp_path / f"w{workers}.h5"
+        done = subprocess.run([sys.executable, "-c", script, *prepare_command(src, out, "--workers", workers)[3:]],
+                              cwd=REPO, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-1000:]
+    same_pair_file(tmp_path / "w2.h5", tmp_path / "w1.h5")
+    assert (tmp_path / "w2.h5").read_bytes() == (tmp_path / "w1.h5").read_bytes()
+
+
+def test_spawned_workers_match_one_worker(tmp_path, capsys, monkeypatch):
+    """Where fork is unsafe (macOS, Windows) workers are spawned and load their own models."""
+    src = video_folder(tmp_path / "v", count=2, seconds=3)
+    monkeypatch.setattr(prepare.video_workers, "START_METHOD", "spawn")
+    for workers in (2, 1):
+        code, _, stderr = run_cli(prepare_command(src, tmp_path / f"w{workers}.h5", "--workers",
+                                                  workers)[3:], capsys)
+        assert code == 0, stderr
+    same_pair_file(tmp_path / "w2.h5", tmp_path / "w1.h5")
+
+
 def test_changed_settings_start_over(tmp_path, capsys):
     src = video_folder(tmp_path / "v", count=2, seconds=3)
     out = tmp_path / "o.h5"
