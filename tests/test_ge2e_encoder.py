@@ -110,37 +110,41 @@ def test_frozen_by_default_only_the_projection_learns_and_finetune_trains_it(sam
     assert all(p.grad is not None for p in finetuned.ge2e.parameters())
 
 
-def test_two_steps_leave_ge2e_as_shipped_and_the_checkpoint_renders_without_the_package(
+def without_package(arguments: list[str], folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", WITHOUT_PACKAGE, *arguments], cwd=folder,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_two_steps_leave_ge2e_as_shipped_and_the_checkpoint_resumes_and_renders_without_the_package(
         tiny_pairs, tmp_path, monkeypatch):
+    """Step 1 here; step 2 resumed, and the faces rendered, where resemblyzer cannot be found."""
     weights = wheel_weights()
     monkeypatch.chdir(tmp_path)
-    assert runtime.main(["--dataset", str(tiny_pairs), "--save_path", "ge2e",
-                         "--speech_encoder", "ge2e", *FAST]) == 0
+    assert runtime.main(["--dataset", str(tiny_pairs), "--save_path", "ge2e", "--speech_encoder",
+                         "ge2e", *FAST[:-4], "--epochs", "2", "--max_steps", "1",
+                         "--checkpoint_every_steps", "1"]) == 0
+    resumed = without_package(["--resume", "latest", "--save_path", "ge2e", "--max_steps", "2"],
+                              tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
     checkpoint = load_checkpoint(tmp_path / "checkpoints" / "ge2e" / "latest.pt")
-    assert checkpoint["model_args"]["speech_encoder"] == "ge2e"
-    networks = checkpoint["networks"]
+    assert checkpoint["model_args"]["speech_encoder"] == "ge2e" and checkpoint["step"] == 2
     for name, tensor in weights.items():
-        assert torch.equal(networks[f"speech_encoder.ge2e.{name}"], tensor), name
+        assert torch.equal(checkpoint["networks"][f"speech_encoder.ge2e.{name}"], tensor), name
     # Adam holds state for the trainable tensors only: the frozen ones took no step.
     model = SpeechToFace(ModelArgs(**checkpoint["model_args"]))
     frozen = {i for i, p in enumerate(model.generator_parameters()) if not p.requires_grad}
     assert len(frozen) == len(list(model.speech_encoder.ge2e.parameters()))
     assert checkpoint["optimizer_g"]["state"] and not frozen & set(checkpoint["optimizer_g"]["state"])
-    rendered = subprocess.run(
-        [sys.executable, "-c", WITHOUT_PACKAGE, "--inference", "--pre_trained_gen",
-         "checkpoints/ge2e", "--dataset", str(tiny_pairs), "--save_path", "ge2e"],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True, text=True, timeout=300)
+    rendered = without_package(["--inference", "--pre_trained_gen", "checkpoints/ge2e",
+                                "--dataset", str(tiny_pairs), "--save_path", "ge2e"], tmp_path)
     assert rendered.returncode == 0, rendered.stderr[-2000:]
     assert len(list((tmp_path / "results" / "ge2e").glob("*.png"))) == 3
 
 
 def test_a_new_model_without_the_weights_is_refused_in_one_line(tiny_pairs, tmp_path):
-    refused = subprocess.run(
-        [sys.executable, "-c", WITHOUT_PACKAGE, "--dataset", str(tiny_pairs), "--save_path", "x",
-         "--speech_encoder", "ge2e_finetune", *FAST],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True, text=True, timeout=300)
+    refused = without_package(["--dataset", str(tiny_pairs), "--save_path", "x",
+                               "--speech_encoder", "ge2e_finetune", *FAST], tmp_path)
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
         f"error: --speech_encoder ge2e needs the resemblyzer package; {INSTALL_HINT}"]
