@@ -172,7 +172,9 @@ def add_variant_options(parser: argparse.ArgumentParser) -> None:
     variants.add_argument("--speech_encoder", default="filterbank", choices=tuple(SPEECH_ENCODERS),
                           help="filterbank: learnable mel band-pass filters, log energies, "
                                "convolutions and mean+std pooling over time; segan: wav2pix's "
-                               "strided convolutions flattened (to reproduce wav2pix)")
+                               "strided convolutions flattened (to reproduce wav2pix); ge2e: "
+                               "Resemblyzer's pretrained GE2E speaker encoder, frozen, with a "
+                               "learned projection (ge2e_finetune trains it too)")
     variants.add_argument("--generator", default="resize", choices=tuple(GENERATORS),
                           help="resize: nearest x2 then 3x3 convolutions (no checkerboard); "
                                "dcgan: stride-2 transposed convolutions (wav2pix); adain: the "
@@ -205,6 +207,11 @@ def check_variant_options(options) -> None:
     if options.finetune and (options.pre_trained_gen or options.pre_trained_disc):
         raise UserError("--finetune already starts every network from its checkpoint; "
                         "drop --pre_trained_gen and --pre_trained_disc")
+    from_checkpoint = (options.resume or options.inference or options.evaluate or options.finetune
+                       or options.pre_trained_gen)
+    if options.speech_encoder.startswith("ge2e") and options.condition == "speech" and not from_checkpoint:
+        from models.ge2e_encoder import ge2e_weights_path
+        ge2e_weights_path()     # a new model needs the wheel's weights; a checkpoint holds them
 
 
 def resolve_variants(options) -> None:

@@ -17,6 +17,7 @@ from models.blocks import BATCH_NORMS
 from models.embedding_projector import EmbeddingProjector, EmbeddingProjectorConfig
 from models.face_generator import IMAGE_SIZES, FaceGenerator, FaceGeneratorConfig
 from models.filterbank_encoder import FilterbankEncoder, FilterbankEncoderConfig
+from models.ge2e_encoder import GE2EEncoder, GE2EEncoderConfig
 from models.projection_discriminator import ProjectionDiscriminator, ProjectionDiscriminatorConfig
 from models.speaker_classifier import SpeakerClassifier
 from models.speech_encoder import SpeechEncoder, SpeechEncoderConfig
@@ -28,7 +29,9 @@ CONDITIONS = ("speech", "none", "embedding")
 # A speech encoder is one file with a network and its config (audio_samples, embedding_dim),
 # plus one line here; the attribute stays `speech_encoder` (a checkpoint key) whichever it is.
 SPEECH_ENCODERS = {"segan": (SpeechEncoder, SpeechEncoderConfig),
-                   "filterbank": (FilterbankEncoder, FilterbankEncoderConfig)}
+                   "filterbank": (FilterbankEncoder, FilterbankEncoderConfig),
+                   "ge2e": (GE2EEncoder, GE2EEncoderConfig),
+                   "ge2e_finetune": (GE2EEncoder, partial(GE2EEncoderConfig, finetune=True))}
 GENERATORS = {"dcgan": (FaceGenerator, FaceGeneratorConfig),
               "resize": (FaceGenerator, partial(FaceGeneratorConfig, upsample="resize")),
               "adain": (AdaINFaceGenerator, AdaINGeneratorConfig)}
