@@ -5,8 +5,8 @@ Workers share out whole videos, so N of them need at least N videos still to do.
 Start-up. Where processes fork (Linux), the parent loads the face detector, dlib's
 landmark model and the voice detector once, and every worker inherits them (copy-on-write
 memory, nothing read again). Spawned workers each import torch and read the 100 MB
-landmark model anew, about 1.5 s of CPU per worker on the 2-core Xeon: as long as
-preparing 20 s of video (benchmarks/README.md). Spawn remains where fork is unsafe (macOS,
+landmark model anew, about 1.6 s of CPU per worker on the 2-core Xeon: as long as
+preparing 25 s of video (benchmarks/README.md). Spawn remains where fork is unsafe (macOS,
 Windows).
 
 Threads, and what makes the fork safe. A forked child holds none of its parent's threads,
