@@ -27,6 +27,7 @@ from models import ModelArgs, SpeechToFace
 from models.blocks import BATCH_NORMS
 from models.ema import GeneratorEma
 from models.metrics import NEEDS_CLASSIFIER, parse_metric_names
+from models.metrics.attributes import attribute_agreement_for, labelled_metrics
 from models.metrics.identity_classifier import identity_classifier_for
 from models.metrics.suite import FaceMetrics, format_table, load_inception
 from models.precision import autocast, resolve_precision
@@ -1086,15 +1087,19 @@ def unseen_speakers(info: PairFileInfo, split: str) -> bool:
     return not set(read_speaker_ids(info, split).tolist()) <= heard
 
 
-def metric_suite(names: list[str], info: PairFileInfo, device, inception_path) -> FaceMetrics:
-    """The named metrics, with the identity classifier of this file where one is needed."""
+def metric_suite(names: list[str], info: PairFileInfo, device, inception_path, split=None,
+                 rows=None) -> FaceMetrics:
+    """The named metrics, with the identity classifier of this file where one is needed
+    (and the attribute labels of `rows` of `split`, for the attributes metric)."""
     inception = inception_network(inception_path, device) if inception_path else None
     classifier = None
     if NEEDS_CLASSIFIER & set(names):
         classifier = identity_classifier_for(info.path, lambda: read_faces(info, "train"),
                                              len(info.speaker_names), device)
     demo = all(name.startswith("demo_") for name in info.speaker_names)   # data/demo.py's
-    return FaceMetrics(names, device, classifier, inception, "demo" if demo else "landmarks")
+    attributes = attribute_agreement_for(info, split, rows, device) if "attributes" in names else None
+    return FaceMetrics(names, device, classifier, inception, "demo" if demo else "landmarks",
+                       attributes)
 
 
 def inception_network(path, device):
@@ -1127,6 +1132,7 @@ def evaluation_for(options, info: PairFileInfo, split: str, args: ModelArgs, dev
                                 condition=args.condition)
     rows = spread_over_speakers(dataset.speaker_ids, limit or len(dataset))
     names = unconditional_metrics(parse_metric_names(options.metrics), args)
+    names = labelled_metrics(names, info, options.metrics)
     if "matching" in names and len(np.unique(dataset.speaker_ids[rows])) < 2:
         raise UserError(f"split '{split}' of {info.path} holds one speaker; 1:2 matching "
                         "compares speakers, so evaluate a split with two or more")
@@ -1135,7 +1141,7 @@ def evaluation_for(options, info: PairFileInfo, split: str, args: ModelArgs, dev
         names.remove("identity")
         print(f"note: split '{split}' holds speakers the train split lacks; identity accuracy "
               "is undefined for them, so 1:2 matching and recall@K score identity instead")
-    suite = metric_suite(names, info, device, options.inception)
+    suite = metric_suite(names, info, device, options.inception, split, rows)
     return SplitEvaluation(suite, dataset, rows, device, unseen)
 
 
