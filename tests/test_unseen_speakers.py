@@ -13,7 +13,7 @@ from data.attributes import read_attributes, read_speaker_groups
 from data.demo import demo_speakers, synthesize_demo
 from data.schema import PairFileError, validate_pair_file
 from data.unseen_demo import DEMO_ATTRIBUTES, speaker_attributes
-from models.metrics.attributes import cache_path
+from models.metrics.attributes import cache_path, labelled_metrics
 from models.metrics.identity_classifier import file_sha256
 from models.metrics.suite import format_table
 from trainer import metric_suite, spread_over_speakers
@@ -208,10 +208,10 @@ def test_attributes_on_a_file_without_labels(tiny_pairs_once, tmp_path, monkeypa
     from tests.test_metrics import untrained_checkpoint
     monkeypatch.chdir(tmp_path)
     checkpoint = untrained_checkpoint(tmp_path / "untrained.pt", 3)
-    common = ["--evaluate", "--pre_trained_gen", str(checkpoint), "--dataset", str(tiny_pairs_once)]
-    assert runtime.main([*common, "--metrics", "attributes"]) == 2
+    assert runtime.main(["--evaluate", "--pre_trained_gen", str(checkpoint), "--dataset",
+                         str(tiny_pairs_once), "--metrics", "l1,attributes"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "holds no attribute labels" in err, err
-    assert runtime.main([*common, "--metrics", "all"]) == 0     # all: what the file can score
-    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
-    assert not any(key.startswith("attributes") for key in metrics)
+    # --metrics all (the default) scores what the file can: no labels, no attributes
+    info = validate_pair_file(tiny_pairs_once)
+    assert labelled_metrics(["l1", "attributes"], info, "all") == ["l1"]
