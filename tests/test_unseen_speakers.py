@@ -215,3 +215,20 @@ def test_attributes_on_a_file_without_labels(tiny_pairs_once, tmp_path, monkeypa
     # --metrics all (the default) scores what the file can: no labels, no attributes
     info = validate_pair_file(tiny_pairs_once)
     assert labelled_metrics(["l1", "attributes"], info, "all") == ["l1"]
+
+
+def test_labels_added_as_the_readme_shows_validate_and_read_back(tmp_path):
+    from tests.conftest import write_tiny_pairs
+    path = write_tiny_pairs(tmp_path)
+    with h5py.File(path, "a") as f:
+        for split in f:
+            n = len(f[split]["speaker_ids"])
+            gender, age = np.arange(n) % 2, np.linspace(20, 60, n)
+            labels = f[split].create_dataset("attributes",
+                                             data=np.stack([gender, age], 1).astype("float32"))
+            labels.attrs["names"], labels.attrs["kinds"] = ["gender", "age"], ["class", "number"]
+            labels.attrs["class_names"] = ["female|male", ""]
+    info = validate_pair_file(path)
+    assert info.attributes.names == ("gender", "age") and info.speaker_groups is None
+    spec, values = read_attributes(path, "valid")
+    assert spec.class_names == (("female", "male"), ()) and values.shape == (6, 2)
