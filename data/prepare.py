@@ -6,7 +6,7 @@
     python -m data.prepare demo OUT.h5            the synthetic demo speakers, labelled,
                                                   some held out (unseen speakers)
 
-Both stream pairs to disk in chunks (memory stays flat), report every pair they drop
+wav2pix and videos stream pairs to disk in chunks (memory stays flat), report every pair they drop
 and why, and print a summary table per speaker at the end.
 """
 from __future__ import annotations
