@@ -31,7 +31,7 @@ from utils import UserError
 
 CACHE_VERSION = 1           # bump when the recipe below changes, so old caches are not reused
 TRAIN_EPOCHS = 10
-MIN_STEPS, MAX_STEPS = 60, 200
+MIN_STEPS, MAX_STEPS = 60, 400
 BATCH_SIZE = 32
 LEARNING_RATE = 2e-3
 
