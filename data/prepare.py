@@ -3,8 +3,10 @@
     python -m data.prepare wav2pix SRC OUT.h5     a data set in wav2pix's folder layout
     python -m data.prepare videos SRC OUT.h5      raw videos, one folder per speaker,
                                                   or a CSV manifest of path,speaker
+    python -m data.prepare demo OUT.h5            the synthetic demo speakers, labelled,
+                                                  some held out (unseen speakers)
 
-Both stream pairs to disk in chunks (memory stays flat), report every pair they drop
+wav2pix and videos stream pairs to disk in chunks (memory stays flat), report every pair they drop
 and why, and print a summary table per speaker at the end.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ from data import video_workers
 from data.faces import DETECTORS, FaceCropper, FaceSettings
 from data.speech_activity import VADS
 from data import wav2pix_import as wav2pix
+from data import demo_command
 from data.schema import SAMPLE_RATE, SPLITS, PairWriter, validate_pair_file
 from utils import OneLineParser, UserError
 
@@ -394,7 +397,8 @@ or, with --split_by speaker, by speaker (unseen speakers)."""
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m data.prepare", description=__doc__,
                            formatter_class=HelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{wav2pix,videos}")
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     metavar="{wav2pix,videos,demo}")
     importer = commands.add_parser("wav2pix", help="import wav2pix's folder layout",
                                    description=WAV2PIX_HELP, formatter_class=HelpFormatter)
     importer.add_argument("src", metavar="SRC", help="folder holding train/ and test/")
@@ -414,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "for validation")
     _add_video_options(maker)
     maker.set_defaults(run=prepare_videos)
+    demo_command.add_parser(commands, _bounded, HelpFormatter)
     return parser
 
 
@@ -454,7 +459,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     try:
         options = parser.parse_args(argv)
-        if getattr(options, "test_fraction", 0) + options.valid_fraction >= 1:
+        if getattr(options, "test_fraction", 0) + getattr(options, "valid_fraction", 0) >= 1:
             parser.error("--test_fraction plus --valid_fraction must stay below 1")
         options.run(options)
         info = validate_pair_file(options.out)

@@ -26,6 +26,14 @@ Optional condition vectors (for ``--condition embedding``)
                                         row i belongs to pair i. Other float widths are
                                         read too. Either every split holds it, with one E,
                                         or none does; values must be finite.
+
+Optional labels (for ``--metrics attributes``, see data/attributes.py)
+    attributes    float32 (N, A)       per-pair labels (a class code or a number, NaN where
+                                        unknown), with HDF5 attributes `names`, `kinds`
+                                        ("class" or "number") and optionally `class_names`.
+                                        Every split or none, with the same names and kinds.
+A root attribute ``speaker_groups`` (one string per speaker) may name the group of each
+held-out speaker (the unseen-speaker demo: "interp", "extrap").
 """
 from __future__ import annotations
 
@@ -35,6 +43,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from data.attributes import (DATASET as ATTRIBUTES, AttributeSpec, groups_problem,
+                             spec_problem, speaker_groups_of, values_problem,
+                             write_speaker_groups)
 from utils import UserError
 
 FORMAT_NAME = "speech-face-pairs"
@@ -54,6 +65,7 @@ class SplitInfo:
     window_samples: int
     face_size: int
     embedding_dim: int = 0      # E of `embeddings`; 0 where the split has none
+    attributes: AttributeSpec | None = None   # its `attributes` columns, None where none
 
 
 @dataclass
@@ -62,6 +74,7 @@ class PairFileInfo:
     speaker_names: list[str]
     sample_rate: int
     splits: dict[str, SplitInfo] = field(default_factory=dict)
+    speaker_groups: list[str] | None = None    # root attribute `speaker_groups`, if any
 
     @property
     def window_samples(self) -> int:
@@ -75,6 +88,10 @@ class PairFileInfo:
     def embedding_dim(self) -> int:
         return self.splits["train"].embedding_dim
 
+    @property
+    def attributes(self) -> AttributeSpec | None:
+        return self.splits["train"].attributes
+
 
 # ---------------------------------------------------------------- writing
 
@@ -86,8 +103,12 @@ class PairWriter:
     """
 
     def __init__(self, path, speaker_names, window_samples: int, face_size: int,
-                 sample_rate: int = SAMPLE_RATE, chunk_rows: int = 64):
+                 sample_rate: int = SAMPLE_RATE, chunk_rows: int = 64,
+                 attributes: AttributeSpec | None = None, speaker_groups=None):
+        """`attributes`: the columns every append then gives labels for; `speaker_groups`:
+        one string per speaker (see data/attributes.py)."""
         self.path = Path(path)
+        self.attributes = attributes
         self._tmp = self.path.with_name(self.path.name + ".partial")
         self.window_samples, self.face_size = int(window_samples), int(face_size)
         self.chunk_rows = chunk_rows
@@ -97,6 +118,8 @@ class PairWriter:
         self._file.attrs["version"] = FORMAT_VERSION
         self._file.attrs["sample_rate"] = int(sample_rate)
         self.set_speaker_names(speaker_names)
+        if speaker_groups is not None:
+            write_speaker_groups(self._file, speaker_groups)
 
     def set_speaker_names(self, speaker_names) -> None:
         names = [str(n) for n in speaker_names]
@@ -115,12 +138,17 @@ class PairWriter:
                              maxshape=(None, s, s, 3), chunks=(1, s, s, 3))
         group.create_dataset("speaker_ids", (0,), np.int64, maxshape=(None,), chunks=(rows,))
         group.create_dataset("pair_names", (0,), _STRING, maxshape=(None,), chunks=(rows,))
+        if self.attributes is not None:
+            width = len(self.attributes.names)
+            self.attributes.write_to(group.create_dataset(
+                ATTRIBUTES, (0, width), np.float32, maxshape=(None, width), chunks=(rows, width)))
         return group
 
     def append(self, split: str, waveforms, faces, speaker_ids, pair_names=None,
-               embeddings=None) -> None:
+               embeddings=None, attributes=None) -> None:
         """Append pairs: waveforms int16 (n, L), faces uint8 (n, S, S, 3), speaker_ids (n,),
-        optionally embeddings float32 (n, E) (give them with every append of a split or never)."""
+        optionally embeddings float32 (n, E) (give them with every append of a split or never)
+        and, for a writer made with an AttributeSpec, labels float32 (n, A) every time."""
         waveforms = np.asarray(waveforms, dtype=np.int16)
         faces = np.asarray(faces, dtype=np.uint8)
         speaker_ids = np.asarray(speaker_ids, dtype=np.int64)
@@ -136,6 +164,8 @@ class PairWriter:
                    ("pair_names", names)]
         if embeddings is not None or "embeddings" in group:
             columns.append(("embeddings", self._embedding_column(group, embeddings, start, n)))
+        if self.attributes is not None or attributes is not None:
+            columns.append((ATTRIBUTES, self._attribute_column(attributes, n)))
         for key, values in columns:
             group[key].resize(start + n, axis=0)
             group[key][start:start + n] = values
@@ -152,6 +182,16 @@ class PairWriter:
             group.create_dataset("embeddings", (0, width), np.float32, maxshape=(None, width),
                                  chunks=(self.chunk_rows, width))
         return embeddings
+
+    def _attribute_column(self, attributes, n: int) -> np.ndarray:
+        if self.attributes is None or attributes is None:
+            raise ValueError("attribute labels need a writer made with an AttributeSpec, "
+                             "and then come with every append")
+        attributes = np.asarray(attributes, dtype=np.float32)
+        if attributes.shape != (n, len(self.attributes.names)):
+            raise ValueError(f"attributes shape {attributes.shape}, expected "
+                             f"({n}, {len(self.attributes.names)})")
+        return attributes
 
     def close(self, ok: bool = True) -> None:
         if self._file is None:
@@ -232,7 +272,8 @@ def _check_split(path, f: h5py.File, split: str, num_speakers: int) -> SplitInfo
         _fail(path, f"{split}/speaker_ids range over {id_values.min()}..{id_values.max()} "
                     f"but the file names {num_speakers} speakers")
     return SplitInfo(num_pairs=n, window_samples=waveforms.shape[1], face_size=faces.shape[1],
-                     embedding_dim=_check_embeddings(path, group, split, n))
+                     embedding_dim=_check_embeddings(path, group, split, n),
+                     attributes=_check_attributes(path, group, split, n))
 
 
 def _check_embeddings(path, group: h5py.Group, split: str, n: int) -> int:
@@ -247,6 +288,41 @@ def _check_embeddings(path, group: h5py.Group, split: str, n: int) -> int:
     if not np.isfinite(embeddings[: min(n, 16)]).all():
         _fail(path, f"{split}/embeddings holds NaN or infinite values in its first rows")
     return embeddings.shape[1]
+
+
+def _check_attributes(path, group: h5py.Group, split: str, n: int) -> AttributeSpec | None:
+    """The columns of the split's optional `attributes` (N, A) labels; None where it has none."""
+    if ATTRIBUTES not in group:
+        return None
+    labels = group[ATTRIBUTES]
+    where = f"{split}/{ATTRIBUTES}"
+    if (not isinstance(labels, h5py.Dataset) or labels.dtype.kind != "f" or labels.ndim != 2
+            or labels.shape[0] != n or labels.shape[1] < 1):
+        _fail(path, f"{where} must be float32 ({n}, A), one row of labels per pair, found "
+                    f"{getattr(labels, 'dtype', 'a group')} {getattr(labels, 'shape', '')}")
+    spec, problem = spec_problem(labels)
+    problem = problem or values_problem(labels[()], spec)
+    if problem:
+        _fail(path, f"{where} {problem} (see the pair file schema in README.md)")
+    return spec
+
+
+def _check_file_attributes(path, f: h5py.File, info: PairFileInfo) -> None:
+    """Labels in every split or none, with one set of columns; speaker groups that fit."""
+    specs = {split: s.attributes for split, s in info.splits.items()}
+    columns = {split: None if spec is None else (spec.names, spec.kinds)
+               for split, spec in specs.items()}
+    if len(set(columns.values())) > 1:
+        shown = {split: "none" if c is None else ",".join(f"{n}:{k}" for n, k in zip(*c))
+                 for split, c in columns.items()}
+        _fail(path, f"splits disagree on their attribute labels ({shown}); give every split "
+                    "the same attributes columns, or none")
+    if "speaker_groups" in f.attrs:
+        groups = speaker_groups_of(f)
+        problem = groups_problem(groups, len(info.speaker_names))
+        if problem:
+            _fail(path, problem)
+        info.speaker_groups = groups
 
 
 def require_embeddings(info: PairFileInfo, width: int | None = None) -> None:
@@ -323,6 +399,7 @@ def _describe(path, f: h5py.File) -> PairFileInfo:
     if len(set(widths.values())) > 1:
         _fail(path, "splits disagree on their embeddings (split: width, 0 for none): "
                     f"{widths}; give every split embeddings of one width, or none")
+    _check_file_attributes(path, f, info)
     for value_check in _sample_rows(f, info):
         _fail(path, value_check)
     return info

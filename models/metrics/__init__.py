@@ -22,6 +22,9 @@ METRICS = {
     "mouth_sync": "within speakers, the correlation of generated with real mouth openness "
                   "(dlib's lip landmarks; on the demo set its mouth contrast), each one's "
                   "spread, and how both follow the loudness of the speech window",
+    "attributes": "per labelled attribute (<split>/attributes), agreement of a predictor "
+                  "trained on the real train faces with the true label: accuracy (classes) "
+                  "or correlation (numbers), beside the real faces and a voice-blind baseline",
 }
 
 # What needs dlib's face descriptor, and what needs the identity classifier.

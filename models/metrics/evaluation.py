@@ -10,6 +10,7 @@ from data.dataset import (SpeechFaceDataset, in_chunks, read_faces, read_speaker
 from data.schema import PairFileInfo
 from models import ModelArgs, SpeechToFace
 from models.metrics import NEEDS_CLASSIFIER, UNCONDITIONAL, parse_metric_names
+from models.metrics.attributes import attribute_agreement_for, labelled_metrics
 from models.metrics.identity_classifier import identity_classifier_for
 from models.metrics.suite import FaceMetrics, load_inception
 from utils import UserError, to_uint8_images
@@ -51,15 +52,20 @@ def unseen_speakers(info: PairFileInfo, split: str) -> bool:
     return not set(read_speaker_ids(info, split).tolist()) <= heard
 
 
-def metric_suite(names: list[str], info: PairFileInfo, device, inception_path) -> FaceMetrics:
-    """The named metrics, with the identity classifier of this file where one is needed."""
+def metric_suite(names: list[str], info: PairFileInfo, device, inception_path, split=None,
+                 rows=None) -> FaceMetrics:
+    """The named metrics, with the identity classifier of this file where one is needed
+    (and the attribute labels of `rows` of `split`, for the attributes metric)."""
     inception = inception_network(inception_path, device) if inception_path else None
     classifier = None
     if NEEDS_CLASSIFIER & set(names):
         classifier = identity_classifier_for(info.path, lambda: read_faces(info, "train"),
                                              len(info.speaker_names), device)
     demo = all(name.startswith("demo_") for name in info.speaker_names)   # data/demo.py's
-    return FaceMetrics(names, device, classifier, inception, "demo" if demo else "landmarks")
+    attributes = (attribute_agreement_for(info, split, rows, device) if "attributes" in names
+                  else None)
+    return FaceMetrics(names, device, classifier, inception, "demo" if demo else "landmarks",
+                       attributes)
 
 
 def inception_network(path, device):
@@ -93,6 +99,7 @@ def evaluation_for(options, info: PairFileInfo, split: str, args: ModelArgs, dev
                                 condition=args.condition)
     rows = spread_over_speakers(dataset.speaker_ids, limit or len(dataset))
     names = unconditional_metrics(parse_metric_names(options.metrics), args)
+    names = labelled_metrics(names, info, options.metrics)
     if "matching" in names and len(np.unique(dataset.speaker_ids[rows])) < 2:
         raise UserError(f"split '{split}' of {info.path} holds one speaker; 1:2 matching "
                         "compares speakers, so evaluate a split with two or more")
@@ -101,5 +108,5 @@ def evaluation_for(options, info: PairFileInfo, split: str, args: ModelArgs, dev
         names.remove("identity")
         print(f"note: split '{split}' holds speakers the train split lacks; identity accuracy "
               "is undefined for them, so 1:2 matching and recall@K score identity instead")
-    suite = metric_suite(names, info, device, options.inception)
+    suite = metric_suite(names, info, device, options.inception, split, rows)
     return SplitEvaluation(suite, dataset, rows, device, unseen)

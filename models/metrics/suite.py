@@ -14,6 +14,7 @@ from models.metrics import NEEDS_CLASSIFIER, NEEDS_DESCRIPTORS
 from models.metrics.distances import (frechet_distance, matching_1v2, recall_at_k,
                                       similarity_to_speakers, top_k_accuracy)
 from models.metrics.face_analysis import DlibFaces, HaarFaces
+from models.metrics.attributes import AttributeAgreement
 from models.metrics.identity_classifier import IdentityClassifier, classify
 from models.metrics.mouth import demo_mouth_openness, landmark_mouth_openness, mouth_sync_scores
 
@@ -32,13 +33,17 @@ class Analysis:
     inception: np.ndarray | None = None         # (N, 2048)
     mouth: np.ndarray | None = None             # (N,) mouth openness, NaN where unmeasured
     loudness: np.ndarray | None = None          # (N,) dB of the speech window's centre (real)
+    attributes: np.ndarray | None = None        # (N, A) predicted attribute labels
 
 
 class FaceMetrics:
     def __init__(self, names: list[str], device, classifier: IdentityClassifier | None = None,
-                 inception=None, mouth_measure: str = "landmarks"):
-        """`mouth_measure`: "landmarks" (dlib's lips) or "demo" (the demo faces' mouth contrast)."""
+                 inception=None, mouth_measure: str = "landmarks",
+                 attributes: AttributeAgreement | None = None):
+        """`mouth_measure`: "landmarks" (dlib's lips) or "demo" (the demo faces' mouth contrast);
+        `attributes`: the predictor and labels of the scored rows, for that metric."""
         self.names, self.device = list(names), device
+        self.attributes = attributes
         self.classifier, self.inception = classifier, inception
         self.mouth_measure = mouth_measure
         wants = set(self.names)
@@ -48,6 +53,8 @@ class FaceMetrics:
         self.haar = HaarFaces() if "detection_haar" in wants else None
         if wants & NEEDS_CLASSIFIER and classifier is None:
             raise ValueError("the identity and frechet metrics need an identity classifier")
+        if "attributes" in wants and attributes is None:
+            raise ValueError("the attributes metric needs an AttributeAgreement")
 
     def detectors(self) -> dict[str, str]:
         """The detectors behind the detection figures, named for metrics.json."""
@@ -69,6 +76,8 @@ class FaceMetrics:
         if "mouth_sync" in wants:
             analysis.mouth = (demo_mouth_openness(faces) if self.mouth_measure == "demo" else
                               landmark_mouth_openness(self.dlib.landmark_points(faces)))
+        if "attributes" in wants:
+            analysis.attributes = self.attributes.predict(faces, self.device)
         return analysis
 
     def score(self, fake: Analysis, real: Analysis, speaker_ids: np.ndarray) -> dict[str, float]:
@@ -107,6 +116,9 @@ class FaceMetrics:
 
     def _mouth_sync(self, fake, real, speaker_ids):
         return mouth_sync_scores(fake.mouth, real.mouth, real.loudness, speaker_ids)
+
+    def _attributes(self, fake, real, _):
+        return self.attributes.scores(fake.attributes, real.attributes)
 
     def _l1(self, fake, real, _):
         difference = np.abs(fake.faces.astype(np.float32) - real.faces.astype(np.float32))
@@ -154,11 +166,15 @@ def inception_features(network, faces: np.ndarray, device, batch: int = 64) -> n
 # ---------------------------------------------------------------- the printed table
 
 def metric_rows(results: dict) -> list[tuple[str, str, str, str]]:
-    """(metric, generated, real faces, chance) rows for the printed table."""
+    """(metric, generated, real faces, chance) rows for the printed table; a voice-blind
+    baseline (`_blind`) shows as the chance."""
     def cell(key):
         return f"{results[key]:.4f}" if key in results else ""
-    return [(key, cell(key), cell(f"{key}_real"), cell(f"{key.removesuffix('_classifier')}_chance"))
-            for key in results if not key.endswith(("_real", "_chance"))]
+
+    def chance(key):
+        return cell(f"{key.removesuffix('_classifier')}_chance") or cell(f"{key}_blind")
+    return [(key, cell(key), cell(f"{key}_real"), chance(key))
+            for key in results if not key.endswith(("_real", "_chance", "_blind"))]
 
 
 def format_table(results: dict) -> str:
