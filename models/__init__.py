@@ -50,7 +50,7 @@ class ModelArgs:
     condition_dim: int = 0          # E of the stored vectors when condition is "embedding"
     generator: str = "dcgan"        # dcgan | resize | adain
     # The defaults are what a checkpoint that predates an entry was built with.
-    speech_encoder: str = "segan"   # segan | filterbank, with condition "speech"
+    speech_encoder: str = "segan"   # segan | filterbank | ge2e | ge2e_finetune (condition speech)
     discriminator: str = "dcgan"    # dcgan | sagan (self-attention at 32x32)
 
     def differences(self, other: "ModelArgs") -> list[str]:
