@@ -31,7 +31,7 @@ class UndoableStep:
         tensors = self._tensors()
         if [c.shape for c in self._copies] != [t.shape for t in tensors]:
             self._copies = [torch.empty_like(t) for t in tensors]
-        torch._foreach_copy_(self._copies, tensors)
+        copy_by_device(self._copies, tensors)
         self._had_state = [bool(self.optimizer.state.get(p)) for p in self.parameters]
         if self.scaler.is_enabled():
             self._scaler_state = tuple(None if t is None else t.clone()
@@ -44,6 +44,16 @@ class UndoableStep:
             if not had:
                 self.optimizer.state.pop(parameter, None)
         tensors = self._tensors()
-        torch._foreach_copy_(tensors, self._copies[:len(tensors)])
+        copy_by_device(tensors, self._copies)
         if self.scaler.is_enabled():
             self.scaler._scale, self.scaler._growth_tracker = self._scaler_state
+
+
+def copy_by_device(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+    """One foreach copy per device: Adam's step counters stay on the host (foreach, not
+    capturable) while the weights and moments are on the GPU."""
+    groups: dict[torch.device, list[int]] = {}
+    for index, source in enumerate(sources):
+        groups.setdefault(source.device, []).append(index)
+    for indices in groups.values():
+        torch._foreach_copy_([targets[i] for i in indices], [sources[i] for i in indices])
