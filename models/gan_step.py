@@ -98,6 +98,7 @@ class GanStep:
         # After DDP has broadcast rank 0's weights, so every process averages the same ones.
         self.ema = GeneratorEma(model, options.ema_decay) if options.ema else None
         self.undo_d = UndoableStep(self.optimizer_d, self.scaler_d)
+        self.defer_d_check = device.type == "cuda"
         self._choose_losses(options)
         # --compile: compiled callers of the same modules (the model's state_dict keeps
         # its plain keys); without it the modules themselves.
@@ -122,10 +123,12 @@ class GanStep:
         N-th takes G's step); raises NonFiniteLoss, having applied nothing, when a loss is NaN
         or infinite in any process (D's step stands when only G's loss is).
 
-        One host-device synchronisation per call: after G's losses are computed, both
-        losses' finiteness and every figure come back in one transfer (read_figures). D's
-        step is applied before that (G is judged by the updated D), so it is taken back
-        when D's loss was not finite (UndoableStep); G's step waits for the answer.
+        On CUDA one host-device synchronisation per call: after G's losses are computed,
+        both losses' finiteness and every figure come back in one transfer (read_figures).
+        D's step is applied before that (G is judged by the updated D), so it is taken back
+        when D's loss was not finite (UndoableStep); G's step waits for the answer. On CPU,
+        where reading a value waits for nothing, D's loss is read before its step instead
+        and no copy of D is made (`defer_d_check`).
         """
         condition_input, real, speaker_id, wrong = (t.to(self.device, non_blocking=True)
                                                     for t in batch)
@@ -138,14 +141,19 @@ class GanStep:
             with record_function("encoder_and_generator_forward"), self.autocast():
                 # once per batch; D gets it detached
                 embedding, fake, logits = self.generator_side(condition_input)
-            self.undo_d.save()
+            undo = self.undo_d if self.defer_d_check else None
+            if undo:
+                undo.save()
             d_loss, d_values, real_features = self.discriminator_losses(
                 real, fake.detach(), wrong, embedding.detach())
+            if not undo:
+                self.read_figures(d_values, ("d_loss",))   # on the host: nothing to wait for
             with record_function("discriminator_backward_and_adam"):
                 backward_and_step(d_loss, self.optimizer_d, self.scaler_d)
             g_loss, g_values = self.generator_losses(real, fake, embedding, logits, speaker_id,
                                                      real_features)
-            figures = self.read_figures(d_values, g_values, undo=self.undo_d)
+            figures = self.read_figures({**d_values, **g_values},
+                                        ("d_loss", "g_loss") if undo else ("g_loss",), undo)
             with record_function("generator_backward_and_adam"):
                 backward_and_step(g_loss, self.optimizer_g, self.scaler_g)
         except NonFiniteLoss:
@@ -159,25 +167,25 @@ class GanStep:
             self.ema.update()
         return figures
 
-    def read_figures(self, d_values: dict, g_values: dict | None = None,
+    def read_figures(self, figures: dict[str, torch.Tensor], checked: tuple[str, ...],
                      undo: UndoableStep | None = None) -> dict[str, float]:
-        """The step's one synchronisation: each loss summed over the processes (its
+        """The step's synchronisation: the `checked` losses summed over the processes (their
         finiteness decides the step) and every figure, read as one float64 tensor. Raises
-        NonFiniteLoss (D's loss first, having taken D's step back with `undo`)."""
-        figures = {**d_values, **(g_values or {})}
-        losses = [self.ranks.sum(figures["d_loss"].detach())]
-        if g_values is not None:
-            losses.append(self.ranks.sum(g_values["g_loss"].detach()))
-        read = torch.stack([t.detach().to(torch.float64) for t in (*losses, *figures.values())])
-        totals, values = (lambda v: (v[:len(losses)], v[len(losses):]))(read.tolist())
-        values = dict(zip(figures, values))
-        if not math.isfinite(totals[0]):
-            if undo is not None:
-                undo.restore()
-            raise NonFiniteLoss({"d_loss": totals[0]})
-        if len(totals) > 1 and not math.isfinite(totals[1]):
-            terms = [k for k in g_values if k not in ("g_loss", "speaker_acc")]
-            raise NonFiniteLoss({"g_loss": totals[1], **{k: values[k] for k in terms}})
+        NonFiniteLoss for the first that is not finite (D's: having taken D's step back
+        with `undo`)."""
+        totals = [self.ranks.sum(figures[name].detach()) for name in checked]
+        read = torch.stack([t.detach().to(torch.float64)
+                            for t in (*totals, *figures.values())]).tolist()
+        values = dict(zip(figures, read[len(checked):]))
+        for name, total in zip(checked, read[:len(checked)]):
+            if math.isfinite(total):
+                continue
+            if name == "d_loss":
+                if undo is not None:
+                    undo.restore()
+                raise NonFiniteLoss({"d_loss": total})
+            terms = [k for k in figures if k.startswith("g_") and k != "g_loss"]
+            raise NonFiniteLoss({"g_loss": total, **{k: values[k] for k in terms}})
         return values
 
     def learning_rates(self) -> dict[str, float]:
@@ -221,7 +229,7 @@ class GanStep:
         with torch.no_grad(), record_function("encoder_and_generator_forward"), self.autocast():
             embedding, fake = self.model(condition_input)
         d_loss, d_values, _ = self.discriminator_losses(real, fake, wrong, embedding)
-        figures = self.read_figures(d_values)
+        figures = self.read_figures(d_values, ("d_loss",))
         with record_function("discriminator_backward_and_adam"):
             backward_and_step(d_loss, self.optimizer_d, self.scaler_d)
         return figures

@@ -19,13 +19,18 @@ READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "
          "__format__")
 
 
-def gan_step(*flags: str) -> GanStep:
+def gan_step(*flags: str, defer_d_check: bool = True) -> GanStep:
+    """A GanStep on CPU taking CUDA's path (D's loss checked after D's step, in the one
+    read; D's step taken back when it was not finite) unless `defer_d_check` is False."""
     options = runtime.build_parser().parse_args(["--precision", "fp32", *flags])
     runtime.resolve_variants(options)
     torch.manual_seed(0)
     model = SpeechToFace(ModelArgs(image_size=64, audio_samples=4800, num_speakers=3,
                                    speech_encoder="filterbank", generator="resize"))
-    return GanStep(model.to(memory_format=torch.channels_last), options, torch.device("cpu"))
+    step = GanStep(model.to(memory_format=torch.channels_last), options, torch.device("cpu"))
+    assert not step.defer_d_check                  # CPU's own choice
+    step.defer_d_check = defer_d_check
+    return step
 
 
 def batch(size: int = 2):
@@ -86,3 +91,13 @@ def test_a_poisoned_step_reads_once_and_takes_the_d_step_back(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(discriminator.parameters(), before[0]))
     assert len(adam_state()) == len(before[1])
     assert all(torch.equal(a, b) for a, b in zip(adam_state(), before[1]))
+
+
+def test_on_cpu_d_is_checked_before_its_step_and_not_copied(monkeypatch):
+    """CPU's path: a host read waits for nothing, so D's loss is read before D's step (two
+    reads in all) and D's weights are never copied."""
+    step = gan_step(defer_d_check=False)
+    step(batch(), 1)
+    reads = HostReads(monkeypatch, adam_steps(step))
+    step(batch(), 1)
+    assert reads.calls == ["tolist", "tolist"] and step.undo_d._copies == []
