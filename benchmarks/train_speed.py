@@ -169,8 +169,13 @@ def main() -> None:
                 for b in bench.batch_sizes:
                     options = runtime.build_parser().parse_args(
                         ["--precision", p, "--compile", bench.compile])
-                    rows.append(bench_step(torch.device(d), b, s, options, bench.warmup,
-                                           bench.repeats))
+                    try:
+                        rows.append(bench_step(torch.device(d), b, s, options, bench.warmup,
+                                               bench.repeats))
+                    except (RuntimeError, torch.OutOfMemoryError) as error:   # compile, memory
+                        print(f"failed: {d} {p} {s} px batch {b}: "
+                              f"{str(error).splitlines()[0][:200]}", flush=True)
+                        continue
                     print(f"done: {d} {p} {s} px batch {b}: {rows[-1]['samples/s']:.1f} "
                           "samples/s", flush=True)     # a cut-off run keeps what it measured
     print_table(rows, ["device", "precision", "compile", "batch", "size", "first s", "s/iter",
