@@ -15,6 +15,7 @@ from pathlib import Path
 
 import trainer
 from models import CONDITIONS, DISCRIMINATORS, GENERATORS, IMAGE_SIZES, SPEECH_ENCODERS
+from models.compiled import COMPILE_MODES
 from models.losses import ADVERSARIAL_LOSSES
 from models.precision import PRECISIONS
 from utils import LOG_TO, OneLineParser, UserError
@@ -242,6 +243,15 @@ def add_scaling_options(parser: argparse.ArgumentParser) -> None:
     scaling.add_argument("--precision", default="auto", choices=PRECISIONS,
                          help="autocast dtype of forward passes (fp16 adds loss scaling); auto: "
                               "bf16 where the CPU or GPU computes it natively, else fp32")
+    scaling.add_argument("--compile", nargs="?", const="auto", default="off",
+                         choices=COMPILE_MODES, metavar="MODE",
+                         help="torch.compile the generator side and D; --compile alone: "
+                              "reduce-overhead (CUDA graphs) on CUDA, default on CPU; "
+                              "aot_eager traces without generating code")
+    scaling.add_argument("--data_on_device", default="auto", choices=("auto", "on", "off"),
+                         help="hold the train split on the device and crop, resize and draw "
+                              "wrong faces there; auto: on CUDA when it fits in a quarter "
+                              "of the free memory")
 
 
 def check_scaling_options(options) -> None:
@@ -251,6 +261,9 @@ def check_scaling_options(options) -> None:
     if options.precision == "fp16" and options.loss == "wgan-gp":
         raise UserError("--precision fp16 does not scale wgan-gp's gradient penalty, whose "
                         "input gradients would underflow; use --precision bf16 or fp32")
+    if options.compile != "off" and options.loss == "wgan-gp":
+        raise UserError("--compile cannot train wgan-gp: its gradient penalty needs a double "
+                        "backward, which torch.compile does not support; drop --compile")
 
 
 def check_processes_and_device(options, device, ranks) -> None:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from data.audio import SAMPLE_RATE, find_audio_files, load_speech, prepare_waveform, speech_windows
 from data.dataset import SpeechFaceDataset, in_chunks, spread_over_speakers
+from data.device_batches import DeviceBatches, hold_on_device
 from data.order import seed_worker, training_order
 from data.schema import PairFileInfo, require_embeddings, validate_pair_file
 from models import ModelArgs, SpeechToFace
@@ -268,7 +269,7 @@ class Trainer:
                                  self.args.image_size, train=train, in_memory=in_memory,
                                  condition=self.args.condition, speaker_map=self.speaker_map)
 
-    def _train_loader(self) -> DataLoader:
+    def _train_loader(self) -> DataLoader | DeviceBatches:
         o, processes = self.options, self.ranks.world_size
         dataset = self._dataset("train", train=True)
         # Fine-tuning: every step in one epoch of draws, so the held-out scores and the
@@ -276,6 +277,10 @@ class Trainer:
         draws = o.max_steps * o.batch_size * processes if self.base else None
         self.order = training_order(len(dataset), o.batch_size, o.seed, self.ranks.rank,
                                     processes, draws)
+        if hold_on_device(getattr(o, "data_on_device", "auto"), dataset, self.device):
+            if self.ranks.is_main:
+                print(f"the train split is held on {self.device}; batches are made there")
+            return DeviceBatches(dataset, self.order, o.batch_size, self.device)
         return DataLoader(dataset, batch_size=o.batch_size, sampler=self.order, drop_last=True,
                           num_workers=o.num_workers, persistent_workers=o.num_workers > 0,
                           generator=self.loader_generator,

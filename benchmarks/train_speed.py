@@ -3,15 +3,19 @@
     python benchmarks/train_speed.py                       # cpu; cuda too when present
     python benchmarks/train_speed.py --batch_sizes 64 --image_sizes 64 --repeats 7
     python benchmarks/train_speed.py --precisions fp32 bf16     # autocast (--precision)
+    python benchmarks/train_speed.py --devices cuda --compile   # torch.compile (--compile)
 
 Each row: median seconds per iteration over --repeats timed iterations (after --warmup),
 samples/s, and the median time of each labelled part of GanStep (torch.profiler ranges:
 encoder+G forward, D forward, D backward+Adam, G-side losses, G backward+Adam).
-A second table times the data path alone (DataLoader over the demo set) against the step.
+A second table times the data path alone over the demo set: the DataLoader with each
+--loader_workers count, and batches made on each device from the split held there
+(--data_on_device); compare its samples/s with the step's. --json writes both tables.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -25,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import runtime  # noqa: E402
 from models import ModelArgs, SpeechToFace  # noqa: E402
+from models.compiled import COMPILE_MODES  # noqa: E402
 from models.gan_step import GanStep  # noqa: E402
 
 PARTS = ("encoder_and_generator_forward", "discriminator_forward",
@@ -74,12 +79,20 @@ def bench_step(device, batch_size, image_size, options, warmup, repeats) -> dict
     args = ModelArgs(image_size=image_size, num_speakers=8)
     model = SpeechToFace(args).to(device, memory_format=torch.channels_last)   # as Trainer
     step = GanStep(model, options, device)
+    compile_started = time.perf_counter()
+    step(tuple(t.to(device) for t in fake_batch(batch_size, image_size, args.audio_samples, 8)),
+         step.d_iters)                     # compiles under --compile; the first step otherwise
+    synchronize(device)
+    first_step = time.perf_counter() - compile_started
     batch = tuple(t.to(device) for t in fake_batch(batch_size, image_size, args.audio_samples, 8))
     times = time_step(step, batch, device, warmup, repeats)
     median = statistics.median(times)
-    flops = iteration_flops(step, batch)
-    return {"device": device.type, "precision": options.precision, "batch": batch_size,
-            "size": image_size,
+    # The same FLOPs compiled or not; the counter needs the eager modules.
+    flops = iteration_flops(step if step.compiled.mode == "off" else GanStep(
+        model, runtime.build_parser().parse_args(["--precision", options.precision]), device),
+        batch)
+    return {"device": device.type, "precision": options.precision, "compile": step.compiled.mode,
+            "batch": batch_size, "size": image_size, "first s": first_step,
             "s/iter": median, "samples/s": batch_size / median,
             "GFLOP/sample": flops / batch_size / 1e9, "TFLOP/s": flops / median / 1e12,
             **part_times(step, batch, device)}
@@ -93,21 +106,33 @@ def iteration_flops(step: GanStep, batch) -> float:
     return float(counter.get_total_flops())
 
 
-def bench_loader(batch_size: int, workers: int, batches: int = 20) -> float:
+def bench_loader(batch_size: int, workers: int, batches: int = 20, image_size: int = 64,
+                 device: str | None = None) -> float:
+    """Pairs per second of the data path alone: the training DataLoader with `workers`, or
+    with `device` the batches data/device_batches.py makes there (synchronised per batch)."""
     from data.dataset import SpeechFaceDataset
     from data.demo import demo_dataset_path
+    from data.device_batches import DeviceBatches
+    from data.order import training_order
     from data.schema import validate_pair_file
     from torch.utils.data import DataLoader
     info = validate_pair_file(demo_dataset_path())
-    dataset = SpeechFaceDataset(info, "train", 16000, 64, train=True)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                        drop_last=True, persistent_workers=workers > 0)
-    iterator = iter(loader)
-    next(iterator)
-    start, count = time.perf_counter(), 0
-    for count, _ in enumerate(iterator, 1):
-        if count == batches:
-            break
+    dataset = SpeechFaceDataset(info, "train", 16000, image_size, train=True)
+    order = training_order(len(dataset), batch_size, seed=0)
+    if device:
+        loader = DeviceBatches(dataset, order, batch_size, torch.device(device))
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=workers,
+                            drop_last=True, persistent_workers=workers > 0)
+    count, start = 0, None
+    for epoch in range(1 + batches * batch_size // len(dataset)):
+        order.start(epoch)
+        for batch in loader:
+            synchronize(batch[1].device)
+            if start is None:                        # the first batch starts the workers
+                start = time.perf_counter()
+            elif (count := count + 1) == batches:
+                return count * batch_size / (time.perf_counter() - start)
     return count * batch_size / (time.perf_counter() - start)
 
 
@@ -131,18 +156,40 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32"],
                         choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--loader_workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--compile", nargs="?", const="auto", default="off",
+                        choices=COMPILE_MODES, metavar="MODE",
+                        help="torch.compile the step's halves, as runtime.py --compile")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     bench = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    rows = [bench_step(torch.device(d), b, s, runtime.build_parser().parse_args(
-                ["--precision", p]), bench.warmup, bench.repeats)
-            for d in bench.devices for p in bench.precisions for s in bench.image_sizes
-            for b in bench.batch_sizes]
-    print_table(rows, ["device", "precision", "batch", "size", "s/iter", "samples/s",
-                       "GFLOP/sample", "TFLOP/s", *PARTS])
-    loader_rows = [{"batch": b, "workers": w, "samples/s": bench_loader(b, w)}
-                   for b in (64,) for w in bench.loader_workers]
+    rows = []
+    for d in bench.devices:
+        for p in bench.precisions:
+            for s in bench.image_sizes:
+                for b in bench.batch_sizes:
+                    options = runtime.build_parser().parse_args(
+                        ["--precision", p, "--compile", bench.compile])
+                    try:
+                        rows.append(bench_step(torch.device(d), b, s, options, bench.warmup,
+                                               bench.repeats))
+                    except (RuntimeError, torch.OutOfMemoryError) as error:   # compile, memory
+                        print(f"failed: {d} {p} {s} px batch {b}: "
+                              f"{str(error).splitlines()[0][:200]}", flush=True)
+                        continue
+                    print(f"done: {d} {p} {s} px batch {b}: {rows[-1]['samples/s']:.1f} "
+                          "samples/s", flush=True)     # a cut-off run keeps what it measured
+    print_table(rows, ["device", "precision", "compile", "batch", "size", "first s", "s/iter",
+                       "samples/s", "GFLOP/sample", "TFLOP/s", *PARTS])
+    size = bench.image_sizes[0]
+    loader_rows = [{"batch": 64, "size": size, "data": f"{w} workers",
+                    "samples/s": bench_loader(64, w, image_size=size)} for w in bench.loader_workers]
+    loader_rows += [{"batch": 64, "size": size, "data": f"on {d}",
+                     "samples/s": bench_loader(64, 0, image_size=size, device=d)}
+                    for d in bench.devices]
     print()
-    print_table(loader_rows, ["batch", "workers", "samples/s"])
+    print_table(loader_rows, ["batch", "size", "data", "samples/s"])
+    if bench.json:
+        bench.json.write_text(json.dumps({"steps": rows, "data": loader_rows}, indent=1))
 
 
 if __name__ == "__main__":

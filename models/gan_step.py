@@ -12,10 +12,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 
 from models import SpeechToFace
+from models.compiled import CompiledHalves
 from models.ema import GeneratorEma
 from models.losses import (ADVERSARIAL_LOSSES, feature_matching_loss, gradient_penalty,
                            reconstruction_l1, speaker_softmax_loss)
 from models.precision import autocast, resolve_precision
+from models.step_undo import UndoableStep
 from utils import SINGLE_PROCESS, Ranks
 
 
@@ -95,7 +97,14 @@ class GanStep:
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
         # After DDP has broadcast rank 0's weights, so every process averages the same ones.
         self.ema = GeneratorEma(model, options.ema_decay) if options.ema else None
+        self.undo_d = UndoableStep(self.optimizer_d, self.scaler_d)
+        self.defer_d_check = device.type == "cuda"
         self._choose_losses(options)
+        # --compile: compiled callers of the same modules (the model's state_dict keeps
+        # its plain keys); without it the modules themselves.
+        self.compiled = CompiledHalves(self, getattr(options, "compile", "off"), device)
+        self.generator_side = self.compiled.generator_side
+        self.discriminator = self.compiled.discriminator
 
     def _choose_losses(self, options) -> None:
         self.adversarial = ADVERSARIAL_LOSSES[options.loss]
@@ -112,21 +121,41 @@ class GanStep:
     def __call__(self, batch, step: int) -> dict[str, float]:
         """The figures of batch number `step` (1 for a run's first: with --d_iters N every
         N-th takes G's step); raises NonFiniteLoss, having applied nothing, when a loss is NaN
-        or infinite in any process (D's step stands when only G's loss is)."""
+        or infinite in any process (D's step stands when only G's loss is).
+
+        On CUDA one host-device synchronisation per call: after G's losses are computed,
+        both losses' finiteness and every figure come back in one transfer (read_figures).
+        D's step is applied before that (G is judged by the updated D), so it is taken back
+        when D's loss was not finite (UndoableStep); G's step waits for the answer. On CPU,
+        where reading a value waits for nothing, D's loss is read before its step instead
+        and no copy of D is made (`defer_d_check`).
+        """
         condition_input, real, speaker_id, wrong = (t.to(self.device, non_blocking=True)
                                                     for t in batch)
         real, wrong = (faces.contiguous(memory_format=torch.channels_last) for faces in (real, wrong))
         statistics = [b.detach().clone() for b in self.model.buffers()]   # BN, spectral norm
+        self.compiled.step_begins()
         try:
             if step % self.d_iters:
                 return self.critic_step(condition_input, real, wrong)
             with record_function("encoder_and_generator_forward"), self.autocast():
                 # once per batch; D gets it detached
                 embedding, fake, logits = self.generator_side(condition_input)
-            d_values, real_features = self.discriminator_step(real, fake.detach(), wrong,
-                                                              embedding.detach())
-            g_values = self.generator_step(real, fake, embedding, logits, speaker_id,
-                                           real_features)
+            undo = self.undo_d if self.defer_d_check else None
+            if undo:
+                undo.save()
+            d_loss, d_values, real_features = self.discriminator_losses(
+                real, fake.detach(), wrong, embedding.detach())
+            if not undo:
+                self.read_figures(d_values, ("d_loss",))   # on the host: nothing to wait for
+            with record_function("discriminator_backward_and_adam"):
+                backward_and_step(d_loss, self.optimizer_d, self.scaler_d)
+            g_loss, g_values = self.generator_losses(real, fake, embedding, logits, speaker_id,
+                                                     real_features)
+            figures = self.read_figures({**d_values, **g_values},
+                                        ("d_loss", "g_loss") if undo else ("g_loss",), undo)
+            with record_function("generator_backward_and_adam"):
+                backward_and_step(g_loss, self.optimizer_g, self.scaler_g)
         except NonFiniteLoss:
             with torch.no_grad():
                 for buffer, saved in zip(self.model.buffers(), statistics):
@@ -136,7 +165,28 @@ class GanStep:
             raise
         if self.ema:
             self.ema.update()
-        return {k: v.item() for k, v in {**d_values, **g_values}.items()}
+        return figures
+
+    def read_figures(self, figures: dict[str, torch.Tensor], checked: tuple[str, ...],
+                     undo: UndoableStep | None = None) -> dict[str, float]:
+        """The step's synchronisation: the `checked` losses summed over the processes (their
+        finiteness decides the step) and every figure, read as one float64 tensor. Raises
+        NonFiniteLoss for the first that is not finite (D's: having taken D's step back
+        with `undo`)."""
+        totals = [self.ranks.sum(figures[name].detach()) for name in checked]
+        read = torch.stack([t.detach().to(torch.float64)
+                            for t in (*totals, *figures.values())]).tolist()
+        values = dict(zip(figures, read[len(checked):]))
+        for name, total in zip(checked, read[:len(checked)]):
+            if math.isfinite(total):
+                continue
+            if name == "d_loss":
+                if undo is not None:
+                    undo.restore()
+                raise NonFiniteLoss({"d_loss": total})
+            terms = [k for k in figures if k.startswith("g_") and k != "g_loss"]
+            raise NonFiniteLoss({"g_loss": total, **{k: values[k] for k in terms}})
+        return values
 
     def learning_rates(self) -> dict[str, float]:
         return {"lr_G": self.optimizer_g.param_groups[0]["lr"],
@@ -174,15 +224,20 @@ class GanStep:
                       "its weights")
 
     def critic_step(self, condition_input, real, wrong) -> dict[str, float]:
-        """A D step between G steps (--d_iters > 1): G draws without building a graph."""
+        """A D step between G steps (--d_iters > 1): G draws without building a graph; D's
+        loss is read (the one synchronisation) before its step."""
         with torch.no_grad(), record_function("encoder_and_generator_forward"), self.autocast():
             embedding, fake = self.model(condition_input)
-        d_values, _ = self.discriminator_step(real, fake, wrong, embedding)
-        return {k: v.item() for k, v in d_values.items()}
+        d_loss, d_values, _ = self.discriminator_losses(real, fake, wrong, embedding)
+        figures = self.read_figures(d_values, ("d_loss",))
+        with record_function("discriminator_backward_and_adam"):
+            backward_and_step(d_loss, self.optimizer_d, self.scaler_d)
+        return figures
 
-    def discriminator_step(self, real, fake, wrong, condition):
-        """Real pairs up, generated [and wrong] pairs down (the passes run as one batch);
-        wgan-gp adds the gradient penalty."""
+    def discriminator_losses(self, real, fake, wrong, condition):
+        """-> (D's loss, its figures, D's trunk features of the real pairs). Real pairs up,
+        generated [and wrong] pairs down (the passes run as one batch); wgan-gp adds the
+        gradient penalty."""
         faces = [real, fake, wrong] if self.wrong_pairs else [real, fake]
         with record_function("discriminator_forward"), self.autocast():
             scores, features = self.discriminator(torch.cat(faces),
@@ -198,42 +253,28 @@ class GanStep:
                 values["d_gp"] = gradient_penalty(lambda x, c: plain(x, c)[0], real, fake,
                                                   condition)
                 d_loss = d_loss + self.options.gp_coef * values["d_gp"]
-        self.check_finite({"d_loss": d_loss})
-        with record_function("discriminator_backward_and_adam"):
-            backward_and_step(d_loss, self.optimizer_d, self.scaler_d)
-        return {"d_loss": d_loss, **values}, features[:len(real)].detach()
+        return d_loss, {"d_loss": d_loss, **values}, features[:len(real)].detach()
 
-    def generator_step(self, real, fake, embedding, logits, speaker_id, real_features):
-        """G, condition encoder and speaker classifier: adversarial + L1 + feature matching
-        + softmax (an unconditional model: adversarial + feature matching)."""
+    def generator_losses(self, real, fake, embedding, logits, speaker_id, real_features):
+        """-> (G's loss, its figures) for G, condition encoder and speaker classifier:
+        adversarial + L1 + feature matching + softmax (an unconditional model: adversarial
+        + feature matching), judged by the D of after D's step."""
         # The plain D, not its DDP wrapper: this pass gives D no weight gradients, and the
         # wrapper would wait for them in backward.
-        discriminator = self.model.projection_discriminator
+        discriminator = self.compiled.plain_discriminator
         with record_function("generator_losses_forward"), self.autocast():
-            discriminator.requires_grad_(False)  # no weight gradients for D in G's step
+            self.model.projection_discriminator.requires_grad_(False)  # no weight gradients
             g_scores, g_features = discriminator(fake, embedding)
-            discriminator.requires_grad_(True)
+            self.model.projection_discriminator.requires_grad_(True)
             terms = {"g_adv": self.adversarial.generator(g_scores),
                      "g_fm": feature_matching_loss(real_features, g_features)}
             if self.model.conditioned:
                 terms.update(g_l1=reconstruction_l1(fake, real),
                              g_softmax=speaker_softmax_loss(logits, speaker_id))
             g_loss = sum(self.coefficients[name] * term for name, term in terms.items())
-        self.check_finite({"g_loss": g_loss, **terms})
-        with record_function("generator_backward_and_adam"):
-            backward_and_step(g_loss, self.optimizer_g, self.scaler_g)
         if self.model.conditioned:
             terms["speaker_acc"] = (logits.argmax(dim=1) == speaker_id).float().mean()
-        return {"g_loss": g_loss, **terms}
-
-    def check_finite(self, figures: dict[str, torch.Tensor]) -> None:
-        """Raise NonFiniteLoss when the loss (the first figure) is NaN or infinite in any
-        process: they skip a batch together, or DDP's next gradient all-reduce would wait
-        for the one that skipped. The loss reported is the sum over the processes."""
-        (name, loss), *_ = figures.items()
-        total = self.ranks.sum(loss.detach())
-        if not torch.isfinite(total):
-            raise NonFiniteLoss({**{k: v.item() for k, v in figures.items()}, name: total.item()})
+        return g_loss, {"g_loss": g_loss, **terms}
 
 
 def backward_and_step(loss, optimizer, scaler: torch.amp.GradScaler) -> None:

@@ -55,7 +55,11 @@ class StridedConv1d(nn.Conv1d):
         out = patches @ self.weight.flatten(1).t()                       # (B, L', C_out)
         if self.bias is not None:
             out = out + self.bias
-        return out.transpose(1, 2)                                        # (B, C_out, L')
+        out = out.transpose(1, 2)                                         # (B, C_out, L')
+        # Traced by torch.compile, the transposed output made AOT autograd's backward view a
+        # non-contiguous gradient ("view size is not compatible", torch 2.13); eager keeps
+        # the layout it was measured and made bit-identical with.
+        return out.contiguous() if torch.compiler.is_compiling() else out
 
 
 class SpeechEncoder(nn.Module):
