@@ -11,7 +11,8 @@ does per batch: G runs twice, D five times, D's backward runs through G (faces n
 detached) and G's backward gives D weight gradients. "ours" is GanStep with wav2pix's
 networks' sizes (`--speech_encoder segan --generator dcgan`, the ModelArgs defaults) on
 channels_last, as the trainer runs it. Both fp32, fake batches of the same shapes; each
-figure is the median of --repeats iterations after --warmup, the two alternating.
+figure is the median of --repeats iterations after --warmup, the two alternating; the
+CPU columns are the process's CPU seconds per iteration (load-proof with --threads 1).
 """
 from __future__ import annotations
 
@@ -154,18 +155,21 @@ def step_number(step) -> int:
     return getattr(step, "d_iters", 1)      # a step that takes both D's and G's half
 
 
-def median_seconds(steps: dict, batch, warmup: int, repeats: int) -> dict[str, float]:
-    """Median seconds per iteration of each step, run alternately so load hits both alike."""
+def median_seconds(steps: dict, batch, warmup: int, repeats: int) -> dict[str, tuple]:
+    """Median (wall, process CPU) seconds per iteration of each step, the steps run
+    alternately so that other load hits both alike. With one thread the CPU seconds hardly
+    move with the machine's load; with more they count OpenMP's spinning too."""
     for step in steps.values():
         for _ in range(warmup):
             step(batch, step_number(step))
     times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             step(batch, step_number(step))
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+            times[name].append((time.perf_counter() - start, time.process_time() - cpu))
+    return {name: tuple(statistics.median(column) for column in zip(*t))
+            for name, t in times.items()}
 
 
 def profile_table(step, batch, rows: int) -> str:
@@ -197,15 +201,16 @@ def main() -> None:
         batch = fake_batch(bench.batch_size, size, 16000, SPEAKERS)
         steps = {"wav2pix": Wav2pixStep(size), "ours": our_step(size)}
         seconds = median_seconds(steps, batch, bench.warmup, bench.repeats)
-        rows.append({"size": size, "wav2pix s/iter": seconds["wav2pix"],
-                     "ours s/iter": seconds["ours"],
-                     "wav2pix samples/s": bench.batch_size / seconds["wav2pix"],
-                     "ours samples/s": bench.batch_size / seconds["ours"],
-                     "ratio": seconds["wav2pix"] / seconds["ours"]})
+        (wav2pix, wav2pix_cpu), (ours, ours_cpu) = seconds["wav2pix"], seconds["ours"]
+        rows.append({"size": size, "wav2pix s/iter": wav2pix, "ours s/iter": ours,
+                     "wav2pix samples/s": bench.batch_size / wav2pix,
+                     "ours samples/s": bench.batch_size / ours, "ratio": wav2pix / ours,
+                     "wav2pix CPU s": wav2pix_cpu, "ours CPU s": ours_cpu,
+                     "CPU ratio": wav2pix_cpu / ours_cpu})
         if size in bench.profile:
             print(f"\nours, {size} px, one step:\n" + profile_table(steps["ours"], batch,
                                                                  bench.profile_rows))
-    print_table(rows, list(rows[0]), width=17)
+    print_table(rows, list(rows[0]), width=13)
 
 
 if __name__ == "__main__":

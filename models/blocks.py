@@ -115,11 +115,12 @@ class MatmulConvTranspose2d(nn.ConvTranspose2d):
     def forward(self, maps: torch.Tensor, output_size=None) -> torch.Tensor:
         if not self.matmul or output_size is not None:
             return super().forward(maps, output_size)
-        _, _, h, w = maps.shape
+        b, c, h, w = maps.shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         out_size = ((h - 1) * sh - 2 * ph + kh + self.output_padding[0],
                     (w - 1) * sw - 2 * pw + kw + self.output_padding[1])
-        columns = maps.flatten(2).transpose(1, 2) @ self.weight.flatten(1)  # (B, HW, C_out k k)
+        pixels = maps.permute(0, 2, 3, 1).reshape(b * h * w, c)    # a view when channels_last
+        columns = (pixels @ self.weight.flatten(1)).view(b, h * w, -1)     # (B, HW, C_out k k)
         out = F.fold(columns.transpose(1, 2), out_size, self.kernel_size,
                      padding=self.padding, stride=self.stride)             # (B, C_out, H', W')
         if self.bias is not None:
