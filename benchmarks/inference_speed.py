@@ -6,7 +6,8 @@
 "wav -> png" is what `--inference --audio one.wav` does for each file after start-up:
 read and resample the wav (soundfile + torchaudio), peak-normalise and pre-emphasise it,
 run the speech encoder and the generator in eval mode, write the PNG. Its parts are timed
-separately. "batched" runs the encoder and generator alone over a batch of windows.
+separately ("networks CPU ms": the process's CPU time in the networks, load-proof with
+--threads 1). "batched" runs the encoder and generator alone over a batch of windows.
 The networks are freshly initialised: their speed does not depend on what they learned.
 """
 from __future__ import annotations
@@ -50,25 +51,29 @@ def wav_to_png_parts(model: SpeechToFace, wav: Path, png: Path, device) -> dict:
     waveform = torch.from_numpy(np.stack([prepare_waveform(w) for w in window]))[:, None]
     parts["read+prepare"] = time.perf_counter() - start
     with torch.no_grad():
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         face = model(waveform.to(device))[1]
         image = to_uint8_images(face)[0]
         parts["networks"] = time.perf_counter() - start
+        cpu = time.process_time() - cpu
     start = time.perf_counter()
     save_png(png, image)
     parts["png"] = time.perf_counter() - start
-    return parts
+    return parts, cpu
 
 
 def bench(device: torch.device, image_size: int, batch: int, repeats: int, wav: Path,
           out: Path) -> dict:
     model = SpeechToFace(ModelArgs(image_size=image_size)).to(device).eval()
     wav_to_png_parts(model, wav, out / "face.png", device)          # warm-up
-    runs = [wav_to_png_parts(model, wav, out / "face.png", device) for _ in range(repeats)]
+    runs, cpu = zip(*(wav_to_png_parts(model, wav, out / "face.png", device)
+                      for _ in range(repeats)))
     row = {"device": device.type, "threads": torch.get_num_threads(), "size": image_size}
     for part in runs[0]:
         row[f"{part} ms"] = 1000 * statistics.median(r[part] for r in runs)
     row["wav->png ms"] = 1000 * statistics.median(sum(r.values()) for r in runs)
+    # process CPU time of the networks: with --threads 1 it hardly moves with other load
+    row["networks CPU ms"] = 1000 * statistics.median(cpu)
     waveforms = torch.randn(batch, 1, model.args.audio_samples, device=device)
     with torch.no_grad():
         seconds = median_seconds(lambda: model(waveforms), max(3, repeats // 10), device)

@@ -1,4 +1,5 @@
-"""Blocks shared by the networks: DCGAN init, spectral norm that keeps it, self-attention."""
+"""Blocks shared by the networks: DCGAN init, spectral norm that keeps it, self-attention,
+convolutions that run as matrix multiplies where that is faster on CPU."""
 from __future__ import annotations
 
 import torch
@@ -43,7 +44,24 @@ class FullPrecisionSpectralNorm(_SpectralNorm):
     drift. CPU autocast leaves `mv` in fp32 already. State-dict keys are PyTorch's own.
     """
 
+    _eval_key, _eval_weight = None, None
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled():
+            self._eval_key = self._eval_weight = None
+            return self._normalised(weight)
+        # Eval mode without gradients (inference, grids, evaluation): sigma is fixed until the
+        # weight or the power-iteration vectors change, so W / sigma is kept between calls
+        # instead of recomputed per face (G's 4x4 -> 8x8 layer alone: a 2 M-element copy and
+        # division, 11 ms of a 1-sample inference on AVX2).
+        key = (weight.data_ptr(), weight._version, self._u._version, self._v._version,
+               weight.dtype, torch.is_autocast_enabled(weight.device.type),
+               torch.is_inference_mode_enabled())
+        if key != self._eval_key:
+            self._eval_key, self._eval_weight = key, self._normalised(weight)
+        return self._eval_weight
+
+    def _normalised(self, weight: torch.Tensor) -> torch.Tensor:
         with torch.autocast(weight.device.type, enabled=False):
             return super().forward(weight.float())
 
@@ -54,6 +72,75 @@ def sn(layer: nn.Module) -> nn.Module:
     parametrize.register_parametrization(layer, "weight",
                                          FullPrecisionSpectralNorm(layer.weight, dim=dim))
     return layer
+
+
+# oneDNN's AVX2 kernels are slower than a matrix multiply on D's 4x4-map layer; its
+# AVX-512 ones are not (ATen's capability stands in for oneDNN's: the two follow the CPU)
+SLOW_SMALL_CONVOLUTIONS = not torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+class MatmulConv2d(nn.Conv2d):
+    """Conv2d that can run as unfold + one matrix multiply (same parameters and keys).
+
+    For D's last stride-2 layer, whose map is small and channels many (256 -> 512 to a 4x4
+    map), forward and backward took 333 ms against 453 ms in oneDNN's kernel at batch 192
+    (fp32, AVX2, 1 thread); on the larger maps before it oneDNN is faster, and with AVX-512
+    it is as fast (384 against 381 ms) or faster, so D asks for it below AVX-512 only
+    (`SLOW_SMALL_CONVOLUTIONS`). CUDA runs the convolution.
+    """
+
+    def __init__(self, *args, matmul: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.matmul = matmul
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        if not self.matmul or maps.device.type != "cpu":      # measured on CPU only
+            return super().forward(maps)
+        b, _, h, w = maps.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        out_h, out_w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        columns = F.unfold(maps, self.kernel_size, padding=self.padding, stride=self.stride)
+        out = self.weight.flatten(1) @ columns                   # (B, C_out, H' W')
+        if self.bias is not None:
+            out = out + self.bias[:, None]
+        return out.view(b, -1, out_h, out_w)
+
+
+class MatmulConvTranspose2d(nn.ConvTranspose2d):
+    """ConvTranspose2d that can run as one matrix multiply + fold (col2im), the transposed
+    convolution's own definition (same parameters and keys; no groups, no dilation).
+
+    On G's first layers (1x1 and 4x4 input maps), forward and backward took 14 / 105 ms
+    against oneDNN's 41 / 168 at batch 64 (fp32, AVX2, 1 thread; 14 / 106 against 44 / 152
+    with AVX-512); at batch 1 the 4x4 -> 8x8 layer 0.8 ms against 3.6. From 8x8 maps on,
+    and to RGB, oneDNN is faster. CUDA runs the transposed convolution.
+    """
+
+    def __init__(self, *args, matmul: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.matmul = matmul
+
+    def forward(self, maps: torch.Tensor, output_size=None) -> torch.Tensor:
+        if not self.matmul or output_size is not None or maps.device.type != "cpu":
+            return super().forward(maps, output_size)
+        b, c, h, w = maps.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        out_size = ((h - 1) * sh - 2 * ph + kh + self.output_padding[0],
+                    (w - 1) * sw - 2 * pw + kw + self.output_padding[1])
+        pixels = maps.permute(0, 2, 3, 1).reshape(b * h * w, c)    # a view when channels_last
+        columns = (pixels @ self.weight.flatten(1)).view(b, h * w, -1)     # (B, HW, C_out k k)
+        out = F.fold(columns.transpose(1, 2), out_size, self.kernel_size,
+                     padding=self.padding, stride=self.stride)             # (B, C_out, H', W')
+        if self.bias is not None:
+            out = out + self.bias[:, None, None]
+        # the layers after it run on the input's memory format (channels_last in training)
+        return out.contiguous(memory_format=_memory_format(maps))
+
+
+def _memory_format(maps: torch.Tensor) -> torch.memory_format:
+    if maps.is_contiguous() or not maps.is_contiguous(memory_format=torch.channels_last):
+        return torch.contiguous_format
+    return torch.channels_last
 
 
 class SelfAttention(nn.Module):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.blocks import dcgan_init, sn
+from models.blocks import MatmulConvTranspose2d, dcgan_init, sn
 
 IMAGE_SIZES = (64, 128)
 
@@ -37,22 +37,26 @@ class FaceGenerator(nn.Module):
         self.config = config
         channels = upsampling_channels(config)
         in_dim = config.embedding_dim + config.noise_dim
-        layers = [sn(nn.ConvTranspose2d(in_dim, channels[0], 4, 1, 0, bias=False)),  # (B, C0, 4, 4)
+        layers = [sn(MatmulConvTranspose2d(in_dim, channels[0], 4, 1, 0, bias=False,  # (B, C0, 4, 4)
+                                           matmul=True)),
                   nn.BatchNorm2d(channels[0]), nn.ReLU(True)]
+        size = 4
         for c_in, c_out in zip(channels, channels[1:]):
-            layers += [*self.doubling(c_in, c_out), nn.BatchNorm2d(c_out), nn.ReLU(True)]
-        layers += [*self.doubling(channels[-1], 3), nn.Tanh()]
+            layers += [*self.doubling(c_in, c_out, size), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+            size *= 2
+        layers += [*self.doubling(channels[-1], 3, size), nn.Tanh()]
         self.layers = nn.Sequential(*layers)
         dcgan_init(self)
 
-    def doubling(self, c_in: int, c_out: int) -> list[nn.Module]:
-        """A layer that doubles the map's size. Stride-2 transposed 4x4 convolutions overlap
-        unevenly and draw checkerboards (Odena et al. 2016); nearest-neighbour resizing then
-        a 3x3 convolution covers every output pixel alike."""
+    def doubling(self, c_in: int, c_out: int, size: int) -> list[nn.Module]:
+        """A layer that doubles the map's size (`size` in). Stride-2 transposed 4x4
+        convolutions overlap unevenly and draw checkerboards (Odena et al. 2016);
+        nearest-neighbour resizing then a 3x3 convolution covers every output pixel alike."""
         if self.config.upsample == "resize":
             return [nn.Upsample(scale_factor=2, mode="nearest"),
                     sn(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False))]
-        return [sn(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False))]
+        # from a 4x4 map a matrix multiply + fold beats oneDNN (MatmulConvTranspose2d)
+        return [sn(MatmulConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False, matmul=size <= 4))]
 
     def forward(self, embedding: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         code = embedding if noise is None else torch.cat([embedding, noise], dim=1)
