@@ -25,7 +25,7 @@ from torch import nn
 from data.attributes import AttributeSpec, read_attributes
 from data.dataset import read_faces, read_speaker_ids
 from data.schema import PairFileInfo
-from models.metrics.identity_classifier import augment, faces_to_input, file_sha256
+from models.metrics.identity_classifier import augment, conv_trunk, faces_to_input, file_sha256
 from utils import UserError, write_durably
 
 CACHE_VERSION = 1           # bump when the recipe below changes, so old caches are not reused
@@ -53,12 +53,7 @@ class AttributePredictor(nn.Module):
     def __init__(self, config: AttributePredictorConfig):
         super().__init__()
         self.config = config
-        layers, in_channels = [], 3
-        for out_channels in config.channels:          # 64 -> 32 -> 16 -> 8 -> 4
-            layers += [nn.Conv2d(in_channels, out_channels, 3, 2, 1, bias=False),
-                       nn.BatchNorm2d(out_channels), nn.ReLU(True)]
-            in_channels = out_channels
-        self.trunk = nn.Sequential(*layers)
+        self.trunk, in_channels = conv_trunk(config.channels)      # the identity classifier's
         # Flattened, not pooled: widths, heights and where a beard sits are places in the map.
         side = config.image_size // 2 ** len(config.channels)
         self.heads = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * side * side, 128),

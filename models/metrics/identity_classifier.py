@@ -34,18 +34,24 @@ class IdentityClassifierConfig:
     feature_dim: int = 128
 
 
+def conv_trunk(channels: tuple) -> tuple[nn.Sequential, int]:
+    """Stride-2 3x3 convolutions with BatchNorm and ReLU, one per entry of `channels`
+    (64 -> 32 -> 16 -> 8 -> 4 for four), and the channels they end with."""
+    layers, in_channels = [], 3
+    for out_channels in channels:
+        layers += [nn.Conv2d(in_channels, out_channels, 3, 2, 1, bias=False),
+                   nn.BatchNorm2d(out_channels), nn.ReLU(True)]
+        in_channels = out_channels
+    return nn.Sequential(*layers), in_channels
+
+
 class IdentityClassifier(nn.Module):
     """faces (B, 3, 64, 64) in [-1, 1] -> (logits (B, num_speakers), features (B, 128))."""
 
     def __init__(self, config: IdentityClassifierConfig):
         super().__init__()
         self.config = config
-        layers, in_channels = [], 3
-        for out_channels in config.channels:          # 64 -> 32 -> 16 -> 8 -> 4
-            layers += [nn.Conv2d(in_channels, out_channels, 3, 2, 1, bias=False),
-                       nn.BatchNorm2d(out_channels), nn.ReLU(True)]
-            in_channels = out_channels
-        self.trunk = nn.Sequential(*layers)
+        self.trunk, in_channels = conv_trunk(config.channels)
         self.features = nn.Sequential(nn.Linear(in_channels, config.feature_dim), nn.ReLU(True))
         self.head = nn.Linear(config.feature_dim, config.num_speakers)
 
