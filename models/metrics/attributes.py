@@ -25,7 +25,8 @@ from torch import nn
 from data.attributes import AttributeSpec, read_attributes
 from data.dataset import read_faces, read_speaker_ids
 from data.schema import PairFileInfo
-from models.metrics.identity_classifier import augment, conv_trunk, faces_to_input, file_sha256
+from models.metrics.identity_classifier import (augment, conv_trunk, faces_to_input, file_sha256,
+                                                fit_on_faces)
 from utils import UserError, write_durably
 
 CACHE_VERSION = 1           # bump when the recipe below changes, so old caches are not reused
@@ -125,19 +126,12 @@ def train_attribute_predictor(faces: np.ndarray, labels: np.ndarray, spec: Attri
     predictor = AttributePredictor(predictor_config(spec, labels)).to(device)
     inputs = faces_to_input(faces, predictor.config.image_size)
     targets = torch.as_tensor(labels, dtype=torch.float32)
-    optimiser = torch.optim.Adam(predictor.parameters(), LEARNING_RATE)
-    steps = training_steps(len(inputs))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-    predictor.train()
-    for _ in range(steps):
-        rows = torch.randint(len(inputs), (min(BATCH_SIZE, len(inputs)),), generator=generator)
-        outputs = predictor(recolour(augment(inputs[rows], generator), generator).to(device))
-        loss = _loss(predictor, outputs, targets[rows].to(device))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-    return predictor.eval()
+    fit_on_faces(predictor, inputs,
+                 lambda outputs, rows: _loss(predictor, outputs, targets[rows].to(device)),
+                 training_steps(len(inputs)), generator, device,
+                 augmented=lambda faces, g: recolour(augment(faces, g), g),
+                 batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE)
+    return predictor
 
 
 @torch.no_grad()

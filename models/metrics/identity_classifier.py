@@ -85,6 +85,25 @@ def training_steps(num_faces: int) -> int:
     return min(MAX_STEPS, max(MIN_STEPS, TRAIN_EPOCHS * -(-num_faces // BATCH_SIZE)))
 
 
+def fit_on_faces(network: nn.Module, inputs: torch.Tensor, batch_loss, steps: int,
+                 generator: torch.Generator, device, augmented=augment,
+                 batch_size: int = BATCH_SIZE, learning_rate: float = LEARNING_RATE) -> None:
+    """Adam with a cosine schedule over `steps` batches of rows drawn from `inputs`
+    (N, 3, S, S); `batch_loss(outputs, rows)` scores the network's outputs for the
+    `augmented` faces of those rows."""
+    optimiser = torch.optim.Adam(network.parameters(), learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    network.train()
+    for _ in range(steps):
+        rows = torch.randint(len(inputs), (min(batch_size, len(inputs)),), generator=generator)
+        loss = batch_loss(network(augmented(inputs[rows], generator).to(device)), rows)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+    network.eval()
+
+
 def train_identity_classifier(faces: np.ndarray, speaker_ids: np.ndarray, num_speakers: int,
                               device, seed: int = 0) -> IdentityClassifier:
     """Train on uint8 faces (N, S, S, 3) and their speaker ids; a fixed number of steps."""
@@ -93,20 +112,10 @@ def train_identity_classifier(faces: np.ndarray, speaker_ids: np.ndarray, num_sp
     classifier = IdentityClassifier(IdentityClassifierConfig(num_speakers)).to(device)
     inputs = faces_to_input(faces, classifier.config.image_size)
     labels = torch.as_tensor(speaker_ids, dtype=torch.long)
-    optimiser = torch.optim.Adam(classifier.parameters(), LEARNING_RATE)
-    steps = training_steps(len(inputs))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-    classifier.train()
-    for _ in range(steps):
-        rows = torch.randint(len(inputs), (min(BATCH_SIZE, len(inputs)),), generator=generator)
-        batch = augment(inputs[rows], generator).to(device)
-        logits, _ = classifier(batch)
-        loss = F.cross_entropy(logits, labels[rows].to(device))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-    return classifier.eval()
+    fit_on_faces(classifier, inputs,
+                 lambda outputs, rows: F.cross_entropy(outputs[0], labels[rows].to(device)),
+                 training_steps(len(inputs)), generator, device)
+    return classifier
 
 
 @torch.no_grad()
