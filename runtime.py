@@ -18,6 +18,7 @@ from models import CONDITIONS, DISCRIMINATORS, GENERATORS, IMAGE_SIZES, SPEECH_E
 from models.compiled import COMPILE_MODES
 from models.losses import ADVERSARIAL_LOSSES
 from models.precision import PRECISIONS
+from models.wrong_pairs import WRONG_FACES
 from utils import LOG_TO, OneLineParser, UserError
 
 IMAGE_SIZES_TEXT = " or ".join(map(str, IMAGE_SIZES))
@@ -167,6 +168,10 @@ def add_variant_options(parser: argparse.ArgumentParser) -> None:
                                "speaker under the current condition (Reed et al. 2016)")
     variants.add_argument("--no_cls", dest="cls", action="store_false",
                           help="turn the wrong-pair term off (cls)")
+    variants.add_argument("--wrong_faces", default="batch", choices=WRONG_FACES,
+                          help="the wrong pairs' faces: batch: the batch's real faces of other "
+                               "speakers, scored from D's features of them (a third less D "
+                               "work); loader: one more face read per pair (wav2pix's way)")
     variants.add_argument("--condition", default="speech", choices=CONDITIONS,
                           help="what G draws from: speech; none (unconditional DCGAN on "
                                "noise); embedding (the pair file's <split>/embeddings vectors)")
@@ -178,6 +183,7 @@ def add_variant_options(parser: argparse.ArgumentParser) -> None:
                                "learned projection (ge2e_finetune trains it too)")
     variants.add_argument("--generator", default="resize", choices=tuple(GENERATORS),
                           help="resize: nearest x2 then 3x3 convolutions (no checkerboard); "
+                               "bilinear: bilinear x2 then 3x3 convolutions; "
                                "dcgan: stride-2 transposed convolutions (wav2pix); adain: the "
                                "condition sets every layer's AdaIN scale and shift, with "
                                "self-attention at 32x32")

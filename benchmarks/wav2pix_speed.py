@@ -10,9 +10,11 @@ encoder, DCGAN G with dropout and spectral norm, D with the embedding tiled and 
 does per batch: G runs twice, D five times, D's backward runs through G (faces not
 detached) and G's backward gives D weight gradients. "ours" is GanStep with wav2pix's
 networks' sizes (`--speech_encoder segan --generator dcgan`, the ModelArgs defaults) on
-channels_last, as the trainer runs it. Both fp32, fake batches of the same shapes; each
-figure is the median of --repeats iterations after --warmup, the two alternating; the
-CPU columns are the process's CPU seconds per iteration (load-proof with --threads 1).
+channels_last, as the trainer runs it, with its default `--wrong_faces batch`; "loader" is
+the same with `--wrong_faces loader` (a third batch of faces through D, as wav2pix). All
+fp32, fake batches of the same shapes; each figure is the median of --repeats iterations
+after --warmup, the steps alternating; the CPU columns are the process's CPU seconds per
+iteration (load-proof with --threads 1).
 """
 from __future__ import annotations
 
@@ -144,10 +146,11 @@ class Wav2pixStep:
 
 
 # ---- this project's step, with wav2pix's networks' sizes
-def our_step(image_size: int) -> GanStep:
+def our_step(image_size: int, wrong_faces: str = "batch") -> GanStep:
     model = SpeechToFace(ModelArgs(image_size=image_size, num_speakers=SPEAKERS))
     model = model.to(memory_format=torch.channels_last)          # as Trainer
-    options = runtime.build_parser().parse_args(["--precision", "fp32"])
+    options = runtime.build_parser().parse_args(["--precision", "fp32",
+                                                 "--wrong_faces", wrong_faces])
     return GanStep(model, options, torch.device("cpu"))
 
 
@@ -199,14 +202,17 @@ def main() -> None:
     rows = []
     for size in bench.image_sizes:
         batch = fake_batch(bench.batch_size, size, 16000, SPEAKERS)
-        steps = {"wav2pix": Wav2pixStep(size), "ours": our_step(size)}
+        steps = {"wav2pix": Wav2pixStep(size), "ours": our_step(size),
+                 "ours, loader": our_step(size, "loader")}
         seconds = median_seconds(steps, batch, bench.warmup, bench.repeats)
         (wav2pix, wav2pix_cpu), (ours, ours_cpu) = seconds["wav2pix"], seconds["ours"]
+        loader = seconds["ours, loader"][0]
         rows.append({"size": size, "wav2pix s/iter": wav2pix, "ours s/iter": ours,
                      "wav2pix samples/s": bench.batch_size / wav2pix,
                      "ours samples/s": bench.batch_size / ours, "ratio": wav2pix / ours,
                      "wav2pix CPU s": wav2pix_cpu, "ours CPU s": ours_cpu,
-                     "CPU ratio": wav2pix_cpu / ours_cpu})
+                     "CPU ratio": wav2pix_cpu / ours_cpu,
+                     "loader s/iter": loader, "loader ratio": wav2pix / loader})
         if size in bench.profile:
             print(f"\nours, {size} px, one step:\n" + profile_table(steps["ours"], batch,
                                                                  bench.profile_rows))

@@ -10,6 +10,7 @@ from torch import nn
 from models.blocks import MatmulConvTranspose2d, dcgan_init, sn
 
 IMAGE_SIZES = (64, 128)
+UPSAMPLING = ("transposed", "resize", "bilinear")
 
 
 @dataclass
@@ -18,7 +19,7 @@ class FaceGeneratorConfig:
     embedding_dim: int = 128
     noise_dim: int = 0          # 0: no noise vector, the speech alone decides the face (wav2pix)
     base_channels: int = 64
-    upsample: str = "transposed"    # transposed (DCGAN, wav2pix) | resize (nearest x2, 3x3 conv)
+    upsample: str = "transposed"    # transposed (DCGAN, wav2pix) | resize | bilinear (x2, 3x3 conv)
 
 
 def upsampling_channels(config: FaceGeneratorConfig) -> list[int]:
@@ -32,8 +33,8 @@ class FaceGenerator(nn.Module):
         super().__init__()
         if config.image_size not in IMAGE_SIZES:
             raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {config.image_size}")
-        if config.upsample not in ("transposed", "resize"):
-            raise ValueError(f"upsample must be transposed or resize, got {config.upsample}")
+        if config.upsample not in UPSAMPLING:
+            raise ValueError(f"upsample must be one of {UPSAMPLING}, got {config.upsample}")
         self.config = config
         channels = upsampling_channels(config)
         in_dim = config.embedding_dim + config.noise_dim
@@ -51,9 +52,13 @@ class FaceGenerator(nn.Module):
     def doubling(self, c_in: int, c_out: int, size: int) -> list[nn.Module]:
         """A layer that doubles the map's size (`size` in). Stride-2 transposed 4x4
         convolutions overlap unevenly and draw checkerboards (Odena et al. 2016);
-        nearest-neighbour resizing then a 3x3 convolution covers every output pixel alike."""
-        if self.config.upsample == "resize":
-            return [nn.Upsample(scale_factor=2, mode="nearest"),
+        resizing then a 3x3 convolution covers every output pixel alike. Nearest-neighbour
+        resizing still repeats each value over a 2x2 block, which a 3x3 kernel sees at two
+        phases; bilinear resizing leaves no block to see."""
+        if self.config.upsample != "transposed":
+            resize = (nn.Upsample(scale_factor=2, mode="nearest") if self.config.upsample == "resize"
+                      else nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+            return [resize,
                     sn(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False))]
         # from a 4x4 map a matrix multiply + fold beats oneDNN (MatmulConvTranspose2d)
         return [sn(MatmulConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False, matmul=size <= 4))]

@@ -18,6 +18,7 @@ from models.losses import (ADVERSARIAL_LOSSES, feature_matching_loss, gradient_p
                            reconstruction_l1, speaker_softmax_loss)
 from models.precision import autocast, resolve_precision
 from models.step_undo import UndoableStep
+from models.wrong_pairs import wrong_partners
 from utils import SINGLE_PROCESS, Ranks
 
 
@@ -112,6 +113,9 @@ class GanStep:
         # Without a condition there is nothing to mismatch, no true frame and no speaker:
         # the wrong-pair, L1 and softmax terms need a conditioned model.
         self.wrong_pairs = options.cls and self.model.conditioned
+        # --wrong_faces batch: the wrong pairs' faces are the batch's own real faces, scored
+        # from D's features of them (models/wrong_pairs.py); loader: the faces it read.
+        self.wrong_from_batch = getattr(options, "wrong_faces", "batch") == "batch"
         self.coefficients = {"g_adv": 1.0, "g_l1": options.l1_coef, "g_fm": options.l2_coef,
                              "g_softmax": options.softmax_coef}
 
@@ -135,9 +139,11 @@ class GanStep:
         real, wrong = (faces.contiguous(memory_format=torch.channels_last) for faces in (real, wrong))
         statistics = [b.detach().clone() for b in self.model.buffers()]   # BN, spectral norm
         self.compiled.step_begins()
+        partners = (wrong_partners(speaker_id, self.options.seed, step)
+                    if self.wrong_pairs and self.wrong_from_batch else None)
         try:
             if step % self.d_iters:
-                return self.critic_step(condition_input, real, wrong)
+                return self.critic_step(condition_input, real, wrong, partners)
             with record_function("encoder_and_generator_forward"), self.autocast():
                 # once per batch; D gets it detached
                 embedding, fake, logits = self.generator_side(condition_input)
@@ -145,7 +151,7 @@ class GanStep:
             if undo:
                 undo.save()
             d_loss, d_values, real_features = self.discriminator_losses(
-                real, fake.detach(), wrong, embedding.detach())
+                real, fake.detach(), wrong, embedding.detach(), partners)
             if not undo:
                 self.read_figures(d_values, ("d_loss",))   # on the host: nothing to wait for
             with record_function("discriminator_backward_and_adam"):
@@ -223,26 +229,28 @@ class GanStep:
                 print("note: the checkpoint has no averaged generator; --ema starts one from "
                       "its weights")
 
-    def critic_step(self, condition_input, real, wrong) -> dict[str, float]:
+    def critic_step(self, condition_input, real, wrong, partners) -> dict[str, float]:
         """A D step between G steps (--d_iters > 1): G draws without building a graph; D's
         loss is read (the one synchronisation) before its step."""
         with torch.no_grad(), record_function("encoder_and_generator_forward"), self.autocast():
             embedding, fake = self.model(condition_input)
-        d_loss, d_values, _ = self.discriminator_losses(real, fake, wrong, embedding)
+        d_loss, d_values, _ = self.discriminator_losses(real, fake, wrong, embedding, partners)
         figures = self.read_figures(d_values, ("d_loss",))
         with record_function("discriminator_backward_and_adam"):
             backward_and_step(d_loss, self.optimizer_d, self.scaler_d)
         return figures
 
-    def discriminator_losses(self, real, fake, wrong, condition):
+    def discriminator_losses(self, real, fake, wrong, condition, partners=None):
         """-> (D's loss, its figures, D's trunk features of the real pairs). Real pairs up,
-        generated [and wrong] pairs down (the passes run as one batch); wgan-gp adds the
-        gradient penalty."""
-        faces = [real, fake, wrong] if self.wrong_pairs else [real, fake]
+        generated [and wrong] pairs down (the passes run as one batch; with `partners` the
+        wrong pairs are the real faces under other conditions, models/wrong_pairs.py);
+        wgan-gp adds the gradient penalty."""
+        faces = [real, fake, wrong] if self.wrong_pairs and partners is None else [real, fake]
+        extra = () if partners is None else (partners,)
         with record_function("discriminator_forward"), self.autocast():
             scores, features = self.discriminator(torch.cat(faces),
-                                                  torch.cat([condition] * len(faces)))
-            real_scores, fake_scores, *wrong_scores = scores.chunk(len(faces))
+                                                  torch.cat([condition] * len(faces)), *extra)
+            real_scores, fake_scores, *wrong_scores = scores.split(len(real))
             d_loss = self.adversarial.discriminator(real_scores, fake_scores, *wrong_scores)
             values = {"d_real": real_scores.mean(), "d_fake": fake_scores.mean()}
             if wrong_scores:

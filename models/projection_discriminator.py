@@ -49,10 +49,18 @@ class ProjectionDiscriminator(nn.Module):
                       if config.embedding_dim else None)
         dcgan_init(self)
 
-    def forward(self, faces: torch.Tensor, embedding: torch.Tensor):
-        """faces (B, 3, S, S), embedding (B, E) -> (scores (B,), trunk features (B, C*4*4))."""
+    def forward(self, faces: torch.Tensor, embedding: torch.Tensor,
+                wrong_faces: torch.Tensor | None = None):
+        """faces (B, 3, S, S), embedding (B, E) -> (scores (B,), trunk features (B, C*4*4)).
+
+        With wrong_faces (W,) indices (models/wrong_pairs.py) W more scores follow: face
+        wrong_faces[i] under condition i, from the trunk features already computed (so the
+        first W faces are the real ones, under their own conditions)."""
         features = self.trunk(faces)                     # (B, C, 4, 4)
         phi = features.sum(dim=(2, 3))                   # (B, C): sum-pooled, as in the paper
+        if wrong_faces is not None:
+            phi = torch.cat([phi, phi[wrong_faces]])
+            embedding = torch.cat([embedding, embedding[:len(wrong_faces)]])
         # score = psi(phi(x)) + <V c, phi(x)>: the projection term, eq. (3) of Miyato & Koyama.
         scores = self.score(phi).squeeze(1)
         if self.embed is not None:

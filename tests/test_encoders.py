@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import runtime
-from models import GENERATORS, SPEECH_ENCODERS, ModelArgs, SpeechToFace
+from models import SPEECH_ENCODERS, ModelArgs, SpeechToFace
 from models.filterbank_encoder import FilterbankEncoder, FilterbankEncoderConfig
 from models.ge2e_encoder import ge2e_weights_path
 from trainer import generator_from_checkpoint
@@ -35,7 +35,7 @@ FAST = ["--audio_seconds", "0.3", "--batch_size", "4", "--num_workers", "0", "--
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
-@pytest.mark.parametrize("generator", ["dcgan", "resize"])
+@pytest.mark.parametrize("generator", ["dcgan", "resize", "bilinear"])
 @pytest.mark.parametrize("image_size", [64, 128])
 def test_every_encoder_and_generator_draws_faces_of_the_right_shape(encoder, generator,
                                                                      image_size):
@@ -68,12 +68,27 @@ def test_the_filterbank_starts_as_mel_bands_whose_log_energy_follows_a_tone():
     assert peaks == sorted(peaks) and len(set(peaks)) == 3      # higher tone, higher band
 
 
-def test_resize_generator_has_no_transposed_stride_two_layers():
-    model = SpeechToFace(ModelArgs(generator="resize", num_speakers=2))
+@pytest.mark.parametrize("generator, mode", [("resize", "nearest"), ("bilinear", "bilinear")])
+def test_resizing_generators_have_no_transposed_stride_two_layers(generator, mode):
+    model = SpeechToFace(ModelArgs(generator=generator, num_speakers=2))
     strided = [m for m in model.face_generator.modules()
                if isinstance(m, torch.nn.ConvTranspose2d) and m.stride == (2, 2)]
     assert not strided
-    assert "resize" in GENERATORS
+    resizes = [m for m in model.face_generator.modules() if isinstance(m, torch.nn.Upsample)]
+    assert len(resizes) == 4 and {m.mode for m in resizes} == {mode}
+
+
+def test_a_bilinear_generator_trains_two_steps_records_itself_and_renders(tiny_pairs, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert runtime.main(["--dataset", str(tiny_pairs), "--save_path", "bilinear",
+                         "--generator", "bilinear", *FAST]) == 0
+    checkpoint = load_checkpoint(tmp_path / "checkpoints" / "bilinear" / "latest.pt")
+    assert checkpoint["model_args"]["generator"] == "bilinear"
+    model, _ = generator_from_checkpoint(tmp_path / "checkpoints" / "bilinear" / "latest.pt",
+                                         torch.device("cpu"))
+    assert {m.mode for m in model.face_generator.modules()
+            if isinstance(m, torch.nn.Upsample)} == {"bilinear"}
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)

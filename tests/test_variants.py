@@ -23,6 +23,7 @@ VARIANTS = {
     "hinge": ["--loss", "hinge"],
     "wgan-gp": ["--loss", "wgan-gp", "--d_iters", "2"],   # 2 steps: a critic step, then D + G
     "no_cls": ["--no_cls"],
+    "wrong_loader": ["--wrong_faces", "loader"],
     "adain": ["--generator", "adain"],
     "sagan": ["--discriminator", "sagan"],
 }

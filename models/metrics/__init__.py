@@ -27,9 +27,11 @@ METRICS = {
                   "or correlation (numbers), beside the real faces and a voice-blind baseline",
 }
 
-# What needs dlib's face descriptor, and what needs the identity classifier.
+# What needs dlib's face descriptor, and what needs the identity classifier (matching scores
+# in its feature space too: on faces unlike photographs, the cartoon demo's, dlib's
+# descriptors hardly tell speakers apart, and for unseen speakers nothing else does).
 NEEDS_DESCRIPTORS = {"dlib_similarity", "frechet", "matching"}
-NEEDS_CLASSIFIER = {"identity", "frechet"}
+NEEDS_CLASSIFIER = {"identity", "frechet", "matching"}
 # All an unconditional model's faces can be scored on: they pair with no frame or speaker.
 UNCONDITIONAL = {"detection_dlib", "detection_haar", "frechet"}
 # best.pt keeps the best figure of the first of these metrics a run scores: identity
