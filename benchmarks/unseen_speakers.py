@@ -10,7 +10,9 @@ Each variant trains in this process as learning_speed.py's do (the clock runs on
 batches are read and trained on) and is scored on the test split: attribute agreement per
 voice-decided attribute (beard accuracy, face-width correlation...), next to the same
 predictor on the real test faces (the ceiling) and the majority class (blind), and 1:2
-matching among the unseen speakers in the identity classifier's feature space. The
+matching among the unseen speakers in the identity classifier's feature space (mostly hair,
+skin and clothes, which follow the speaker's index and no voice) and in the attribute
+predictor's (what the labelled, voice-decided traits need). The
 voice-blind row is an unconditional model (`--condition none`): its faces are drawn from
 noise alone, so whatever it agrees on, it agrees on by chance.
 """
@@ -46,7 +48,8 @@ COLUMNS = {"beard": "attributes_beard", "beard real": "attributes_beard_real",
            "beard blind": "attributes_beard_blind", "width r": "attributes_face_width",
            "width r real": "attributes_face_width_real", "height r": "attributes_face_height",
            "jaw r": "attributes_jaw", "glasses": "attributes_glasses",
-           "1:2 classifier": "matching_1v2_classifier"}
+           "1:2 classifier": "matching_1v2_classifier",
+           "1:2 attributes": "matching_1v2_attributes"}
 
 
 def make_file(path: Path, seed: int) -> None:

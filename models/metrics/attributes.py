@@ -135,19 +135,24 @@ def train_attribute_predictor(faces: np.ndarray, labels: np.ndarray, spec: Attri
 
 
 @torch.no_grad()
+@torch.no_grad()
 def predict_attributes(predictor: AttributePredictor, faces: np.ndarray, device,
-                       batch: int = 256) -> np.ndarray:
-    """uint8 faces (N, S, S, 3) -> float32 (N, A): class codes and numbers in label units."""
+                       batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 faces (N, S, S, 3) -> (float32 (N, A): class codes and numbers in label units,
+    float32 (N, 128): the heads' shared hidden layer, a face embedding that holds what the
+    labelled attributes need)."""
     predictor.eval()
-    config, chunks = predictor.config, []
+    config, chunks, hidden = predictor.config, [], []
     for start in range(0, len(faces), batch):
         inputs = faces_to_input(faces[start:start + batch], config.image_size).to(device)
-        heads = predictor.split_outputs(predictor(inputs).float().cpu())
+        features = predictor.heads[:-1](predictor.trunk(inputs))
+        heads = predictor.split_outputs(predictor.heads[-1](features).float().cpu())
         chunks.append(torch.stack([
             head.argmax(1).float() if kind == "class" else head[:, 0] * scale + mean
             for head, kind, mean, scale in zip(heads, config.kinds, config.mean, config.scale)],
             dim=1))
-    return torch.cat(chunks).numpy()
+        hidden.append(features.float().cpu())
+    return torch.cat(chunks).numpy(), torch.cat(hidden).numpy()
 
 
 # ---------------------------------------------------------------- cache next to the pair file
@@ -219,7 +224,8 @@ class AttributeAgreement:
         self.predictor, self.labels = predictor, labels
         self.groups = None if groups is None else np.asarray(groups)
 
-    def predict(self, faces: np.ndarray, device) -> np.ndarray:
+    def predict(self, faces: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
+        """(predictions (N, A), hidden features (N, 128)): predict_attributes."""
         if len(faces) != len(self.labels):
             raise ValueError(f"{len(faces)} faces for {len(self.labels)} labelled pairs")
         return predict_attributes(self.predictor, faces, device)

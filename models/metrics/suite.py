@@ -34,6 +34,7 @@ class Analysis:
     mouth: np.ndarray | None = None             # (N,) mouth openness, NaN where unmeasured
     loudness: np.ndarray | None = None          # (N,) dB of the speech window's centre (real)
     attributes: np.ndarray | None = None        # (N, A) predicted attribute labels
+    attribute_features: np.ndarray | None = None    # (N, 128) the attribute predictor's
 
 
 class FaceMetrics:
@@ -77,7 +78,8 @@ class FaceMetrics:
             analysis.mouth = (demo_mouth_openness(faces) if self.mouth_measure == "demo" else
                               landmark_mouth_openness(self.dlib.landmark_points(faces)))
         if "attributes" in wants:
-            analysis.attributes = self.attributes.predict(faces, self.device)
+            analysis.attributes, analysis.attribute_features = self.attributes.predict(
+                faces, self.device)
         return analysis
 
     def score(self, fake: Analysis, real: Analysis, speaker_ids: np.ndarray) -> dict[str, float]:
@@ -128,12 +130,18 @@ class FaceMetrics:
         """1:2 matching and recall@K with dlib's descriptors (SF2F's protocol, dlib in place
         of FaceNet) and, when the identity classifier ran, in its feature space too
         (`_classifier` keys): dlib's recogniser was trained on photographs, and on faces
-        far from them (the cartoon demo set) its descriptors barely tell speakers apart."""
+        far from them (the cartoon demo set) its descriptors barely tell speakers apart.
+        With the attributes metric, also in the attribute predictor's hidden space
+        (`_attributes` keys): it holds only what the labelled attributes need, so it asks
+        whether the face carries the speaker's voice-predictable traits, where the
+        classifier's space is mostly hair, skin and clothes, which no voice tells."""
         speakers = len(np.unique(speaker_ids))
         results = {"matching_1v2_chance": 0.5}
         spaces = [("", fake.descriptors, real.descriptors)]
         if fake.features is not None:
             spaces.append(("_classifier", fake.features, real.features))
+        if fake.attribute_features is not None:
+            spaces.append(("_attributes", fake.attribute_features, real.attribute_features))
         for suffix, generated, truth in spaces:
             results[f"matching_1v2{suffix}"] = matching_1v2(generated, speaker_ids, truth,
                                                            speaker_ids)
@@ -172,7 +180,8 @@ def metric_rows(results: dict) -> list[tuple[str, str, str, str]]:
         return f"{results[key]:.4f}" if key in results else ""
 
     def chance(key):
-        return cell(f"{key.removesuffix('_classifier')}_chance") or cell(f"{key}_blind")
+        plain = key.removesuffix("_classifier").removesuffix("_attributes")
+        return cell(f"{plain}_chance") or cell(f"{key}_blind")
     return [(key, cell(key), cell(f"{key}_real"), chance(key))
             for key in results if not key.endswith(("_real", "_chance", "_blind"))]
 
