@@ -2,9 +2,13 @@
 the features D's pass over them computed (models/wrong_pairs.py)."""
 from __future__ import annotations
 
+import json
 import math
 
 import torch
+
+import runtime
+from utils import load_checkpoint
 
 from models.projection_discriminator import ProjectionDiscriminator, ProjectionDiscriminatorConfig
 from models.wrong_pairs import wrong_partners
@@ -63,3 +67,21 @@ def test_a_step_from_the_batch_equals_a_step_on_the_same_faces_read_by_the_loade
     assert all(g is not None for g in grads_batch)
     for mine, theirs in zip(grads_batch, grads_loader):
         assert (mine - theirs).norm() <= 1e-4 * theirs.norm()   # sums in another order
+
+
+def test_a_run_from_before_the_option_resumes_with_the_loaders_wrong_faces(tiny_pairs, tmp_path,
+                                                                          monkeypatch):
+    """Checkpoints written before --wrong_faces read their wrong faces from the loader; --resume
+    keeps them so, and a run started now records the batch's."""
+    monkeypatch.chdir(tmp_path)
+    fast = ["--audio_seconds", "0.3", "--batch_size", "4", "--num_workers", "0", "--no_visdom",
+            "--precision", "fp32"]
+    assert runtime.main(["--dataset", str(tiny_pairs), "--save_path", "old", "--epochs", "2",
+                         "--checkpoint_every_steps", "1", "--max_steps", "1", *fast]) == 0
+    saved = load_checkpoint(tmp_path / "checkpoints" / "old" / "latest.pt")
+    assert saved["options"]["wrong_faces"] == "batch"
+    del saved["options"]["wrong_faces"]
+    torch.save(saved, tmp_path / "before.pt")
+    assert runtime.main(["--resume", "before.pt", "--save_path", "resumed", "--max_steps", "2"]) == 0
+    resumed = json.loads((tmp_path / "checkpoints" / "resumed" / "options.json").read_text())
+    assert resumed["wrong_faces"] == "loader"
