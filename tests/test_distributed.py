@@ -32,9 +32,11 @@ REPO = Path(__file__).resolve().parents[1]
 # encoder and, with segan, the resize generator: 1.9%).
 FAST = ["--audio_seconds", "0.3", "--num_workers", "0", "--epochs", "1", "--no_visdom",
         "--precision", "fp32", "--speech_encoder", "segan", "--generator", "dcgan"]
-# BatchNorm on stored statistics and no feature matching: the two terms whose batch
-# statistics do not split over processes (see test_two_processes_equal_one_process...).
-COMPARABLE = ["--batchnorm", "frozen", "--l2_coef", "0"]
+# BatchNorm on stored statistics, no feature matching and the loader's wrong faces: the
+# terms whose batch statistics do not split over processes (see
+# test_two_processes_equal_one_process...; --wrong_faces batch draws each pair's wrong face
+# from its own process's batch).
+COMPARABLE = ["--batchnorm", "frozen", "--l2_coef", "0", "--wrong_faces", "loader"]
 GENERATOR_PARTS = ("speech_encoder", "face_generator", "speaker_classifier")
 INSIDE_THE_EPOCH = "checkpoint_epoch0001_step00000002.pt"
 
