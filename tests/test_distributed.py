@@ -238,7 +238,7 @@ def test_a_two_process_run_resumed_in_two_processes_is_bit_identical(two_process
 # ---------------------------------------------------------------- processes agree
 
 AGREEMENT = '''
-import json, signal, sys, torch
+import gc, json, signal, sys, torch
 sys.path.insert(0, sys.argv[1])
 import runtime
 from trainer import Trainer
@@ -272,7 +272,9 @@ def agree(ranks):
 with process_group(torch.device("cpu")) as ranks:
     # One write() of the whole line: print's separate newline lets the other process's
     # line land between them.
-    sys.stdout.write("RESULT " + json.dumps(agree(ranks)) + "\\n")
+    result = agree(ranks)
+    gc.collect()   # and those a reference cycle still holds (once: "terminate called", -6)
+    sys.stdout.write("RESULT " + json.dumps(result) + "\\n")
     sys.stdout.flush()
 '''
 
