@@ -90,10 +90,12 @@ def main() -> None:
         os.chdir(work)
         try:
             for name in args.variants:
+                evaluation = None          # the real faces analysed once per variant
                 for seconds, step, model in train_for_budgets(
                         [*VARIANTS[name], "--dataset", str(path)], args.budgets, Path(work),
                         args.seed):
-                    scores = scorer(info, model.args, device).run(model)
+                    evaluation = evaluation or scorer(info, model.args, device)
+                    scores = evaluation.run(model)
                     rows.append({"variant": name, "budget s": round(seconds), "steps": step,
                                  **{column: scores.get(key, float("nan"))
                                     for column, key in COLUMNS.items()}})

@@ -14,7 +14,7 @@ and the same per speaker group (`attributes_A_<group>...`) where the file names 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +25,9 @@ from torch import nn
 from data.attributes import AttributeSpec, read_attributes
 from data.dataset import read_faces, read_speaker_ids
 from data.schema import PairFileInfo
-from models.metrics.identity_classifier import (augment, conv_trunk, faces_to_input, file_sha256,
-                                                fit_on_faces)
-from utils import UserError, write_durably
+from models.metrics.identity_classifier import (augment, cached_network, conv_trunk,
+                                                faces_to_input, file_sha256, fit_on_faces)
+from utils import UserError
 
 CACHE_VERSION = 1           # bump when the recipe below changes, so old caches are not reused
 TRAIN_EPOCHS = 10
@@ -161,47 +161,24 @@ def cache_path(pair_file: Path, sha256: str) -> Path:
     return pair_file.with_name(f"{pair_file.name}.attributes-v{CACHE_VERSION}-{sha256[:16]}.pt")
 
 
-def load_cached(path: Path, sha256: str, device) -> AttributePredictor | None:
-    if not path.is_file():
-        return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        config = AttributePredictorConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                             for k, v in saved["config"].items()})
-        predictor = AttributePredictor(config)
-        predictor.load_state_dict(saved["state_dict"])
-    except Exception:                    # a damaged or foreign cache is retrained, never trusted
-        return None
-    return predictor.to(device).eval() if saved.get("sha256") == sha256 else None
-
-
-def save_cache(path: Path, predictor: AttributePredictor, sha256: str) -> bool:
-    """Write durably; False (and nothing written) where the folder is not writable."""
-    payload = {"sha256": sha256, "config": asdict(predictor.config),
-               "state_dict": {k: v.cpu() for k, v in predictor.state_dict().items()}}
-    try:
-        write_durably(path, lambda f: torch.save(payload, f))
-    except (OSError, RuntimeError):     # torch.save turns a failed write into RuntimeError
-        return False
-    return True
+def build_predictor(config: dict) -> AttributePredictor:
+    return AttributePredictor(AttributePredictorConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}))
 
 
 def attribute_predictor_for(info: PairFileInfo, device, log=print) -> AttributePredictor:
     """The cached predictor of this exact file, training and caching it on first use."""
     sha256 = file_sha256(info.path)
     path = cache_path(Path(info.path), sha256)
-    predictor = load_cached(path, sha256, device)
-    if predictor is not None:
-        return predictor
-    faces, _ = read_faces(info, "train")
-    spec, labels = read_attributes(info.path, "train")
-    log(f"training the attribute predictor ({', '.join(spec.names)}) on {len(faces)} real "
-        f"train faces ({training_steps(len(faces))} steps); cached in {path}")
-    predictor = train_attribute_predictor(faces, labels, spec, device)
-    if not save_cache(path, predictor, sha256):
-        log(f"note: {path.parent} is not writable; the attribute predictor is kept for this "
-            "run only")
-    return predictor
+
+    def train() -> AttributePredictor:
+        faces, _ = read_faces(info, "train")
+        spec, labels = read_attributes(info.path, "train")
+        log(f"training the attribute predictor ({', '.join(spec.names)}) on {len(faces)} real "
+            f"train faces ({training_steps(len(faces))} steps); cached in {path}")
+        return train_attribute_predictor(faces, labels, spec, device)
+    return cached_network(path, sha256, device, build_predictor, train, "attribute predictor",
+                          log)
 
 
 # ---------------------------------------------------------------- the figures

@@ -145,30 +145,50 @@ def cache_path(pair_file: Path, sha256: str) -> Path:
     return pair_file.with_name(f"{pair_file.name}.identity-v{CACHE_VERSION}-{sha256[:16]}.pt")
 
 
-def load_cached(path: Path, sha256: str, device) -> IdentityClassifier | None:
+def load_network(path: Path, sha256: str, device, build) -> nn.Module | None:
+    """The network cached at `path` for a pair file of this content, in eval mode on `device`,
+    or None: no cache, a cache of other content, or a damaged or foreign one (it is retrained,
+    never trusted). `build(config dict)` makes the untrained network."""
     if not path.is_file():
         return None
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:                    # a damaged cache is retrained, never trusted
+        if saved.get("sha256") != sha256:
+            return None
+        network = build(saved["config"])
+        network.load_state_dict(saved["state_dict"])
+    except Exception:
         return None
-    if saved.get("sha256") != sha256:
-        return None
-    config = IdentityClassifierConfig(**{**saved["config"], "channels": tuple(saved["config"]["channels"])})
-    classifier = IdentityClassifier(config)
-    classifier.load_state_dict(saved["state_dict"])
-    return classifier.to(device).eval()
+    return network.to(device).eval()
 
 
-def save_cache(path: Path, classifier: IdentityClassifier, sha256: str) -> bool:
-    """Write durably; False (and nothing written) where the folder is not writable."""
-    payload = {"sha256": sha256, "config": asdict(classifier.config),
-               "state_dict": {k: v.cpu() for k, v in classifier.state_dict().items()}}
+def save_network(path: Path, network: nn.Module, sha256: str) -> bool:
+    """Cache a network with its dataclass config, durably; False (and nothing written) where
+    the folder is not writable."""
+    payload = {"sha256": sha256, "config": asdict(network.config),
+               "state_dict": {k: v.cpu() for k, v in network.state_dict().items()}}
     try:
         write_durably(path, lambda f: torch.save(payload, f))
     except (OSError, RuntimeError):     # torch.save turns a failed write into RuntimeError
         return False
     return True
+
+
+def cached_network(path: Path, sha256: str, device, build, train, name: str, log=print):
+    """The network cached at `path` (load_network), else `train()`'s, cached there for the
+    next run; where the folder is not writable it is kept for this run only."""
+    network = load_network(path, sha256, device, build)
+    if network is not None:
+        return network
+    network = train()
+    if not save_network(path, network, sha256):
+        log(f"note: {path.parent} is not writable; the {name} is kept for this run only")
+    return network
+
+
+def build_classifier(config: dict) -> IdentityClassifier:
+    return IdentityClassifier(IdentityClassifierConfig(**{**config,
+                                                          "channels": tuple(config["channels"])}))
 
 
 def identity_classifier_for(pair_file, read_train_faces, num_speakers: int, device,
@@ -181,14 +201,11 @@ def identity_classifier_for(pair_file, read_train_faces, num_speakers: int, devi
     pair_file = Path(pair_file)
     sha256 = file_sha256(pair_file)
     path = cache_path(pair_file, sha256)
-    classifier = load_cached(path, sha256, device)
-    if classifier is not None:
-        return classifier
-    faces, speaker_ids = read_train_faces()
-    log(f"training the identity classifier on {len(faces)} real train faces "
-        f"({training_steps(len(faces))} steps); cached in {path}")
-    classifier = train_identity_classifier(faces, speaker_ids, num_speakers, device)
-    if not save_cache(path, classifier, sha256):
-        log(f"note: {path.parent} is not writable; the identity classifier is kept for this "
-            "run only")
-    return classifier
+
+    def train() -> IdentityClassifier:
+        faces, speaker_ids = read_train_faces()
+        log(f"training the identity classifier on {len(faces)} real train faces "
+            f"({training_steps(len(faces))} steps); cached in {path}")
+        return train_identity_classifier(faces, speaker_ids, num_speakers, device)
+    return cached_network(path, sha256, device, build_classifier, train, "identity classifier",
+                          log)
