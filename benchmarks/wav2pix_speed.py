@@ -1,7 +1,8 @@
 """wav2pix's own per-batch work and this project's GanStep, timed side by side in one run.
 
     python benchmarks/wav2pix_speed.py                          # batch 64, 64 and 128 px
-    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/wav2pix_speed.py
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        python benchmarks/wav2pix_speed.py                      # as an AVX2-only CPU
     python benchmarks/wav2pix_speed.py --profile 64             # + per-op table of one step
 
 "wav2pix" is a small driver written from ../shared/WAV2PIX.md (not from its code): SEGAN

@@ -74,46 +74,14 @@ def sn(layer: nn.Module) -> nn.Module:
     return layer
 
 
-# oneDNN's AVX2 kernels are slower than a matrix multiply on D's 4x4-map layer; its
-# AVX-512 ones are not (ATen's capability stands in for oneDNN's: the two follow the CPU)
-SLOW_SMALL_CONVOLUTIONS = not torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-
-
-class MatmulConv2d(nn.Conv2d):
-    """Conv2d that can run as unfold + one matrix multiply (same parameters and keys).
-
-    For D's last stride-2 layer, whose map is small and channels many (256 -> 512 to a 4x4
-    map), forward and backward took 333 ms against 453 ms in oneDNN's kernel at batch 192
-    (fp32, AVX2, 1 thread); on the larger maps before it oneDNN is faster, and with AVX-512
-    it is as fast (384 against 381 ms) or faster, so D asks for it below AVX-512 only
-    (`SLOW_SMALL_CONVOLUTIONS`). CUDA runs the convolution.
-    """
-
-    def __init__(self, *args, matmul: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.matmul = matmul
-
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        if not self.matmul or maps.device.type != "cpu":      # measured on CPU only
-            return super().forward(maps)
-        b, _, h, w = maps.shape
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        out_h, out_w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        columns = F.unfold(maps, self.kernel_size, padding=self.padding, stride=self.stride)
-        out = self.weight.flatten(1) @ columns                   # (B, C_out, H' W')
-        if self.bias is not None:
-            out = out + self.bias[:, None]
-        return out.view(b, -1, out_h, out_w)
-
-
 class MatmulConvTranspose2d(nn.ConvTranspose2d):
     """ConvTranspose2d that can run as one matrix multiply + fold (col2im), the transposed
     convolution's own definition (same parameters and keys; no groups, no dilation).
 
-    On G's first layers (1x1 and 4x4 input maps), forward and backward took 14 / 105 ms
-    against oneDNN's 41 / 168 at batch 64 (fp32, AVX2, 1 thread; 14 / 106 against 44 / 152
-    with AVX-512); at batch 1 the 4x4 -> 8x8 layer 0.8 ms against 3.6. From 8x8 maps on,
-    and to RGB, oneDNN is faster. CUDA runs the transposed convolution.
+    On G's first layers (1x1 and 4x4 input maps) forward and backward at batch 64 took
+    10.6 ms against oneDNN's 15.3 (128 -> 512, 1x1 -> 4x4) and 332 against 389 (1024 -> 512,
+    4x4 -> 8x8, 128 px), fp32, 2 threads, AVX2 with MKL held to AVX2 too; on 512 -> 256 (64
+    px) the two are within 6 %. From 8x8 maps on, and to RGB, oneDNN is faster. CUDA runs the transposed convolution.
     """
 
     def __init__(self, *args, matmul: bool = False, **kwargs):

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.blocks import (SLOW_SMALL_CONVOLUTIONS, MatmulConv2d, SelfAttention, dcgan_init,
-                           sn)
+from models.blocks import SelfAttention, dcgan_init, sn
 
 
 @dataclass
@@ -36,10 +35,7 @@ class ProjectionDiscriminator(nn.Module):
         self.config = config
         layers, in_channels, size = [], 3, config.image_size
         for out_channels in downsampling_channels(config):
-            # to a 4x4 map a matrix multiply beats oneDNN's AVX2 kernel (blocks.MatmulConv2d)
-            matmul = size // 2 <= 4 and SLOW_SMALL_CONVOLUTIONS
-            conv = MatmulConv2d(in_channels, out_channels, 4, 2, 1, matmul=matmul)
-            layers += [sn(conv), nn.LeakyReLU(0.2)]
+            layers += [sn(nn.Conv2d(in_channels, out_channels, 4, 2, 1)), nn.LeakyReLU(0.2)]
             in_channels, size = out_channels, size // 2
             if size == config.attention_size:
                 layers.append(SelfAttention(out_channels))

@@ -34,9 +34,10 @@ def conv_lengths(config: SpeechEncoderConfig) -> list[int]:
 class StridedConv1d(nn.Conv1d):
     """Conv1d that can run as unfold + one matrix multiply.
 
-    On the first layer (one input channel) and the deep ones (>= 256 channels, outputs of
-    16-63 samples) that is 1.5-3x faster on CPU than the convolution kernel, forward and
-    backward, in fp32 and bf16 (benchmarks/README.md); the parameters are the same, so
+    On the deep layers (>= 256 channels, outputs of 16-63 samples) that is faster on CPU
+    than the convolution kernel, forward and backward (benchmarks/README.md); on the first
+    (one input channel) oneDNN's kernel is faster (7.7 against 11.3 ms at batch 64, fp32, 2
+    threads, AVX2; 7.6 against 9.6 with AVX-512). The parameters are the same, so
     checkpoints do not care which path ran.
     """
 
@@ -74,7 +75,7 @@ class SpeechEncoder(nn.Module):
             # which would break bit-identical resume. For 0.3-4 s of speech only the >= 256
             # channel blocks are ever zero-padded, so this holds should that rule change.
             padding_mode = "reflect" if length > pad else "zeros"
-            unfold = in_channels == 1 or in_channels >= 256 or padding_mode == "zeros"
+            unfold = in_channels >= 256 or padding_mode == "zeros"
             layers += [StridedConv1d(in_channels, out_channels, config.kernel_size, config.stride,
                                      padding=pad, padding_mode=padding_mode, unfold=unfold),
                        nn.BatchNorm1d(out_channels),

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from models import ModelArgs, SpeechToFace
-from models.blocks import MatmulConv2d, MatmulConvTranspose2d, sn
+from models.blocks import MatmulConvTranspose2d, sn
 
 CL = torch.channels_last
 
@@ -38,13 +38,6 @@ def assert_both_paths_agree(layer, maps):
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, CL])
-def test_matmul_conv2d_equals_the_convolution(memory_format):
-    layer = sn(MatmulConv2d(16, 24, 4, 2, 1)).eval()       # eval: one sigma for both runs
-    maps = torch.randn(3, 16, 8, 8).contiguous(memory_format=memory_format)
-    assert_both_paths_agree(layer.to(memory_format=memory_format), maps)
-
-
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, CL])
 @pytest.mark.parametrize("size,stride,padding", [(1, 1, 0), (4, 2, 1)])
 def test_matmul_conv_transpose2d_equals_the_transposed_convolution(memory_format, size, stride,
                                                                   padding):
@@ -57,9 +50,8 @@ def test_matmul_conv_transpose2d_equals_the_transposed_convolution(memory_format
 
 def test_fast_paths_keep_the_state_dict_keys():
     """Old checkpoints load: the layers add no parameters or buffers of their own."""
-    plain = nn.ModuleList([sn(nn.Conv2d(4, 8, 4, 2, 1)), sn(nn.ConvTranspose2d(4, 8, 4, 2, 1))])
-    fast = nn.ModuleList([sn(MatmulConv2d(4, 8, 4, 2, 1, matmul=True)),
-                          sn(MatmulConvTranspose2d(4, 8, 4, 2, 1, matmul=True))])
+    plain = nn.ModuleList([sn(nn.ConvTranspose2d(4, 8, 4, 2, 1))])
+    fast = nn.ModuleList([sn(MatmulConvTranspose2d(4, 8, 4, 2, 1, matmul=True))])
     assert list(plain.state_dict()) == list(fast.state_dict())
     fast.load_state_dict(plain.state_dict())
 

@@ -19,7 +19,8 @@ from utils import UserError, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = ["--audio_seconds", "0.3", "--batch_size", "2", "--num_workers", "0", "--no_visdom"]
-AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}   # as an AVX2 CPU
+AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",  # as an AVX2 CPU
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 AVX2_CPU = Hardware("cpu", "AVX2", cpu_native_bf16=False)
 AMX_CPU = Hardware("cpu", "AVX512", cpu_native_bf16=True)
