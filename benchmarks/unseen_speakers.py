@@ -11,8 +11,9 @@ batches are read and trained on) and is scored on the test split: attribute agre
 voice-decided attribute (beard accuracy, face-width correlation...), next to the same
 predictor on the real test faces (the ceiling) and the majority class (blind), and 1:2
 matching among the unseen speakers in the identity classifier's feature space (mostly hair,
-skin and clothes, which follow the speaker's index and no voice) and in the attribute
-predictor's (what the labelled, voice-decided traits need). The
+skin and clothes, which follow the speaker's index and no voice), in the attribute
+predictor's (what the labelled, voice-decided traits need) and, by Euclidean distance, on the
+predicted labels themselves (standardised; `1:2 labels`). The
 voice-blind row is an unconditional model (`--condition none`): its faces are drawn from
 noise alone, so whatever it agrees on, it agrees on by chance.
 """
@@ -49,7 +50,7 @@ COLUMNS = {"beard": "attributes_beard", "beard real": "attributes_beard_real",
            "width r real": "attributes_face_width_real", "height r": "attributes_face_height",
            "jaw r": "attributes_jaw", "glasses": "attributes_glasses",
            "1:2 classifier": "matching_1v2_classifier",
-           "1:2 attributes": "matching_1v2_attributes"}
+           "1:2 attributes": "matching_1v2_attributes", "1:2 labels": "matching_1v2_labels"}
 
 
 def make_file(path: Path, seed: int) -> None:

@@ -12,7 +12,7 @@ import runtime
 from data.dataset import read_faces
 from data.schema import validate_pair_file, write_pair_file
 from models import ModelArgs, SpeechToFace
-from models.metrics import METRICS, parse_metric_names
+from models.metrics import METRICS, best_metric, parse_metric_names
 from models.metrics.distances import (frechet_distance, matching_1v2, recall_at_k,
                                       similarity_to_speakers, top_k_accuracy)
 from models.metrics.face_analysis import DlibFaces, HaarFaces
@@ -58,9 +58,22 @@ def test_matching_recall_and_accuracy_on_hand_made_descriptors():
     scores = similarity_to_speakers(own, fake_ids, real, real_ids)
     assert scores["cosine_same"] > 0.99 > scores["cosine_other"]
     assert scores["euclidean_same"] < scores["euclidean_other"]
+    # two speakers on one ray, at 1 and 3: cosine cannot tell them apart, distance can
+    line_ids = np.array([0, 1])
+    on_a_ray = np.array([[1.0, 1.0], [3.0, 3.0]])
+    assert matching_1v2(on_a_ray, line_ids, on_a_ray, line_ids) == 0.5
+    assert matching_1v2(on_a_ray, line_ids, on_a_ray, line_ids, "euclidean") == 1.0
+    assert recall_at_k(on_a_ray[::-1], line_ids, on_a_ray, line_ids, (1,), "euclidean") == {1: 0.0}
     logits = np.array([[3.0, 2, 1], [0, 1, 2]])
     assert top_k_accuracy(logits, np.array([1, 2]), 1) == 0.5
     assert top_k_accuracy(logits, np.array([1, 2]), 2) == 1.0
+
+
+def test_best_checkpoint_figure_follows_the_metrics_scored():
+    assert best_metric(["identity", "matching", "attributes"]) == "identity_top1"
+    assert best_metric(["matching", "attributes"]) == "matching_1v2_labels"   # unseen, labelled
+    assert best_metric(["matching"]) == "matching_1v2"
+    assert best_metric(["l1"]) is None
 
 
 def test_metric_registry_is_checked_when_options_are_parsed(capsys):

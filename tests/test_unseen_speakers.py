@@ -180,9 +180,9 @@ def test_attribute_agreement_is_at_the_ceiling_for_real_faces_and_blind_for_one_
 
 
 def test_matching_in_the_attribute_predictors_space_tells_voices_apart_by_their_traits(seen_file):
-    """1:2 matching where the face embedding is the attribute predictor's hidden layer: the
-    real faces match their own speaker's mean by the traits the voice decides; one face for
-    every voice is at chance."""
+    """1:2 matching where the face embedding is the attribute predictor's hidden layer, and
+    where it is the predicted labels themselves: the real faces match their own speaker's
+    mean by the traits the voice decides; one face for every voice is at chance."""
     info = validate_pair_file(seen_file)
     with h5py.File(seen_file) as f:
         faces, ids = f["test"]["faces"][()], f["test"]["speaker_ids"][()]
@@ -192,8 +192,9 @@ def test_matching_in_the_attribute_predictors_space_tells_voices_apart_by_their_
     assert real.attribute_features.shape == (len(rows), 128)
     truth = suite.score(real, real, ids[rows])
     assert truth["matching_1v2_attributes"] >= 0.9 and truth["recall_at_1_attributes"] >= 0.5
+    assert truth["matching_1v2_labels"] >= 0.9 and truth["recall_at_1_labels"] >= 0.5
     same = suite.score(suite.analyse(np.repeat(faces[rows][:1], len(rows), 0)), real, ids[rows])
-    assert same["matching_1v2_attributes"] == 0.5
+    assert same["matching_1v2_attributes"] == 0.5 == same["matching_1v2_labels"]
     table = format_table(truth)
     assert any(line.startswith("matching_1v2_attributes") and line.rstrip().endswith("0.5000")
                for line in table.splitlines())

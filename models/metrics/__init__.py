@@ -34,14 +34,16 @@ NEEDS_DESCRIPTORS = {"dlib_similarity", "frechet", "matching"}
 NEEDS_CLASSIFIER = {"identity", "frechet", "matching"}
 # All an unconditional model's faces can be scored on: they pair with no frame or speaker.
 UNCONDITIONAL = {"detection_dlib", "detection_haar", "frechet"}
-# best.pt keeps the best figure of the first of these metrics a run scores: identity
-# accuracy, or 1:2 matching where the speakers are unseen.
-BEST_BY = (("identity", "identity_top1"), ("matching", "matching_1v2"))
+# best.pt keeps the best figure of the first of these whose metrics a run scores: identity
+# accuracy; where the speakers are unseen, 1:2 matching on the predicted labels (what a voice
+# can tell), else by dlib's descriptors.
+BEST_BY = ((("identity",), "identity_top1"), (("matching", "attributes"), "matching_1v2_labels"),
+           (("matching",), "matching_1v2"))
 
 
 def best_metric(names: list[str]) -> str | None:
     """The figure best.pt is chosen by, for these metric names (None: no best.pt)."""
-    return next((figure for metric, figure in BEST_BY if metric in names), None)
+    return next((figure for metrics, figure in BEST_BY if set(metrics) <= set(names)), None)
 
 
 def parse_metric_names(text: str) -> list[str]:

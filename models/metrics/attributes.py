@@ -135,7 +135,6 @@ def train_attribute_predictor(faces: np.ndarray, labels: np.ndarray, spec: Attri
 
 
 @torch.no_grad()
-@torch.no_grad()
 def predict_attributes(predictor: AttributePredictor, faces: np.ndarray, device,
                        batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """uint8 faces (N, S, S, 3) -> (float32 (N, A): class codes and numbers in label units,
@@ -206,6 +205,24 @@ class AttributeAgreement:
         if len(faces) != len(self.labels):
             raise ValueError(f"{len(faces)} faces for {len(self.labels)} labelled pairs")
         return predict_attributes(self.predictor, faces, device)
+
+    def label_space(self, fake: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions (N, A) of the generated and the real faces as vectors whose axes share
+        a unit: numbers in standard deviations of the real faces' predictions, classes one-hot
+        scaled so that a different class is as far as one standard deviation. Euclidean
+        distances there count disagreements in the labelled traits, and nothing else."""
+        config, parts = self.predictor.config, ([], [])
+        for column, kind in enumerate(config.kinds):
+            values = fake[:, column], real[:, column]
+            if kind == "class":
+                classes = int(max(v.max() for v in values)) + 1
+                for part, v in zip(parts, values):
+                    part.append(np.eye(classes)[v.astype(int)] / np.sqrt(2))
+            else:
+                mean, std = values[1].mean(), values[1].std() or 1.0
+                for part, v in zip(parts, values):
+                    part.append(((v - mean) / std)[:, None])
+        return tuple(np.concatenate(part, axis=1) for part in parts)
 
     def scores(self, fake: np.ndarray, real: np.ndarray) -> dict[str, float]:
         """fake, real: predictions (N, A) on the generated and the real faces."""

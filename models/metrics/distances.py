@@ -54,13 +54,22 @@ def similarity_to_speakers(fake: np.ndarray, fake_ids: np.ndarray, real: np.ndar
     return {k: float(v) for k, v in result.items()}
 
 
+def similarity_to(fake: np.ndarray, centroids: np.ndarray, distance: str) -> np.ndarray:
+    """(N, P) similarity of each descriptor to each centroid: cosine, or minus the Euclidean
+    distance (for descriptors whose axes share a unit, as standardised attributes do)."""
+    if distance == "cosine":
+        return _unit(fake) @ _unit(centroids).T
+    return -np.linalg.norm(fake[:, None] - centroids[None], axis=-1)
+
+
 def matching_1v2(fake: np.ndarray, fake_ids: np.ndarray, real: np.ndarray,
-                 real_ids: np.ndarray) -> float:
-    """1:2 matching (Nagrani et al. 2018; Wen et al. 2019): is a generated face closer (cosine)
-    to its speaker's real faces than to another speaker's? Averaged over every generated face
-    and every other speaker present, using each speaker's mean real descriptor. Chance: 0.5."""
+                 real_ids: np.ndarray, distance: str = "cosine") -> float:
+    """1:2 matching (Nagrani et al. 2018; Wen et al. 2019): is a generated face closer (cosine,
+    or Euclidean) to its speaker's real faces than to another speaker's? Averaged over every
+    generated face and every other speaker present, using each speaker's mean real
+    descriptor. Chance: 0.5."""
     speakers, centroids = speaker_centroids(real, real_ids)
-    similarity = _unit(fake) @ _unit(centroids).T                          # (N, P)
+    similarity = similarity_to(fake, centroids, distance)                 # (N, P)
     own = similarity[np.arange(len(fake)), np.searchsorted(speakers, fake_ids)]
     others = speakers[None] != fake_ids[:, None]
     wins = (own[:, None] > similarity) + 0.5 * (own[:, None] == similarity)
@@ -68,12 +77,12 @@ def matching_1v2(fake: np.ndarray, fake_ids: np.ndarray, real: np.ndarray,
 
 
 def recall_at_k(fake: np.ndarray, fake_ids: np.ndarray, real: np.ndarray, real_ids: np.ndarray,
-                ks=(1, 5, 10)) -> dict[int, float]:
+                ks=(1, 5, 10), distance: str = "cosine") -> dict[int, float]:
     """Voice-to-face retrieval: rank the speakers' mean real descriptors by cosine similarity
-    to each generated face; recall@K is the share whose own speaker ranks in the top K.
+    (or closeness) to each generated face; recall@K is the share whose own speaker ranks in the top K.
     Chance: K / number of speakers (1.0 once K reaches it)."""
     speakers, centroids = speaker_centroids(real, real_ids)
-    similarity = _unit(fake) @ _unit(centroids).T
+    similarity = similarity_to(fake, centroids, distance)
     own = similarity[np.arange(len(fake)), np.searchsorted(speakers, fake_ids)]
     rank = (similarity > own[:, None]).sum(axis=1)                         # 0 = first
     return {k: float((rank < k).mean()) for k in ks}

@@ -134,7 +134,10 @@ class FaceMetrics:
         With the attributes metric, also in the attribute predictor's hidden space
         (`_attributes` keys): it holds only what the labelled attributes need, so it asks
         whether the face carries the speaker's voice-predictable traits, where the
-        classifier's space is mostly hair, skin and clothes, which no voice tells."""
+        classifier's space is mostly hair, skin and clothes, which no voice tells; and by
+        Euclidean distance between the predicted labels themselves (`_labels` keys,
+        AttributeAgreement.label_space): whether the face's traits, as the predictor reads
+        them, are nearer its speaker's than another speaker's."""
         speakers = len(np.unique(speaker_ids))
         results = {"matching_1v2_chance": 0.5}
         spaces = [("", fake.descriptors, real.descriptors)]
@@ -142,11 +145,14 @@ class FaceMetrics:
             spaces.append(("_classifier", fake.features, real.features))
         if fake.attribute_features is not None:
             spaces.append(("_attributes", fake.attribute_features, real.attribute_features))
+            spaces.append(("_labels", *self.attributes.label_space(fake.attributes,
+                                                                    real.attributes)))
         for suffix, generated, truth in spaces:
+            distance = "euclidean" if suffix == "_labels" else "cosine"
             results[f"matching_1v2{suffix}"] = matching_1v2(generated, speaker_ids, truth,
-                                                           speaker_ids)
+                                                           speaker_ids, distance)
             for k, value in recall_at_k(generated, speaker_ids, truth, speaker_ids,
-                                        RECALL_KS).items():
+                                        RECALL_KS, distance).items():
                 results[f"recall_at_{k}{suffix}"] = value
         for k in RECALL_KS:
             results[f"recall_at_{k}_chance"] = min(k / speakers, 1.0)
@@ -180,7 +186,9 @@ def metric_rows(results: dict) -> list[tuple[str, str, str, str]]:
         return f"{results[key]:.4f}" if key in results else ""
 
     def chance(key):
-        plain = key.removesuffix("_classifier").removesuffix("_attributes")
+        plain = key
+        for space in ("_classifier", "_attributes", "_labels"):
+            plain = plain.removesuffix(space)
         return cell(f"{plain}_chance") or cell(f"{key}_blind")
     return [(key, cell(key), cell(f"{key}_real"), chance(key))
             for key in results if not key.endswith(("_real", "_chance", "_blind"))]
