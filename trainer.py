@@ -787,8 +787,14 @@ def render_random_faces(model: SpeechToFace, count: int, out_dir: Path, device) 
     return count
 
 
+def rendered_checkpoint(options):
+    """What --inference and --evaluate read: --pre_trained_gen, else the --resume checkpoint
+    named, else the run's latest.pt."""
+    return options.pre_trained_gen or options.resume or Path("checkpoints") / options.save_path
+
+
 def run_inference(options, device: torch.device, dataset_path: Path | None) -> Path:
-    source = options.pre_trained_gen or Path("checkpoints") / options.save_path
+    source = rendered_checkpoint(options)
     model, checkpoint = generator_from_checkpoint(source, device)
     condition = model.args.condition
     if options.audio and condition != "speech":
@@ -825,7 +831,7 @@ def clip_workers(requested: int) -> int:
 
 def run_evaluation(options, device: torch.device, dataset_path: Path) -> dict:
     """--evaluate: score a checkpoint's faces for a split, print a table, write metrics.json."""
-    source = resolve_checkpoint(options.pre_trained_gen or Path("checkpoints") / options.save_path)
+    source = resolve_checkpoint(rendered_checkpoint(options))
     model, checkpoint = generator_from_checkpoint(source, device)
     info = validate_pair_file(dataset_path)
     if options.split not in info.splits:

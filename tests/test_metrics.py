@@ -3,6 +3,7 @@ checkpoints scored through the command line, and training with --eval_every."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,6 +219,22 @@ def test_evaluate_prints_a_table_and_writes_every_metric_beside_the_checkpoint(
     assert metrics["mouth_measured"] == 0 and np.isnan(metrics["mouth_sync"])
     assert all(np.isfinite(v) for k, v in metrics.items() if not k.startswith("mouth_"))
     assert metrics["fid_inception"] >= 0 and 0 < metrics["l1"] <= 2
+
+
+def test_evaluate_with_resume_scores_the_checkpoint_it_names(tiny_pairs_once, tmp_path,
+                                                              monkeypatch):
+    """--resume CHECKPOINT --evaluate scores that checkpoint, not the run's latest.pt."""
+    monkeypatch.chdir(tmp_path)
+    run = ["--dataset", str(tiny_pairs_once), "--audio_seconds", "0.3", "--batch_size", "2",
+           "--num_workers", "0", "--no_visdom", "--save_path", "run", "--epochs", "2",
+           "--checkpoint_every", "1"]
+    assert runtime.main(run) == 0
+    first = tmp_path / "checkpoints" / "run" / "checkpoint_epoch0001.pt"
+    assert first.is_file() and load_checkpoint(first)["epoch"] != load_checkpoint(
+        tmp_path / "checkpoints" / "run" / "latest.pt")["epoch"]
+    assert runtime.main(["--evaluate", "--resume", str(first), "--metrics", "l1"]) == 0
+    report = json.loads((first.parent / "metrics.json").read_text())
+    assert (Path(report["checkpoint"]), report["epoch"]) == (first, 1)
 
 
 def test_unseen_speakers_are_scored_by_matching_and_recall_only(tmp_path, monkeypatch, capsys):
