@@ -4,7 +4,8 @@ against two readers of the speech alone, on the test pairs of a checkpoint's pai
     python benchmarks/identity_ceiling.py checkpoints/demo/latest.pt [more checkpoints]
 
 For each checkpoint, per test pair:
-- faces: identity top-1 of its generated face (the identity classifier, as `--evaluate`);
+- faces: identity top-1 of its generated face (the identity classifier, and the averaged
+  generator where the run kept one, as `--evaluate`);
 - embedding: the checkpoint's own speaker classifier on the speech embedding, which is what
   the generator is given;
 - spectrum: a linear classifier on each window's mean log power spectrum, trained here on the
@@ -27,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.dataset import SpeechFaceDataset, in_chunks  # noqa: E402
 from data.schema import validate_pair_file  # noqa: E402
-from models import ModelArgs, SpeechToFace  # noqa: E402
+from models import SpeechToFace  # noqa: E402
 from models.metrics.evaluation import SplitEvaluation, metric_suite  # noqa: E402
 from runtime import dataset_path  # noqa: E402
-from utils import load_checkpoint  # noqa: E402
+from trainer import generator_from_checkpoint  # noqa: E402
 
 
 def log_spectra(dataset: SpeechFaceDataset) -> torch.Tensor:
@@ -79,10 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     spectrum_cache = {}
     for path in args.checkpoints:
-        checkpoint = load_checkpoint(path)
-        model = SpeechToFace(ModelArgs(**checkpoint["model_args"]))
-        model.load_state_dict(checkpoint["networks"])
-        model.eval()
+        model, checkpoint = generator_from_checkpoint(path, torch.device("cpu"))
         if model.args.condition != "speech":
             sys.exit(f"{path}: not a speech-conditioned model; nothing to compare")
         options = argparse.Namespace(**checkpoint["options"])

@@ -81,7 +81,8 @@ class MatmulConvTranspose2d(nn.ConvTranspose2d):
     On G's first layers (1x1 and 4x4 input maps) forward and backward at batch 64 took
     10.6 ms against oneDNN's 15.3 (128 -> 512, 1x1 -> 4x4) and 332 against 389 (1024 -> 512,
     4x4 -> 8x8, 128 px), fp32, 2 threads, AVX2 with MKL held to AVX2 too; on 512 -> 256 (64
-    px) the two are within 6 %. From 8x8 maps on, and to RGB, oneDNN is faster. CUDA runs the transposed convolution.
+    px) the two are within 6 %. From 8x8 maps on, and to RGB, oneDNN is faster. CUDA runs
+    the transposed convolution.
     """
 
     def __init__(self, *args, matmul: bool = False, **kwargs):

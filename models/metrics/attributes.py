@@ -212,12 +212,11 @@ class AttributeAgreement:
         scaled so that a different class is as far as one standard deviation. Euclidean
         distances there count disagreements in the labelled traits, and nothing else."""
         config, parts = self.predictor.config, ([], [])
-        for column, kind in enumerate(config.kinds):
+        for column, (kind, outputs) in enumerate(zip(config.kinds, config.outputs)):
             values = fake[:, column], real[:, column]
             if kind == "class":
-                classes = int(max(v.max() for v in values)) + 1
                 for part, v in zip(parts, values):
-                    part.append(np.eye(classes)[v.astype(int)] / np.sqrt(2))
+                    part.append(np.eye(outputs)[v.astype(int)] / np.sqrt(2))
             else:
                 mean, std = values[1].mean(), values[1].std() or 1.0
                 for part, v in zip(parts, values):

@@ -79,8 +79,8 @@ def matching_1v2(fake: np.ndarray, fake_ids: np.ndarray, real: np.ndarray,
 def recall_at_k(fake: np.ndarray, fake_ids: np.ndarray, real: np.ndarray, real_ids: np.ndarray,
                 ks=(1, 5, 10), distance: str = "cosine") -> dict[int, float]:
     """Voice-to-face retrieval: rank the speakers' mean real descriptors by cosine similarity
-    (or closeness) to each generated face; recall@K is the share whose own speaker ranks in the top K.
-    Chance: K / number of speakers (1.0 once K reaches it)."""
+    (or Euclidean closeness) to each generated face; recall@K is the share whose own speaker
+    ranks in the top K. Chance: K / number of speakers (1.0 once K reaches it)."""
     speakers, centroids = speaker_centroids(real, real_ids)
     similarity = similarity_to(fake, centroids, distance)
     own = similarity[np.arange(len(fake)), np.searchsorted(speakers, fake_ids)]

@@ -140,15 +140,15 @@ class FaceMetrics:
         them, are nearer its speaker's than another speaker's."""
         speakers = len(np.unique(speaker_ids))
         results = {"matching_1v2_chance": 0.5}
-        spaces = [("", fake.descriptors, real.descriptors)]
+        spaces = [("", "cosine", fake.descriptors, real.descriptors)]
         if fake.features is not None:
-            spaces.append(("_classifier", fake.features, real.features))
+            spaces.append(("_classifier", "cosine", fake.features, real.features))
         if fake.attribute_features is not None:
-            spaces.append(("_attributes", fake.attribute_features, real.attribute_features))
-            spaces.append(("_labels", *self.attributes.label_space(fake.attributes,
-                                                                    real.attributes)))
-        for suffix, generated, truth in spaces:
-            distance = "euclidean" if suffix == "_labels" else "cosine"
+            spaces.append(("_attributes", "cosine", fake.attribute_features,
+                           real.attribute_features))
+            spaces.append(("_labels", "euclidean",
+                           *self.attributes.label_space(fake.attributes, real.attributes)))
+        for suffix, distance, generated, truth in spaces:
             results[f"matching_1v2{suffix}"] = matching_1v2(generated, speaker_ids, truth,
                                                            speaker_ids, distance)
             for k, value in recall_at_k(generated, speaker_ids, truth, speaker_ids,
