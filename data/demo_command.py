@@ -13,10 +13,12 @@ Synthesise the demo speakers (data/demo.py) into a pair file with attribute labe
 which the voice decides, and glasses, which it does not).
 
 Speaker i of --speakers has voice depth i/(N-1). --held_out K speakers are kept out of
-train: valid and test hold only them (half of each one's pairs each). --extrapolated of
-them take the deepest and highest voices, beyond every train voice ("extrap"); the rest
-lie between train voices ("interp"). The root attribute speaker_groups records which is
-which. With --held_out 0 the splits are the standard demo's (80/10/10 per speaker)."""
+train for test, and --valid_speakers V others for valid (all of each one's pairs), so a
+checkpoint chosen on valid has never heard a test voice (V = 0: valid and test share the
+K, half of each one's pairs each). --extrapolated of the K take the deepest and highest
+voices, beyond every train voice ("extrap"); the rest, and the V, lie between train voices
+("interp"). The root attribute speaker_groups records which is which. With --held_out 0
+the splits are the standard demo's (80/10/10 per speaker)."""
 
 
 def add_parser(commands, bounded, formatter) -> None:
@@ -27,7 +29,10 @@ def add_parser(commands, bounded, formatter) -> None:
     parser.add_argument("--speakers", type=bounded(int, 2, 1000), default=40, metavar="N",
                         help="speakers, deepest voice first (default: %(default)s)")
     parser.add_argument("--held_out", type=bounded(int, 0, 998), default=8, metavar="K",
-                        help="speakers only valid and test hold (default: %(default)s)")
+                        help="speakers only test holds (default: %(default)s)")
+    parser.add_argument("--valid_speakers", type=bounded(int, 0, 998), default=None,
+                        metavar="V", help="other speakers only valid holds; 0: valid and "
+                        "test share the K (default: K // 2)")
     parser.add_argument("--extrapolated", type=bounded(int, 0, 998), default=None, metavar="E",
                         help="of the held-out speakers, those beyond the train voices, "
                              "split between both ends (default: K // 4)")
@@ -49,7 +54,8 @@ def make_demo(options) -> None:
     from data.prepare import check_output        # the command's module: no import cycle
     out = Path(options.out)
     extrapolated = options.held_out // 4 if options.extrapolated is None else options.extrapolated
-    problem = check_layout(options.speakers, options.held_out, extrapolated)
+    valid = options.held_out // 2 if options.valid_speakers is None else options.valid_speakers
+    problem = check_layout(options.speakers, options.held_out, extrapolated, valid)
     if problem:
         raise UserError(problem)
     if options.face_size % 2:
@@ -57,8 +63,11 @@ def make_demo(options) -> None:
     check_output(out, options.overwrite)
     layout = write_demo_file(out, options.speakers, options.held_out, extrapolated,
                              options.seed, options.pairs_per_speaker, options.face_size,
-                             options.window_seconds)
+                             options.window_seconds, valid)
     for group in ("interp", "extrap"):
-        members = sorted(i for i, g in layout.held_out.items() if g == group)
+        members = sorted(i for i, g in layout.held_out.items()
+                         if g == group and i not in layout.valid)
         if members:
-            print(f"held out ({group}): speakers {', '.join(map(str, members))}")
+            print(f"test ({group}): speakers {', '.join(map(str, members))}")
+    if layout.valid:
+        print(f"valid (interp): speakers {', '.join(map(str, sorted(layout.valid)))}")

@@ -31,9 +31,11 @@ def make_demo(path, *args) -> Path:
 
 @pytest.fixture(scope="session")
 def held_out_file(tmp_path_factory):
-    """6 speakers, 2 held out: speaker 0 (the deepest voice, extrapolated), 1 interpolated."""
+    """6 speakers, 2 held out: speaker 0 (the deepest voice, extrapolated), 1 interpolated;
+    valid and test share them (--valid_speakers 0, the layout of files made before valid
+    speakers existed), so valid holds both groups."""
     return make_demo(tmp_path_factory.mktemp("unseen") / "unseen.h5", "--speakers", "6",
-                     "--held_out", "2", "--extrapolated", "1", *SMALL)
+                     "--held_out", "2", "--extrapolated", "1", "--valid_speakers", "0", *SMALL)
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +74,26 @@ def test_held_out_speakers_are_never_trained_on_and_round_trip(held_out_file):
                                                     for i in test_ids]))
 
 
+def test_valid_speakers_are_neither_trained_on_nor_tested(tmp_path, capsys):
+    """By default K // 2 more speakers are held out for valid alone, all their pairs: a
+    checkpoint chosen on valid has never heard a test voice."""
+    path = make_demo(tmp_path / "unseen.h5", "--speakers", "10", "--held_out", "4", *SMALL)
+    info = validate_pair_file(path)
+    with h5py.File(path) as f:
+        ids = {split: f[split]["speaker_ids"][()] for split in info.splits}
+    speakers = {split: set(values.tolist()) for split, values in ids.items()}
+    assert [len(speakers[s]) for s in ("train", "valid", "test")] == [4, 2, 4]
+    assert not speakers["valid"] & speakers["test"]
+    assert not speakers["train"] & (speakers["valid"] | speakers["test"])
+    assert {s: i.num_pairs for s, i in info.splits.items()} == {"train": 32, "valid": 16,
+                                                                "test": 32}
+    low, high = min(speakers["train"]), max(speakers["train"])
+    assert all(low < i < high and info.speaker_groups[i] == "interp" for i in speakers["valid"])
+    assert sorted(info.speaker_groups[i] for i in speakers["test"]).count("extrap") == 1
+    printed = capsys.readouterr().out
+    assert f"valid (interp): speakers {', '.join(map(str, sorted(speakers['valid'])))}" in printed
+
+
 def test_without_held_out_speakers_the_pairs_are_the_standard_demos(tmp_path):
     path = make_demo(tmp_path / "seen.h5", "--speakers", "3", "--held_out", "0", "--seed", "4",
                      *SMALL)
@@ -90,6 +112,8 @@ def test_without_held_out_speakers_the_pairs_are_the_standard_demos(tmp_path):
     (["--speakers", "5", "--held_out", "4"], "--held_out is 4"),
     (["--speakers", "6", "--held_out", "2", "--extrapolated", "3"], "--extrapolated is 3"),
     (["--speakers", "1"], "outside [2, 1000]"),
+    (["--speakers", "6", "--held_out", "2", "--valid_speakers", "3"], "--valid_speakers is 3"),
+    (["--speakers", "6", "--held_out", "0", "--valid_speakers", "1"], "--held_out 0"),
 ])
 def test_impossible_layouts_are_one_line(tmp_path, capsys, args, expected):
     assert prepare.main(["demo", str(tmp_path / "x.h5"), *args, *SMALL]) == 2
