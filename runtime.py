@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="speech the encoder reads per face, 0.3 to 4 s")
     ours.add_argument("--noise_dim", type=int, default=0,
                       help="noise vector size fed to G beside the speech (0: none, as wav2pix)")
+    ours.add_argument("--gdl_coef", type=float, default=0,
+                      help="weight of the gradient difference loss to the true face (Mathieu et "
+                           "al. 2016): neighbouring-pixel differences matched, against texture")
     ours.add_argument("--checkpoint_every", type=int, default=10, help="epochs between checkpoints")
     ours.add_argument("--max_steps", type=int, default=0,
                       help="stop after this many training steps (0: no limit); for smoke tests")
@@ -289,7 +292,7 @@ def check_options(options) -> None:
     for name, value in positive.items():
         if not (math.isfinite(value) and value > 0):
             raise UserError(f"{name} must be a positive number, got {value}")
-    for name in ("l1_coef", "l2_coef", "softmax_coef"):
+    for name in ("l1_coef", "l2_coef", "softmax_coef", "gdl_coef"):
         value = getattr(options, name)
         if not (math.isfinite(value) and value >= 0):
             raise UserError(f"--{name} must be zero or positive, got {value}")

@@ -507,7 +507,7 @@ VISDOM_TIMEOUT_SECONDS = 10
 # Figures named in none of them get a panel of their own.
 PANELS = (
     ("generator loss (weighted total)", ("g_loss",), False),
-    ("generator loss terms", ("g_adv", "g_l1", "g_fm", "g_softmax"), True),
+    ("generator loss terms", ("g_adv", "g_l1", "g_fm", "g_softmax", "g_gdl"), True),
     ("discriminator loss", ("d_loss",), False),
     ("D mean scores (targets 0.9 / 0)", ("d_real", "d_fake", "d_wrong"), False),
     ("speaker accuracy (train batches)", ("speaker_acc",), False),

@@ -14,8 +14,8 @@ from torch.profiler import record_function
 from models import SpeechToFace
 from models.compiled import CompiledHalves
 from models.ema import GeneratorEma
-from models.losses import (ADVERSARIAL_LOSSES, feature_matching_loss, gradient_penalty,
-                           reconstruction_l1, speaker_softmax_loss)
+from models.losses import (ADVERSARIAL_LOSSES, feature_matching_loss, gradient_difference_loss,
+                           gradient_penalty, reconstruction_l1, speaker_softmax_loss)
 from models.precision import autocast, resolve_precision
 from models.step_undo import UndoableStep
 from models.wrong_pairs import wrong_partners
@@ -117,7 +117,8 @@ class GanStep:
         # from D's features of them (models/wrong_pairs.py); loader: the faces it read.
         self.wrong_from_batch = getattr(options, "wrong_faces", "batch") == "batch"
         self.coefficients = {"g_adv": 1.0, "g_l1": options.l1_coef, "g_fm": options.l2_coef,
-                             "g_softmax": options.softmax_coef}
+                             "g_softmax": options.softmax_coef,
+                             "g_gdl": getattr(options, "gdl_coef", 0.0)}   # runs before it: 0
 
     def autocast(self):
         return autocast(self.options.precision, self.device)
@@ -279,6 +280,8 @@ class GanStep:
             if self.model.conditioned:
                 terms.update(g_l1=reconstruction_l1(fake, real),
                              g_softmax=speaker_softmax_loss(logits, speaker_id))
+                if self.coefficients["g_gdl"]:
+                    terms["g_gdl"] = gradient_difference_loss(fake, real)
             g_loss = sum(self.coefficients[name] * term for name, term in terms.items())
         if self.model.conditioned:
             terms["speaker_acc"] = (logits.argmax(dim=1) == speaker_id).float().mean()

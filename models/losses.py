@@ -105,5 +105,19 @@ def reconstruction_l1(fake_faces, real_faces):
     return F.l1_loss(fake_faces, real_faces)
 
 
+def gradient_difference_loss(fake_faces, real_faces):
+    """Mathieu, Couprie & LeCun 2016 (alpha 1): how far the generated face's neighbouring-pixel
+    differences, across and down, are from the true frame's in size. Texture where the true
+    face is flat costs all it shows, an edge where it has one costs nothing: L1 alone charges
+    a fine texture only its small amplitude."""
+    def across(x):
+        return (x[..., :, 1:] - x[..., :, :-1]).abs()
+
+    def down(x):
+        return (x[..., 1:, :] - x[..., :-1, :]).abs()
+    return (F.l1_loss(across(fake_faces), across(real_faces))
+            + F.l1_loss(down(fake_faces), down(real_faces)))
+
+
 def speaker_softmax_loss(logits, speaker_ids):
     return F.cross_entropy(logits, speaker_ids)

@@ -50,6 +50,7 @@ BAD_OPTIONS = {
     "--audio_seconds 0.1": "between 0.3 and 4",
     "--audio_seconds 5": "between 0.3 and 4",
     "--l1_coef -1": "--l1_coef must be zero or positive",
+    "--gdl_coef -0.5": "--gdl_coef must be zero or positive",
     "--noise_dim -2": "--noise_dim must not be negative",
     "--num_workers -1": "--num_workers must not be negative",
     "--checkpoint_every 0": "--checkpoint_every must be a positive",

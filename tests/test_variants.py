@@ -26,6 +26,7 @@ VARIANTS = {
     "wrong_loader": ["--wrong_faces", "loader"],
     "adain": ["--generator", "adain"],
     "sagan": ["--discriminator", "sagan"],
+    "gradient_difference": ["--gdl_coef", "10"],
 }
 
 
@@ -52,6 +53,7 @@ def test_each_variant_trains_two_steps_and_renders(variant, tiny_pairs, tmp_path
     assert {"d_loss", "g_loss", "g_adv", "g_l1"} <= record.keys()
     assert ("d_gp" in record) == (variant == "wgan-gp")
     assert ("d_wrong" in record) == (variant != "no_cls")
+    assert ("g_gdl" in record) == (variant == "gradient_difference")
     model = SpeechToFace(ModelArgs(**checkpoint["model_args"]))
     model.load_state_dict(checkpoint["networks"])
     assert checkpoint["model_args"]["generator"] == ("adain" if variant == "adain" else "resize")
@@ -59,6 +61,21 @@ def test_each_variant_trains_two_steps_and_renders(variant, tiny_pairs, tmp_path
     assert runtime.main(["--inference", "--pre_trained_gen", str(run_dir), "--dataset",
                          str(tiny_pairs), "--save_path", variant]) == 0
     assert len(list((tmp_path / "results" / variant).glob("*.png"))) == 3
+
+
+def test_gradient_difference_charges_texture_on_flat_faces_but_not_edges():
+    from models.losses import gradient_difference_loss, reconstruction_l1
+    flat = torch.zeros(2, 3, 8, 8)
+    checker = 0.1 * (torch.arange(8)[:, None] + torch.arange(8)[None]).remainder(2) * 2 - 0.1
+    textured = flat + checker
+    # L1 charges the texture its amplitude; the gradient difference every step of it, twice
+    assert torch.isclose(reconstruction_l1(textured, flat), torch.tensor(0.1))
+    assert torch.isclose(gradient_difference_loss(textured, flat), torch.tensor(0.4))
+    edge = flat.clone()
+    edge[..., 4:] = 1.0
+    assert gradient_difference_loss(edge, edge) == 0
+    # an edge of the other sign is as steep: only its place is charged, not its direction
+    assert gradient_difference_loss(1 - edge, edge) == 0 < reconstruction_l1(1 - edge, edge)
 
 
 def test_wgan_gp_takes_five_critic_steps_per_generator_step_by_default(tiny_pairs, tmp_path,
