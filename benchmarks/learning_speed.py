@@ -35,7 +35,8 @@ from data.schema import validate_pair_file  # noqa: E402
 from models.metrics.evaluation import evaluation_for  # noqa: E402
 
 # name -> options over runtime.py's defaults; each row past the first changes one lever of
-# the README's demo command (batch 16), except wav2pix's, which changes all of them.
+# the README's demo command (batch 16), except "ema, bilinear generator" (two) and wav2pix's,
+# which changes all of them.
 DEMO = ["--batch_size", "16"]
 VARIANTS = {
     "demo command": DEMO,

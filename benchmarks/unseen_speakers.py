@@ -79,7 +79,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--dataset", type=Path, default=None,
-                        help="an unseen-speaker pair file (default: made here, 44/8 with 4 valid speakers)")
+                        help="an unseen-speaker pair file (default: made here, 44/8, "
+                             "with 4 valid speakers)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device, rows = torch.device("cpu"), []

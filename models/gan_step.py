@@ -118,7 +118,8 @@ class GanStep:
         self.wrong_from_batch = getattr(options, "wrong_faces", "batch") == "batch"
         self.coefficients = {"g_adv": 1.0, "g_l1": options.l1_coef, "g_fm": options.l2_coef,
                              "g_softmax": options.softmax_coef,
-                             "g_gdl": getattr(options, "gdl_coef", 0.0)}   # runs before it: 0
+                             # options saved before --gdl_coef existed ran without it
+                             "g_gdl": getattr(options, "gdl_coef", 0.0)}
 
     def autocast(self):
         return autocast(self.options.precision, self.device)
