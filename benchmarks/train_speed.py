@@ -91,7 +91,9 @@ def bench_step(device, batch_size, image_size, options, warmup, repeats) -> dict
     flops = iteration_flops(step if step.compiled.mode == "off" else GanStep(
         model, runtime.build_parser().parse_args(["--precision", options.precision]), device),
         batch)
-    return {"device": device.type, "precision": options.precision, "compile": step.compiled.mode,
+    return {"device": device.type, "precision": options.precision,
+            "compile": step.compiled.mode + (" cudnn-bench" if torch.backends.cudnn.benchmark
+                                             and device.type == "cuda" else ""),
             "batch": batch_size, "size": image_size, "first s": first_step,
             "s/iter": median, "samples/s": batch_size / median,
             "GFLOP/sample": flops / batch_size / 1e9, "TFLOP/s": flops / median / 1e12,
@@ -155,12 +157,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--precisions", nargs="+", default=["fp32"],
                         choices=("fp32", "bf16", "fp16"))
-    parser.add_argument("--loader_workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--loader_workers", type=int, nargs="*", default=[0, 2])
     parser.add_argument("--compile", nargs="?", const="auto", default="off",
                         choices=COMPILE_MODES, metavar="MODE",
                         help="torch.compile the step's halves, as runtime.py --compile")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--cudnn_benchmark", action="store_true",
+                        help="let cuDNN time its algorithms per layer shape (CUDA)")
     bench = parser.parse_args()
+    torch.backends.cudnn.benchmark = bench.cudnn_benchmark
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     rows = []
     for d in bench.devices:
