@@ -29,6 +29,7 @@ from data.order import seed_worker, training_order
 from data.schema import PairFileInfo, require_embeddings, validate_pair_file
 from models import ModelArgs, SpeechToFace
 from models.blocks import BATCH_NORMS
+from models.compiled import memory_format_for
 from models.ema import GeneratorEma
 from models.gan_step import GanStep, NonFiniteLoss, describe_losses
 from models.metrics import best_metric
@@ -243,8 +244,8 @@ class Trainer:
         self.train_loader = self._train_loader()       # a batch that cannot fit fails first
         self.batchnorm = PreciseBatchNorm(self._dataset("train", train=True, in_memory=False),
                                           options.seed, options.batchnorm == "frozen")
-        # channels_last: 10-20% faster 2-D convolutions on CPU (benchmarks/README.md).
-        self.model = SpeechToFace(self.args).to(device, memory_format=torch.channels_last)
+        self.model = SpeechToFace(self.args).to(
+            device, memory_format=memory_format_for(getattr(options, "compile", "off"), device))
         load_pretrained(self.model, options, self.base)
         if options.batchnorm == "sync":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)

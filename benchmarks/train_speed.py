@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import runtime  # noqa: E402
 from models import ModelArgs, SpeechToFace  # noqa: E402
-from models.compiled import COMPILE_MODES  # noqa: E402
+from models.compiled import COMPILE_MODES, memory_format_for  # noqa: E402
 from models.gan_step import GanStep  # noqa: E402
 
 PARTS = ("encoder_and_generator_forward", "discriminator_forward",
@@ -77,7 +77,7 @@ def part_times(step: GanStep, batch, device) -> dict[str, float]:
 
 def bench_step(device, batch_size, image_size, options, warmup, repeats) -> dict:
     args = ModelArgs(image_size=image_size, num_speakers=8)
-    model = SpeechToFace(args).to(device, memory_format=torch.channels_last)   # as Trainer
+    model = SpeechToFace(args).to(device, memory_format=memory_format_for(options.compile, device))
     step = GanStep(model, options, device)
     compile_started = time.perf_counter()
     step(tuple(t.to(device) for t in fake_batch(batch_size, image_size, args.audio_samples, 8)),

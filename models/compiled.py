@@ -25,6 +25,16 @@ def compile_mode_for(mode: str, device: torch.device) -> str:
     return mode
 
 
+def memory_format_for(mode: str, device: torch.device) -> torch.memory_format:
+    """channels_last: 10-20% faster 2-D convolutions on CPU (benchmarks/README.md). Compiled
+    by inductor on CUDA, channels_last D failed a stride check in convolution_backward
+    (torch 2.11, H200, benchmarks/README.md), so the networks stay contiguous there."""
+    mode = compile_mode_for(mode, device)
+    if device.type == "cuda" and mode not in ("off", "aot_eager"):
+        return torch.contiguous_format
+    return torch.channels_last
+
+
 def compiled(module, mode: str):
     if mode == "aot_eager":
         return torch.compile(module, backend="aot_eager", dynamic=False)
@@ -38,6 +48,7 @@ class CompiledHalves:
     def __init__(self, gan_step, mode: str, device: torch.device):
         self.mode = compile_mode_for(mode, device)
         self.cuda_graphs = self.mode == "reduce-overhead" and device.type == "cuda"
+        self.memory_format = memory_format_for(mode, device)
         halves = (gan_step.generator_side, gan_step.discriminator,
                   gan_step.model.projection_discriminator)
         if self.mode != "off":

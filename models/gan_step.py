@@ -138,7 +138,8 @@ class GanStep:
         """
         condition_input, real, speaker_id, wrong = (t.to(self.device, non_blocking=True)
                                                     for t in batch)
-        real, wrong = (faces.contiguous(memory_format=torch.channels_last) for faces in (real, wrong))
+        real, wrong = (faces.contiguous(memory_format=self.compiled.memory_format)
+                       for faces in (real, wrong))
         statistics = [b.detach().clone() for b in self.model.buffers()]   # BN, spectral norm
         self.compiled.step_begins()
         partners = (wrong_partners(speaker_id, self.options.seed, step)
