@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="speech the encoder reads per face, 0.3 to 4 s")
     ours.add_argument("--noise_dim", type=int, default=0,
                       help="noise vector size fed to G beside the speech (0: none, as wav2pix)")
-    ours.add_argument("--gdl_coef", type=float, default=0,
+    ours.add_argument("--gdl_coef", type=float, default=50,
                       help="weight of the gradient difference loss to the true face (Mathieu et "
-                           "al. 2016): neighbouring-pixel differences matched, against texture")
+                           "al. 2016): neighbouring-pixel differences matched, against texture "
+                           "(0: off, as wav2pix)")
     ours.add_argument("--checkpoint_every", type=int, default=10, help="epochs between checkpoints")
     ours.add_argument("--max_steps", type=int, default=0,
                       help="stop after this many training steps (0: no limit); for smoke tests")
@@ -346,7 +347,8 @@ def given_options(parser: argparse.ArgumentParser, argv) -> set[str]:
 
 NOT_RESUMED = ("resume", "inference", "pre_trained_gen", "pre_trained_disc", "audio")
 # Options a checkpoint written before they existed ran with: their default at that time.
-BEFORE_THEY_EXISTED = {"precision": "fp32", "speech_encoder": "segan", "wrong_faces": "loader"}
+BEFORE_THEY_EXISTED = {"precision": "fp32", "speech_encoder": "segan", "wrong_faces": "loader",
+                       "gdl_coef": 0.0}
 
 
 def merge_resumed_options(options, saved: dict, given: set[str]):

@@ -47,12 +47,12 @@ VARIANTS = {
     "ema, bilinear generator": [*DEMO, "--ema", "--generator", "bilinear"],
     "no feature matching": [*DEMO, "--l2_coef", "0"],
     "l1 x2": [*DEMO, "--l1_coef", "100"],
-    "gradient difference 50": [*DEMO, "--gdl_coef", "50"],
+    "no gradient difference": [*DEMO, "--gdl_coef", "0"],
     "gradient difference 200": [*DEMO, "--gdl_coef", "200"],
     "wrong faces from loader": [*DEMO, "--wrong_faces", "loader"],
     "batch 64": ["--batch_size", "64"],
     "wav2pix (segan, dcgan, 64)": ["--speech_encoder", "segan", "--generator", "dcgan",
-                                   "--batch_size", "64"],
+                                   "--gdl_coef", "0", "--batch_size", "64"],
 }
 
 

@@ -71,17 +71,18 @@ def test_a_step_from_the_batch_equals_a_step_on_the_same_faces_read_by_the_loade
 
 def test_a_run_from_before_the_option_resumes_with_the_loaders_wrong_faces(tiny_pairs, tmp_path,
                                                                           monkeypatch):
-    """Checkpoints written before --wrong_faces read their wrong faces from the loader; --resume
-    keeps them so, and a run started now records the batch's."""
+    """Checkpoints written before --wrong_faces read their wrong faces from the loader, and
+    those written before --gdl_coef trained without it; --resume keeps them so, and a run
+    started now records the batch's faces and a weight of 50."""
     monkeypatch.chdir(tmp_path)
     fast = ["--audio_seconds", "0.3", "--batch_size", "4", "--num_workers", "0", "--no_visdom",
             "--precision", "fp32"]
     assert runtime.main(["--dataset", str(tiny_pairs), "--save_path", "old", "--epochs", "2",
                          "--checkpoint_every_steps", "1", "--max_steps", "1", *fast]) == 0
     saved = load_checkpoint(tmp_path / "checkpoints" / "old" / "latest.pt")
-    assert saved["options"]["wrong_faces"] == "batch"
-    del saved["options"]["wrong_faces"]
+    assert saved["options"]["wrong_faces"] == "batch" and saved["options"]["gdl_coef"] == 50
+    del saved["options"]["wrong_faces"], saved["options"]["gdl_coef"]
     torch.save(saved, tmp_path / "before.pt")
     assert runtime.main(["--resume", "before.pt", "--save_path", "resumed", "--max_steps", "2"]) == 0
     resumed = json.loads((tmp_path / "checkpoints" / "resumed" / "options.json").read_text())
-    assert resumed["wrong_faces"] == "loader"
+    assert resumed["wrong_faces"] == "loader" and resumed["gdl_coef"] == 0
