@@ -6,13 +6,13 @@
 #
 # Parts, each under its own `timeout` and all within BUDGET seconds (default 470): CUDA and
 # bf16 availability; a 50-step runtime.py run on the demo set; train_speed.py at batch
-# 64/256 x 64/128 px in fp32 and bf16, eager, with cuDNN's benchmark mode, then compiled
-# (the fraction of the bf16 peak and the issue's targets in a summary); the data path's rate
-# against the step's; a
-# torch.profiler table of one step; host-device syncs per training step
-# (torch.cuda.set_sync_debug_mode); a 1-process NCCL torchrun run (DDP halves); exact
-# resume on CUDA (20 steps straight against 10 + resume 10). Every part's output is in
-# $OUT/<part>.log, the summary in $OUT/summary.txt.
+# 64/256 x 64/128 px in fp32 and bf16 eager, in bf16 with cuDNN's benchmark mode and, last,
+# compiled (the fraction of the bf16 peak and the issue's targets in a summary); the data
+# path's rate against the step's; a torch.profiler table of one step; host-device syncs per
+# training step (torch.cuda.set_sync_debug_mode); a 1-process NCCL torchrun run (DDP
+# halves); exact resume on CUDA (20 steps straight against 10 + resume 10). Every part's
+# output is in $OUT/<part>.log, the summary in $OUT/summary.txt. First run on an H200 on
+# 2026-12-04: benchmarks/README.md.
 set -u
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
