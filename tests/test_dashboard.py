@@ -123,8 +123,8 @@ def test_training_fills_every_window_of_a_real_visdom_server(dashboard, plotted_
             assert steps == sorted(set(steps)) and steps[-1] == 6, (win, trace["name"], steps)
             assert all(np.isfinite(trace["y"])), (win, trace["name"])
     names = {t["name"] for win in PLOT_WINDOWS for t in window(client, win)["content"]["data"]}
-    assert names == {"g_loss", "g_adv", "g_l1", "g_fm", "g_softmax", "d_loss", "d_real", "d_fake",
-                     "d_wrong", "speaker_acc", "lr_G", "lr_D"}
+    assert names == {"g_loss", "g_adv", "g_l1", "g_fm", "g_softmax", "g_gdl", "d_loss", "d_real",
+                     "d_fake", "d_wrong", "speaker_acc", "lr_G", "lr_D"}
     lr = {t["name"]: t["y"] for t in window(client, "learning_rates")["content"]["data"]}
     assert lr["lr_G"] == pytest.approx([1e-4] * len(lr["lr_G"]))
     assert lr["lr_D"] == pytest.approx([4e-4] * len(lr["lr_D"]))
