@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import runtime  # noqa: E402
 from models import ModelArgs, SpeechToFace  # noqa: E402
+from models.compiled import memory_format_for  # noqa: E402
 from models.gan_step import GanStep  # noqa: E402
 from train_speed import fake_batch, print_table, synchronize  # noqa: E402
 
@@ -55,7 +56,8 @@ def gan_step(device, batch_size: int, image_size: int, precision: str, compile_m
                                                  "--compile", compile_mode])
     runtime.resolve_variants(options)
     model = SpeechToFace(ModelArgs(image_size=image_size, num_speakers=8))
-    step = GanStep(model.to(device, memory_format=torch.channels_last), options, device)
+    layout = memory_format_for(compile_mode, device)              # as the Trainer
+    step = GanStep(model.to(device, memory_format=layout), options, device)
     batch = tuple(t.to(device) for t in fake_batch(batch_size, image_size,
                                                    model.args.audio_samples, 8))
     return step, batch
