@@ -64,7 +64,7 @@ class FilterbankEncoder(nn.Module):
         self.input_norm = nn.BatchNorm1d(config.filters)
         for out_channels in config.channels:
             layers += [nn.Conv1d(in_channels, out_channels, 5, 2, padding=2),
-                       nn.BatchNorm1d(out_channels), nn.LeakyReLU(0.2)]
+                       nn.BatchNorm1d(out_channels), nn.LeakyReLU(0.2, True)]
             in_channels = out_channels
         self.convs = nn.Sequential(*layers)
         self.project = nn.Sequential(nn.Linear(2 * in_channels, 256), nn.BatchNorm1d(256),

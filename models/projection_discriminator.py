@@ -35,7 +35,10 @@ class ProjectionDiscriminator(nn.Module):
         self.config = config
         layers, in_channels, size = [], 3, config.image_size
         for out_channels in downsampling_channels(config):
-            layers += [sn(nn.Conv2d(in_channels, out_channels, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            # In place (here and in the encoders): a convolution does not keep its output for
+            # its backward, and on CPU a fresh map costs a page fault per 4 kB (64 px: 7 % of
+            # a training step, benchmarks/README.md). The values are the same.
+            layers += [sn(nn.Conv2d(in_channels, out_channels, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
             in_channels, size = out_channels, size // 2
             if size == config.attention_size:
                 layers.append(SelfAttention(out_channels))

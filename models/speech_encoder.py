@@ -79,7 +79,7 @@ class SpeechEncoder(nn.Module):
             layers += [StridedConv1d(in_channels, out_channels, config.kernel_size, config.stride,
                                      padding=pad, padding_mode=padding_mode, unfold=unfold),
                        nn.BatchNorm1d(out_channels),
-                       nn.LeakyReLU(0.3)]
+                       nn.LeakyReLU(0.3, True)]
             in_channels, length = out_channels, out_length
         self.convs = nn.Sequential(*layers)
         self.project = nn.Sequential(
