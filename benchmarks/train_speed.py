@@ -185,12 +185,14 @@ def main() -> None:
                           "samples/s", flush=True)     # a cut-off run keeps what it measured
     print_table(rows, ["device", "precision", "compile", "batch", "size", "first s", "s/iter",
                        "samples/s", "GFLOP/sample", "TFLOP/s", *PARTS])
+    # At each batch size, so that the data path is held against the step it would feed.
     size = bench.image_sizes[0]
-    loader_rows = [{"batch": 64, "size": size, "data": f"{w} workers",
-                    "samples/s": bench_loader(64, w, image_size=size)} for w in bench.loader_workers]
-    loader_rows += [{"batch": 64, "size": size, "data": f"on {d}",
-                     "samples/s": bench_loader(64, 0, image_size=size, device=d)}
-                    for d in bench.devices]
+    loader_rows = [{"batch": b, "size": size, "data": f"{w} workers",
+                    "samples/s": bench_loader(b, w, image_size=size)}
+                   for b in bench.batch_sizes for w in bench.loader_workers]
+    loader_rows += [{"batch": b, "size": size, "data": f"on {d}",
+                     "samples/s": bench_loader(b, 0, image_size=size, device=d)}
+                    for b in bench.batch_sizes for d in bench.devices]
     print()
     print_table(loader_rows, ["batch", "size", "data", "samples/s"])
     if bench.json:
