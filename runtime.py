@@ -189,7 +189,8 @@ def add_variant_options(parser: argparse.ArgumentParser) -> None:
                                "learned projection (ge2e_finetune trains it too)")
     variants.add_argument("--generator", default="resize", choices=tuple(GENERATORS),
                           help="resize: nearest x2 then 3x3 convolutions (no checkerboard); "
-                               "bilinear: bilinear x2 then 3x3 convolutions; "
+                               "bilinear: bilinear x2 then 3x3 convolutions; hybrid: nearest "
+                               "up to 16x16, bilinear from there; "
                                "dcgan: stride-2 transposed convolutions (wav2pix); adain: the "
                                "condition sets every layer's AdaIN scale and shift, with "
                                "self-attention at 32x32")

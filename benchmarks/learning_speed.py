@@ -35,11 +35,13 @@ from data.schema import validate_pair_file  # noqa: E402
 from models.metrics.evaluation import evaluation_for  # noqa: E402
 
 # name -> options over runtime.py's defaults; each row past the first changes one lever of
-# the README's demo command (batch 16, G's learning rate doubled), except "ema, bilinear
-# generator" (two) and the last two, which set their own batch and rate.
-DEMO = ["--batch_size", "16", "--lr_G", "0.0002"]
+# the README's demo command (batch 16, G's learning rate doubled, the hybrid generator),
+# except "ema, bilinear generator" (two) and the last three, which start from runtime.py's
+# defaults (wav2pix's rate, the resize generator) and name what they change.
+DEMO = ["--batch_size", "16", "--lr_G", "0.0002", "--generator", "hybrid"]
 VARIANTS = {
     "demo command": DEMO,
+    "resize generator (the default)": [*DEMO, "--generator", "resize"],
     "segan encoder": [*DEMO, "--speech_encoder", "segan"],
     "dcgan generator": [*DEMO, "--generator", "dcgan"],
     "bilinear generator": [*DEMO, "--generator", "bilinear"],
@@ -50,7 +52,7 @@ VARIANTS = {
     "no gradient difference": [*DEMO, "--gdl_coef", "0"],
     "gradient difference 200": [*DEMO, "--gdl_coef", "200"],
     "wrong faces from loader": [*DEMO, "--wrong_faces", "loader"],
-    "lr_G 0.0001 (wav2pix's)": ["--batch_size", "16"],
+    "lr_G 0.0001 (wav2pix's)": ["--batch_size", "16", "--generator", "hybrid"],
     "batch 64": ["--batch_size", "64"],
     "wav2pix (segan, dcgan, 64)": ["--speech_encoder", "segan", "--generator", "dcgan",
                                    "--gdl_coef", "0", "--batch_size", "64"],

@@ -35,6 +35,7 @@ SPEECH_ENCODERS = {"segan": (SpeechEncoder, SpeechEncoderConfig),
 GENERATORS = {"dcgan": (FaceGenerator, FaceGeneratorConfig),
               "resize": (FaceGenerator, partial(FaceGeneratorConfig, upsample="resize")),
               "bilinear": (FaceGenerator, partial(FaceGeneratorConfig, upsample="bilinear")),
+              "hybrid": (FaceGenerator, partial(FaceGeneratorConfig, upsample="hybrid")),
               "adain": (AdaINFaceGenerator, AdaINGeneratorConfig)}
 DISCRIMINATORS = {"dcgan": 0, "sagan": 32}   # the feature size D's self-attention works on
 
@@ -49,7 +50,7 @@ class ModelArgs:
     embedding_dim: int = 128
     condition: str = "speech"       # speech | none | embedding: what G draws the face from
     condition_dim: int = 0          # E of the stored vectors when condition is "embedding"
-    generator: str = "dcgan"        # dcgan | resize | bilinear | adain
+    generator: str = "dcgan"        # dcgan | resize | bilinear | hybrid | adain
     # The defaults are what a checkpoint that predates an entry was built with.
     speech_encoder: str = "segan"   # segan | filterbank | ge2e | ge2e_finetune (condition speech)
     discriminator: str = "dcgan"    # dcgan | sagan (self-attention at 32x32)

@@ -10,7 +10,8 @@ from torch import nn
 from models.blocks import MatmulConvTranspose2d, dcgan_init, sn
 
 IMAGE_SIZES = (64, 128)
-UPSAMPLING = ("transposed", "resize", "bilinear")
+UPSAMPLING = ("transposed", "resize", "bilinear", "hybrid")
+BILINEAR_FROM = 16     # hybrid: maps this size and larger are doubled bilinearly
 
 
 @dataclass
@@ -19,7 +20,7 @@ class FaceGeneratorConfig:
     embedding_dim: int = 128
     noise_dim: int = 0          # 0: no noise vector, the speech alone decides the face (wav2pix)
     base_channels: int = 64
-    upsample: str = "transposed"    # transposed (DCGAN, wav2pix) | resize | bilinear (x2, 3x3 conv)
+    upsample: str = "transposed"    # transposed (DCGAN, wav2pix) | resize | bilinear | hybrid
 
 
 def upsampling_channels(config: FaceGeneratorConfig) -> list[int]:
@@ -54,10 +55,14 @@ class FaceGenerator(nn.Module):
         convolutions overlap unevenly and draw checkerboards (Odena et al. 2016);
         resizing then a 3x3 convolution covers every output pixel alike. Nearest-neighbour
         resizing still repeats each value over a 2x2 block, which a 3x3 kernel sees at two
-        phases; bilinear resizing leaves no block to see."""
-        if self.config.upsample != "transposed":
-            resize = (nn.Upsample(scale_factor=2, mode="nearest") if self.config.upsample == "resize"
-                      else nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+        phases; bilinear resizing leaves no block to see. Two nearest doublings from 16x16
+        leave a mosaic of 4 px cells in the early faces; bilinear everywhere blurs the mouth
+        for longer (benchmarks/README.md), so hybrid is nearest below 16x16, bilinear from it."""
+        upsample = self.config.upsample
+        if upsample != "transposed":
+            bilinear = upsample == "bilinear" or (upsample == "hybrid" and size >= BILINEAR_FROM)
+            resize = (nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False) if bilinear
+                      else nn.Upsample(scale_factor=2, mode="nearest"))
             return [resize,
                     sn(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False))]
         # from a 4x4 map a matrix multiply + fold beats oneDNN (MatmulConvTranspose2d)

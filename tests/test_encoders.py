@@ -68,27 +68,40 @@ def test_the_filterbank_starts_as_mel_bands_whose_log_energy_follows_a_tone():
     assert peaks == sorted(peaks) and len(set(peaks)) == 3      # higher tone, higher band
 
 
-@pytest.mark.parametrize("generator, mode", [("resize", "nearest"), ("bilinear", "bilinear")])
-def test_resizing_generators_have_no_transposed_stride_two_layers(generator, mode):
-    model = SpeechToFace(ModelArgs(generator=generator, num_speakers=2))
+NEAREST, BILINEAR = "nearest", "bilinear"
+RESIZES = {"resize": {64: [NEAREST] * 4, 128: [NEAREST] * 5},
+           "bilinear": {64: [BILINEAR] * 4, 128: [BILINEAR] * 5},
+           # nearest from 4x4 and 8x8, bilinear from 16x16 on
+           "hybrid": {64: [NEAREST] * 2 + [BILINEAR] * 2, 128: [NEAREST] * 2 + [BILINEAR] * 3}}
+
+
+def resize_modes(model) -> list[str]:
+    return [m.mode for m in model.face_generator.modules() if isinstance(m, torch.nn.Upsample)]
+
+
+@pytest.mark.parametrize("generator", RESIZES)
+@pytest.mark.parametrize("size", [64, 128])
+def test_resizing_generators_have_no_transposed_stride_two_layers(generator, size):
+    model = SpeechToFace(ModelArgs(generator=generator, num_speakers=2, image_size=size))
     strided = [m for m in model.face_generator.modules()
                if isinstance(m, torch.nn.ConvTranspose2d) and m.stride == (2, 2)]
     assert not strided
-    resizes = [m for m in model.face_generator.modules() if isinstance(m, torch.nn.Upsample)]
-    assert len(resizes) == 4 and {m.mode for m in resizes} == {mode}
+    assert resize_modes(model) == RESIZES[generator][size]
+    faces = model.face_generator(torch.randn(3, model.args.embedding_dim))
+    assert faces.shape == (3, 3, size, size) and faces.abs().max() <= 1
 
 
-def test_a_bilinear_generator_trains_two_steps_records_itself_and_renders(tiny_pairs, tmp_path,
-                                                                          monkeypatch):
+@pytest.mark.parametrize("generator", ["bilinear", "hybrid"])
+def test_a_resizing_generator_trains_two_steps_records_itself_and_renders(generator, tiny_pairs,
+                                                                          tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert runtime.main(["--dataset", str(tiny_pairs), "--save_path", "bilinear",
-                         "--generator", "bilinear", *FAST]) == 0
-    checkpoint = load_checkpoint(tmp_path / "checkpoints" / "bilinear" / "latest.pt")
-    assert checkpoint["model_args"]["generator"] == "bilinear"
-    model, _ = generator_from_checkpoint(tmp_path / "checkpoints" / "bilinear" / "latest.pt",
+    assert runtime.main(["--dataset", str(tiny_pairs), "--save_path", generator,
+                         "--generator", generator, *FAST]) == 0
+    checkpoint = load_checkpoint(tmp_path / "checkpoints" / generator / "latest.pt")
+    assert checkpoint["model_args"]["generator"] == generator
+    model, _ = generator_from_checkpoint(tmp_path / "checkpoints" / generator / "latest.pt",
                                          torch.device("cpu"))
-    assert {m.mode for m in model.face_generator.modules()
-            if isinstance(m, torch.nn.Upsample)} == {"bilinear"}
+    assert resize_modes(model) == RESIZES[generator][checkpoint["model_args"]["image_size"]]
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
