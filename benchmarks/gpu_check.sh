@@ -8,7 +8,8 @@
 # bf16 availability; a 50-step runtime.py run on the demo set; train_speed.py at batch
 # 64/256 x 64/128 px in fp32 and bf16 eager, in bf16 with cuDNN's benchmark mode and, last,
 # compiled (the fraction of the bf16 peak and the issue's targets in a summary); the data
-# path's rate against the step's; a torch.profiler table of one step; host-device syncs per
+# path's rate against the step's at each batch size; a torch.profiler table of one step (and,
+# last, of one compiled step by host time); host-device syncs per
 # training step (torch.cuda.set_sync_debug_mode); a 1-process NCCL torchrun run (DDP
 # halves); exact resume on CUDA (20 steps straight against 10 + resume 10). Every part's
 # output is in $OUT/<part>.log, the summary in $OUT/summary.txt. First run on an H200 on
@@ -73,6 +74,9 @@ part resume 75 bash -c "$RUN $RESUMED --save_path gpu_check_straight &&
 # Last, so that its compiling (minutes with inductor) takes only the time the others left.
 part speed_compiled 150 python benchmarks/train_speed.py --devices "$DEVICE" $COMPILED_SPEED \
     --compile $COMPILE --loader_workers 0 --json "$OUT/speed_compiled.json"
+# Where a compiled step's host time goes (what bounds it at batch 64), by the host's own time.
+part profile_compiled 60 python benchmarks/gpu_check_parts.py profile --device "$DEVICE" \
+    --batch_size "$BATCH" --precision "$PRECISION" --compile "$COMPILE" --sort host --rows 40
 echo "== summary"     # outside the budget: it only reads the two tables (a second or two)
 timeout 30 python benchmarks/gpu_check_parts.py summary "$OUT"/speed*.json \
     2>&1 | tee "$OUT/summary.txt"
