@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from data import demo  # noqa: E402
 from data.schema import SAMPLE_RATE  # noqa: E402
 from data.video import encode_video  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 FPS = 25
 FACE = 192          # dlib's HOG finds 15-20 of 20 posed demo faces at this size, 4-20 at 128
 WALL = 128

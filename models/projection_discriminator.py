@@ -36,8 +36,8 @@ class ProjectionDiscriminator(nn.Module):
         layers, in_channels, size = [], 3, config.image_size
         for out_channels in downsampling_channels(config):
             # In place (here and in the encoders): a convolution does not keep its output for
-            # its backward, and on CPU a fresh map costs a page fault per 4 kB (64 px: 7 % of
-            # a training step, benchmarks/README.md). The values are the same.
+            # its backward, so each layer holds one map instead of two. The values are the
+            # same; the step was not measurably faster on CPU (benchmarks/README.md).
             layers += [sn(nn.Conv2d(in_channels, out_channels, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
             in_channels, size = out_channels, size // 2
             if size == config.attention_size:

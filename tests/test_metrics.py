@@ -326,8 +326,7 @@ def test_the_demo_command_learns_who_is_speaking(demo_pairs, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     assert runtime.main(["--dataset", str(demo_pairs), "--save_path", "short", "--epochs", "2",
                          "--batch_size", "16", "--lr_G", "0.0002", "--generator", "hybrid",
-                         "--precision", "fp32",
-                         "--num_workers", "0", "--no_visdom"]) == 0
+                         "--precision", "fp32", "--num_workers", "0", "--no_visdom"]) == 0
     metrics = evaluate_on_demo(tmp_path / "checkpoints" / "short" / "latest.pt", demo_pairs, 200)
     assert metrics["identity_top1"] >= 0.85               # chance: 1/8
     assert metrics["matching_1v2_classifier"] >= 0.90     # chance: 0.5
