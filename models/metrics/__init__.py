@@ -22,6 +22,9 @@ METRICS = {
     "mouth_sync": "within speakers, the correlation of generated with real mouth openness "
                   "(dlib's lip landmarks; on the demo set its mouth contrast), each one's "
                   "spread, and how both follow the loudness of the speech window",
+    "grid": "grid artifacts: the mean luma step between neighbouring pixels at the most "
+            "stepped phase of a 2, 4 and 8 px period over the mean step (1.0: no grid; "
+            "checkerboards and nearest-neighbour mosaics score above), beside the real faces",
     "attributes": "per labelled attribute (<split>/attributes), agreement of a predictor "
                   "trained on the real train faces with the true label: accuracy (classes) "
                   "or correlation (numbers), beside the real faces and a voice-blind baseline",
@@ -33,7 +36,7 @@ METRICS = {
 NEEDS_DESCRIPTORS = {"dlib_similarity", "frechet", "matching"}
 NEEDS_CLASSIFIER = {"identity", "frechet", "matching"}
 # All an unconditional model's faces can be scored on: they pair with no frame or speaker.
-UNCONDITIONAL = {"detection_dlib", "detection_haar", "frechet"}
+UNCONDITIONAL = {"detection_dlib", "detection_haar", "frechet", "grid"}
 # best.pt keeps the best figure of the first of these whose metrics a run scores: identity
 # accuracy; where the speakers are unseen, 1:2 matching on the predicted labels (what a voice
 # can tell), else by dlib's descriptors.

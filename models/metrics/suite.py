@@ -15,6 +15,7 @@ from models.metrics.distances import (frechet_distance, matching_1v2, recall_at_
                                       similarity_to_speakers, top_k_accuracy)
 from models.metrics.face_analysis import DlibFaces, HaarFaces
 from models.metrics.attributes import AttributeAgreement
+from models.metrics.grid import grid_scores
 from models.metrics.identity_classifier import IdentityClassifier, classify
 from models.metrics.mouth import demo_mouth_openness, landmark_mouth_openness, mouth_sync_scores
 
@@ -118,6 +119,10 @@ class FaceMetrics:
 
     def _mouth_sync(self, fake, real, speaker_ids):
         return mouth_sync_scores(fake.mouth, real.mouth, real.loudness, speaker_ids)
+
+    def _grid(self, fake, real, _):
+        real_scores = {f"{key}_real": value for key, value in grid_scores(real.faces).items()}
+        return {**grid_scores(fake.faces), **real_scores}
 
     def _attributes(self, fake, real, _):
         return self.attributes.scores(fake.attributes, real.attributes)
