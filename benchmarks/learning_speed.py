@@ -10,8 +10,9 @@ below are not counted. At each budget the generator side is copied, its BatchNor
 recomputed as before every evaluation, and after training it is scored on the test split with
 `--evaluate`'s metrics: identity top-1 (the identity classifier), 1:2 matching in that
 classifier's feature space, and L1 to the true frame; "texture" is the roughness of the
-generated faces' background (background_roughness below; the real test faces' own value is
-printed under the table).
+generated faces' background (background_roughness below), "mosaic" and "checkerboard" the
+`grid` metric's grid_4 and checkerboard (models/metrics/grid.py; 1.0 and about 1: no grid);
+the real test faces' own values are printed under the table.
 """
 from __future__ import annotations
 
@@ -33,26 +34,26 @@ import trainer  # noqa: E402
 from benchmarks.train_speed import print_table  # noqa: E402
 from data.schema import validate_pair_file  # noqa: E402
 from models.metrics.evaluation import evaluation_for  # noqa: E402
+from models.metrics.grid import grid_scores  # noqa: E402
 
 # name -> options over runtime.py's defaults; each row past the first changes one lever of
-# the README's demo command (batch 16, G's learning rate doubled, the hybrid generator),
-# except "ema, bilinear generator" (two) and the last three, which start from runtime.py's
-# defaults (wav2pix's rate, the resize generator) and name what they change.
-DEMO = ["--batch_size", "16", "--lr_G", "0.0002", "--generator", "hybrid"]
+# the README's demo command (batch 16, G's learning rate doubled, the hybrid generator, the
+# averaged generator drawing), except the last two, which start from runtime.py's defaults
+# (wav2pix's rate, the resize generator, no average) and name what they change.
+DEMO = ["--batch_size", "16", "--lr_G", "0.0002", "--generator", "hybrid", "--ema"]
 VARIANTS = {
     "demo command": DEMO,
     "resize generator (the default)": [*DEMO, "--generator", "resize"],
+    "without ema": [option for option in DEMO if option != "--ema"],
     "segan encoder": [*DEMO, "--speech_encoder", "segan"],
     "dcgan generator": [*DEMO, "--generator", "dcgan"],
     "bilinear generator": [*DEMO, "--generator", "bilinear"],
-    "ema": [*DEMO, "--ema"],
-    "ema, bilinear generator": [*DEMO, "--ema", "--generator", "bilinear"],
     "no feature matching": [*DEMO, "--l2_coef", "0"],
     "l1 x2": [*DEMO, "--l1_coef", "100"],
     "no gradient difference": [*DEMO, "--gdl_coef", "0"],
     "gradient difference 200": [*DEMO, "--gdl_coef", "200"],
     "wrong faces from loader": [*DEMO, "--wrong_faces", "loader"],
-    "lr_G 0.0001 (wav2pix's)": ["--batch_size", "16", "--generator", "hybrid"],
+    "lr_G 0.0001 (wav2pix's)": [*DEMO, "--lr_G", "0.0001"],
     "batch 64": ["--batch_size", "64"],
     "wav2pix (segan, dcgan, 64)": ["--speech_encoder", "segan", "--generator", "dcgan",
                                    "--gdl_coef", "0", "--batch_size", "64"],
@@ -110,7 +111,7 @@ def main() -> None:
         os.chdir(work)
         try:
             info = validate_pair_file(runtime.dataset_path(runtime.build_parser().parse_args([])))
-            scoring = argparse.Namespace(metrics="identity,l1,matching", inception=None)
+            scoring = argparse.Namespace(metrics="identity,l1,matching,grid", inception=None)
             for name in args.variants:
                 for seconds, step, model in train_for_budgets(VARIANTS[name], args.budgets,
                                                               Path(work), args.seed):
@@ -120,19 +121,23 @@ def main() -> None:
                     scores = evaluation.suite.score(evaluation.suite.analyse(faces),
                                                     evaluation.real, evaluation.speaker_ids)
                     real_texture = background_roughness(evaluation.real.faces)
+                    real_grid = grid_scores(evaluation.real.faces)
                     rows.append({"variant": name, "budget s": round(seconds), "steps": step,
                                  "identity top-1": scores["identity_top1"],
                                  "1:2 classifier": scores["matching_1v2_classifier"],
                                  "L1": scores["l1"],
-                                 "texture": background_roughness(faces)})
+                                 "texture": background_roughness(faces),
+                                 "mosaic": scores["grid_4"],
+                                 "checkerboard": scores["checkerboard"]})
                     print(rows[-1], flush=True)
         finally:
             os.chdir(previous)
     print(f"\ndemo set, test split ({args.test_pairs} pairs), seed {args.seed}, "
           f"{args.threads} threads, CPU {torch.backends.cpu.get_cpu_capability()}; texture of "
-          f"the real test faces {real_texture:.2f}")
+          f"the real test faces {real_texture:.2f}, mosaic {real_grid['grid_4']:.3f}, "
+          f"checkerboard {real_grid['checkerboard']:.2f}")
     print_table(rows, ["variant", "budget s", "steps", "identity top-1", "1:2 classifier", "L1",
-                       "texture"],
+                       "texture", "mosaic", "checkerboard"],
                 width=26)
 
 
