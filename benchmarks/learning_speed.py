@@ -34,7 +34,6 @@ import trainer  # noqa: E402
 from benchmarks.train_speed import print_table  # noqa: E402
 from data.schema import validate_pair_file  # noqa: E402
 from models.metrics.evaluation import evaluation_for  # noqa: E402
-from models.metrics.grid import grid_scores  # noqa: E402
 
 # name -> options over runtime.py's defaults; each row past the first changes one lever of
 # the README's demo command (batch 16, G's learning rate doubled, the hybrid generator, the
@@ -121,7 +120,6 @@ def main() -> None:
                     scores = evaluation.suite.score(evaluation.suite.analyse(faces),
                                                     evaluation.real, evaluation.speaker_ids)
                     real_texture = background_roughness(evaluation.real.faces)
-                    real_grid = grid_scores(evaluation.real.faces)
                     rows.append({"variant": name, "budget s": round(seconds), "steps": step,
                                  "identity top-1": scores["identity_top1"],
                                  "1:2 classifier": scores["matching_1v2_classifier"],
@@ -134,8 +132,8 @@ def main() -> None:
             os.chdir(previous)
     print(f"\ndemo set, test split ({args.test_pairs} pairs), seed {args.seed}, "
           f"{args.threads} threads, CPU {torch.backends.cpu.get_cpu_capability()}; texture of "
-          f"the real test faces {real_texture:.2f}, mosaic {real_grid['grid_4']:.3f}, "
-          f"checkerboard {real_grid['checkerboard']:.2f}")
+          f"the real test faces {real_texture:.2f}, mosaic {scores['grid_4_real']:.3f}, "
+          f"checkerboard {scores['checkerboard_real']:.2f}")
     print_table(rows, ["variant", "budget s", "steps", "identity top-1", "1:2 classifier", "L1",
                        "texture", "mosaic", "checkerboard"],
                 width=26)

@@ -6,16 +6,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data.dataset import SpeechFaceDataset
+from data.dataset import read_faces
 from data.demo import demo_dataset_path
 from data.schema import validate_pair_file
 from models.metrics.grid import grid_scores
 
 
 def demo_test_faces() -> np.ndarray:
-    test = SpeechFaceDataset(validate_pair_file(demo_dataset_path()), "test", 16000, 64,
-                             train=False)
-    return np.asarray(test._rows()["faces"][:])                # uint8 (200, 64, 64, 3)
+    return read_faces(validate_pair_file(demo_dataset_path()), "test")[0]   # uint8 (200, 64, 64, 3)
 
 
 def as_uint8(faces: torch.Tensor) -> np.ndarray:

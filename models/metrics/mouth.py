@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.metrics.grid import luma
+
 # The demo faces' mouth box as fractions of the frame (mouth centre at 0.33 of the half-frame
 # below the centre, zoomed by 1.12; poses move it by a few pixels).
 DEMO_MOUTH_ROWS, DEMO_MOUTH_COLUMNS = (0.60, 0.84), (0.40, 0.60)
@@ -27,9 +29,8 @@ def demo_mouth_openness(faces: np.ndarray) -> np.ndarray:
     size = faces.shape[1]
     rows = slice(int(DEMO_MOUTH_ROWS[0] * size), int(DEMO_MOUTH_ROWS[1] * size))
     columns = slice(int(DEMO_MOUTH_COLUMNS[0] * size), int(DEMO_MOUTH_COLUMNS[1] * size))
-    box = faces[:, rows, columns].astype(np.float32)
-    luma = box @ np.float32([0.299, 0.587, 0.114])                  # (N, h, w)
-    return luma.std(axis=(1, 2))
+    box = faces[:, rows, columns].astype(np.float32)                # contiguous
+    return luma(box).std(axis=(1, 2))
 
 
 def landmark_mouth_openness(points: np.ndarray) -> np.ndarray:

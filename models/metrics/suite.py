@@ -36,6 +36,7 @@ class Analysis:
     loudness: np.ndarray | None = None          # (N,) dB of the speech window's centre (real)
     attributes: np.ndarray | None = None        # (N, A) predicted attribute labels
     attribute_features: np.ndarray | None = None    # (N, 128) the attribute predictor's
+    grid: dict | None = None                    # grid_scores of the whole set
 
 
 class FaceMetrics:
@@ -78,6 +79,8 @@ class FaceMetrics:
         if "mouth_sync" in wants:
             analysis.mouth = (demo_mouth_openness(faces) if self.mouth_measure == "demo" else
                               landmark_mouth_openness(self.dlib.landmark_points(faces)))
+        if "grid" in wants:
+            analysis.grid = grid_scores(faces)
         if "attributes" in wants:
             analysis.attributes, analysis.attribute_features = self.attributes.predict(
                 faces, self.device)
@@ -121,8 +124,7 @@ class FaceMetrics:
         return mouth_sync_scores(fake.mouth, real.mouth, real.loudness, speaker_ids)
 
     def _grid(self, fake, real, _):
-        real_scores = {f"{key}_real": value for key, value in grid_scores(real.faces).items()}
-        return {**grid_scores(fake.faces), **real_scores}
+        return {**fake.grid, **{f"{key}_real": value for key, value in real.grid.items()}}
 
     def _attributes(self, fake, real, _):
         return self.attributes.scores(fake.attributes, real.attributes)
