@@ -17,7 +17,7 @@ from models.ema import GeneratorEma
 from models.losses import (ADVERSARIAL_LOSSES, feature_matching_loss, gradient_difference_loss,
                            gradient_penalty, reconstruction_l1, speaker_softmax_loss)
 from models.precision import autocast, resolve_precision
-from models.step_undo import UndoableStep
+from models.step_undo import TensorSnapshot, UndoableStep
 from models.wrong_pairs import wrong_partners
 from utils import SINGLE_PROCESS, Ranks
 
@@ -99,6 +99,7 @@ class GanStep:
         # After DDP has broadcast rank 0's weights, so every process averages the same ones.
         self.ema = GeneratorEma(model, options.ema_decay) if options.ema else None
         self.undo_d = UndoableStep(self.optimizer_d, self.scaler_d)
+        self.statistics = TensorSnapshot()     # BN's and spectral norm's, taken back with a bad step
         self.defer_d_check = device.type == "cuda"
         self._choose_losses(options)
         # --compile: compiled callers of the same modules (the model's state_dict keeps
@@ -140,7 +141,7 @@ class GanStep:
                                                     for t in batch)
         real, wrong = (faces.contiguous(memory_format=self.compiled.memory_format)
                        for faces in (real, wrong))
-        statistics = [b.detach().clone() for b in self.model.buffers()]   # BN, spectral norm
+        self.statistics.save(list(self.model.buffers()))
         self.compiled.step_begins()
         partners = (wrong_partners(speaker_id, self.options.seed, step)
                     if self.wrong_pairs and self.wrong_from_batch else None)
@@ -166,9 +167,7 @@ class GanStep:
             with record_function("generator_backward_and_adam"):
                 backward_and_step(g_loss, self.optimizer_g, self.scaler_g)
         except NonFiniteLoss:
-            with torch.no_grad():
-                for buffer, saved in zip(self.model.buffers(), statistics):
-                    buffer.copy_(saved)
+            self.statistics.restore(list(self.model.buffers()))
             self.optimizer_d.zero_grad(set_to_none=True)
             self.optimizer_g.zero_grad(set_to_none=True)
             raise

@@ -12,11 +12,30 @@ from __future__ import annotations
 import torch
 
 
+class TensorSnapshot:
+    """Copies of a list of tensors, remade only when their shapes change: one foreach copy
+    per device to save or restore them (on CUDA a clone per tensor is a launch and an
+    allocation each: the default model's 55 buffers, every step)."""
+
+    def __init__(self):
+        self._copies: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def save(self, tensors: list[torch.Tensor]) -> None:
+        if [(c.shape, c.dtype) for c in self._copies] != [(t.shape, t.dtype) for t in tensors]:
+            self._copies = [torch.empty_like(t) for t in tensors]
+        copy_by_device(self._copies, tensors)
+
+    @torch.no_grad()
+    def restore(self, tensors: list[torch.Tensor]) -> None:
+        copy_by_device(tensors, self._copies)
+
+
 class UndoableStep:
     def __init__(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler):
         self.optimizer, self.scaler = optimizer, scaler
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        self._copies: list[torch.Tensor] = []
+        self._snapshot = TensorSnapshot()
         self._had_state: list[bool] = []
         self._scaler_state: tuple = ()
 
@@ -28,10 +47,7 @@ class UndoableStep:
 
     @torch.no_grad()
     def save(self) -> None:
-        tensors = self._tensors()
-        if [c.shape for c in self._copies] != [t.shape for t in tensors]:
-            self._copies = [torch.empty_like(t) for t in tensors]
-        copy_by_device(self._copies, tensors)
+        self._snapshot.save(self._tensors())
         self._had_state = [bool(self.optimizer.state.get(p)) for p in self.parameters]
         if self.scaler.is_enabled():
             self._scaler_state = tuple(None if t is None else t.clone()
@@ -43,8 +59,7 @@ class UndoableStep:
         for parameter, had in zip(self.parameters, self._had_state):
             if not had:
                 self.optimizer.state.pop(parameter, None)
-        tensors = self._tensors()
-        copy_by_device(tensors, self._copies)
+        self._snapshot.restore(self._tensors())
         if self.scaler.is_enabled():
             self.scaler._scale, self.scaler._growth_tracker = self._scaler_state
 

@@ -100,4 +100,4 @@ def test_on_cpu_d_is_checked_before_its_step_and_not_copied(monkeypatch):
     step(batch(), 1)
     reads = HostReads(monkeypatch, adam_steps(step))
     step(batch(), 1)
-    assert reads.calls == ["tolist", "tolist"] and step.undo_d._copies == []
+    assert reads.calls == ["tolist", "tolist"] and step.undo_d._snapshot._copies == []
