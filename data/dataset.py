@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from data.audio import SAMPLE_RATE, prepare_waveform
+from data.order import below, item_draws
 from data.schema import PairFileError, PairFileInfo, require_embeddings
 
 IN_MEMORY_LIMIT_BYTES = 2 << 30   # a split this small is read once instead of every batch
@@ -25,9 +26,10 @@ class SpeechFaceDataset(Dataset):
     speaker i (fine-tuning appends new speakers to a trained model's). The HDF5 file is
     opened lazily, once per DataLoader worker, since h5py handles must not cross a fork.
 
-    An item key is a row, or (row, item_seed) from data.order.EpochOrder: then the crop and
-    the wrong face come from a generator seeded for that item alone, so they do not depend
-    on which worker loads it (exact resume).
+    An item key is a row, or (row, item_seed) from data.order.EpochOrder: then the wrong face
+    and the crop are a pure function of the item seed (`item_choices`, which
+    data.device_batches draws a whole batch with), so they do not depend on which worker
+    loads it (exact resume). A plain row draws them from torch's global generator.
     """
 
     def __init__(self, info: PairFileInfo, split: str, audio_samples: int, image_size: int,
@@ -43,6 +45,7 @@ class SpeechFaceDataset(Dataset):
                 f"({split_info.window_samples / info.sample_rate:.2f} s) but the model reads "
                 f"{audio_samples}; lower --audio_seconds or rebuild the file with longer windows")
         self.path, self.split, self.train = info.path, split, train
+        self.window_samples = split_info.window_samples
         self.audio_samples, self.image_size = audio_samples, image_size
         self._file, self._arrays, self.condition_kind = None, None, condition
         if condition == "embedding":
@@ -61,8 +64,7 @@ class SpeechFaceDataset(Dataset):
                                 "`python -m data.prepare` or copy it again") from None
         if speaker_map is not None:
             self.speaker_ids = np.asarray(speaker_map, dtype=np.int64)[self.speaker_ids]
-        everyone = np.arange(len(self.speaker_ids))
-        self._other_rows = {s: everyone[self.speaker_ids != s] for s in np.unique(self.speaker_ids)}
+        self._by_speaker, self._own_first, self._own_count = own_spans(self.speaker_ids)
 
     def __len__(self) -> int:
         return len(self.speaker_ids)
@@ -79,21 +81,27 @@ class SpeechFaceDataset(Dataset):
             self._file = h5py.File(self.path, "r")
         return self._file[self.split]
 
-    def _crop_start(self, window_length: int, generator: torch.Generator | None = None) -> int:
-        spare = window_length - self.audio_samples
-        if self.train:
-            return int(torch.randint(spare + 1, (), generator=generator).item())
-        return spare // 2
+    def crop_starts(self, draws: np.ndarray) -> np.ndarray:
+        """int64 (N,): the first samples of the model's crops for 64-bit `draws`: uniform over
+        the stored window in training, its centre at evaluation."""
+        spare = self.window_samples - self.audio_samples
+        return below(draws, spare + 1) if self.train else np.full(len(draws), spare // 2)
 
-    def _speech(self, index: int, generator: torch.Generator | None = None) -> np.ndarray:
-        """The model's T samples of pair `index` (a random crop in training, else the centre),
-        float32 in [-1, 1]."""
+    def _crop_start(self, generator: torch.Generator | None = None) -> int:
+        """One crop start drawn from `generator` (torch's global one by default); evaluation
+        draws nothing."""
+        draws = torch_draws(1, generator) if self.train else np.zeros(1, np.uint64)
+        return int(self.crop_starts(draws)[0])
+
+    def _speech(self, index: int, start: int | None = None) -> np.ndarray:
+        """The model's T samples of pair `index` from `start` (by default a random crop in
+        training, else the centre), float32 in [-1, 1]."""
         window = self._rows()["waveforms"][index]
-        start = self._crop_start(len(window), generator)
+        start = self._crop_start() if start is None else start
         return window[start:start + self.audio_samples].astype(np.float32) / 32768.0
 
-    def waveform(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.from_numpy(prepare_waveform(self._speech(index, generator)))[None]  # (1, T)
+    def waveform(self, index: int, start: int | None = None) -> torch.Tensor:
+        return torch.from_numpy(prepare_waveform(self._speech(index, start)))[None]  # (1, T)
 
     def centre_loudness(self, index: int, seconds: float = 0.5) -> float:
         """dB (full scale) of the centre `seconds` of the model's input window, as evaluation
@@ -103,10 +111,11 @@ class SpeechFaceDataset(Dataset):
         centre = speech[len(speech) // 2 - half: len(speech) // 2 + half]
         return float(10 * np.log10(np.mean(centre ** 2) + 1e-10))
 
-    def condition(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The model's input for pair `index`: its speech (1, T), its vector (E,), or (0,)."""
+    def condition(self, index: int, start: int | None = None) -> torch.Tensor:
+        """The model's input for pair `index`: its speech (1, T) from `start`, its vector (E,),
+        or (0,)."""
         if self.condition_kind == "speech":
-            return self.waveform(index, generator)
+            return self.waveform(index, start)
         if self.condition_kind == "embedding":
             return torch.from_numpy(self._embeddings[index])
         return torch.zeros(0)
@@ -116,25 +125,57 @@ class SpeechFaceDataset(Dataset):
 
     def batch(self, rows, generator: torch.Generator | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The conditions (N, ...) and faces (N, 3, S, S) of `rows`, stacked in their order."""
-        return (torch.stack([self.condition(i, generator) for i in rows]),
+        """The conditions (N, ...) and faces (N, 3, S, S) of `rows`, stacked in their order;
+        training crops drawn from `generator` (torch's global one by default)."""
+        return (torch.stack([self.condition(i, self._crop_start(generator)) for i in rows]),
                 torch.stack([self.face(i) for i in rows]))
 
-    def wrong_row(self, index: int, generator: torch.Generator | None = None) -> int:
-        """A random row of another speaker; of another pair where the split has one speaker."""
-        others = self._other_rows[self.speaker_ids[index]]
-        if len(others):
-            return int(others[torch.randint(len(others), (), generator=generator).item()])
-        row = int(torch.randint(max(len(self) - 1, 1), (), generator=generator).item())
-        return row + 1 if len(self) > 1 and row >= index else row
+    def wrong_rows(self, rows: np.ndarray, draws: np.ndarray) -> np.ndarray:
+        """int64 (N,): for each of `rows` the row of another speaker that its 64-bit draw picks
+        (of another pair where the split has one speaker), each candidate equally likely."""
+        first, count = self._own_first[rows], self._own_count[rows]
+        k = below(draws, len(self) - count)        # the k-th row outside the excluded span
+        return self._by_speaker[np.where(k < first, k, k + count)]
+
+    def wrong_row(self, index: int) -> int:
+        """A wrong row for pair `index` drawn from torch's global generator."""
+        return int(self.wrong_rows(np.array([index]), torch_draws(1))[0])
+
+    def item_choices(self, rows: np.ndarray, item_seeds: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The wrong rows and crop starts, int64 (N,) each, of pairs `rows` with `item_seeds`
+        (uint64, data.order.item_seeds): a pure function of each pair's (row, item seed)."""
+        wrong_draws, crop_draws = item_draws(item_seeds, 2)
+        return self.wrong_rows(rows, wrong_draws), self.crop_starts(crop_draws)
 
     def __getitem__(self, key):
-        index, generator = key, None
         if isinstance(key, tuple):                      # (row, item_seed) from EpochOrder
-            index, generator = key[0], torch.Generator().manual_seed(key[1])
-        wrong = self.wrong_row(index, generator)
-        return (self.condition(index, generator), self.face(index),
+            index, item_seed = key
+            (wrong,), (start,) = self.item_choices(np.array([index]),
+                                                   np.array([item_seed], dtype=np.uint64))
+        else:
+            index, wrong, start = key, self.wrong_row(key), None
+        return (self.condition(index, start), self.face(index),
                 torch.tensor(self.speaker_ids[index]), self.face(wrong))
+
+
+def own_spans(speaker_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows sorted by speaker (stably), and for each row the span [first, first + count)
+    of that order a wrong row must avoid: its speaker's rows; where the split has one
+    speaker, the row itself; where it has one pair, nothing."""
+    by_speaker = np.argsort(speaker_ids, kind="stable")
+    speakers, first, count = np.unique(speaker_ids[by_speaker], return_index=True,
+                                       return_counts=True)
+    if len(speakers) > 1:
+        own = np.searchsorted(speakers, speaker_ids)
+        return by_speaker, first[own], count[own]
+    rows = len(speaker_ids)
+    return by_speaker, np.arange(rows), np.full(rows, int(rows > 1))
+
+
+def torch_draws(count: int, generator: torch.Generator | None = None) -> np.ndarray:
+    """uint64 (count,): 64-bit draws from torch's `generator` (its global one by default)."""
+    return torch.randint(-2**63, 2**63 - 1, (count,), generator=generator).numpy().view(np.uint64)
 
 
 def spread_over_speakers(speaker_ids: np.ndarray, count: int) -> list[int]:

@@ -4,11 +4,12 @@ The split's stored arrays (int16 speech windows, uint8 faces) are copied to the 
 each batch is then gathered, cropped, normalised, pre-emphasised and resized there, with no
 DataLoader, no worker processes and one small host-to-device copy of indices per batch.
 
-The random choices are the DataLoader path's, made the same way: for each (row, item_seed)
-of data.order.EpochOrder a CPU generator seeded with item_seed draws the wrong face, then
-the crop start, through SpeechFaceDataset's own methods (a few microseconds per pair on the
-host). So the same seed gives the same batches as the DataLoader (tests/test_device_batches.py
-compares them bit for bit on CPU) and resume stays exact.
+The random choices are the DataLoader path's, made by the same function: the batch's
+(row, item_seed) keys of data.order.EpochOrder go, as two arrays, through
+SpeechFaceDataset.item_choices, which derives every pair's wrong face and crop start from its
+item seed in a few numpy operations (well under a microsecond per pair on the host). So the
+same seed gives the same batches as the DataLoader (tests/test_device_batches.py compares them
+bit for bit on CPU) and resume stays exact.
 """
 from __future__ import annotations
 
@@ -68,17 +69,12 @@ class DeviceBatches:
             yield self.batch(list(islice(keys, self.batch_size)))
 
     def draws(self, keys) -> torch.Tensor:
-        """(3, B) int64 on the device: rows, crop starts, wrong rows, drawn per item as
-        SpeechFaceDataset.__getitem__ draws them (wrong face first, then the crop)."""
-        dataset, window = self.dataset, self.waveforms.shape[1]
-        drawn = []
-        for row, item_seed in keys:
-            generator = torch.Generator().manual_seed(item_seed)
-            wrong = dataset.wrong_row(row, generator)
-            start = (dataset._crop_start(window, generator)
-                     if dataset.condition_kind == "speech" else 0)
-            drawn.append((row, start, wrong))
-        host = torch.tensor(np.array(drawn, dtype=np.int64).T)
+        """(3, B) int64 on the device: rows, crop starts, wrong rows of the batch's
+        (row, item_seed) keys, as SpeechFaceDataset.__getitem__ draws them."""
+        rows, item_seeds = np.array(keys, dtype=np.uint64).T
+        rows = rows.astype(np.int64)
+        wrong_rows, starts = self.dataset.item_choices(rows, item_seeds)
+        host = torch.from_numpy(np.stack([rows, starts, wrong_rows]))
         if self.device.type == "cuda":
             host = host.pin_memory()
         return host.to(self.device, non_blocking=True)

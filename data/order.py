@@ -1,6 +1,9 @@
 """The order training reads pairs in, made resumable: epoch e of a run is a pure function of
 (seed, e), and each pair's random choices (its speech crop, its wrong face) are a pure function
-of (seed, e, position in the epoch).
+of (seed, e, position in the epoch): the pair's item seed is that position's output of a
+splitmix64 stream keyed by (seed, e), and its choices are the next outputs of a stream started
+at the item seed (`item_seeds`, `item_draws`), integer arithmetic a batch does in a few numpy
+operations.
 
 So a run can stop after any batch and start again in another process, with any number of
 DataLoader workers, and read exactly the pairs, crops and wrong faces it would have read:
@@ -22,9 +25,44 @@ from torch.utils.data import Sampler
 from utils import UserError
 
 
+GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)   # splitmix64's step: 2**64 / the golden ratio
+
+
 def derive_seed(*parts: int) -> int:
     """A well-mixed 63-bit seed from integers (numpy's SeedSequence hashing)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def mix64(values: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (Steele, Lea & Flood 2014): a bijection of uint64 in which every
+    output bit depends on every input bit; the products wrap modulo 2**64."""
+    values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))
+
+
+def splitmix64(states, steps) -> np.ndarray:
+    """Output number `steps` (0, 1, ...) of the splitmix64 generator started at `states`, for
+    any broadcastable uint64 states and steps: a pure function, no generator object."""
+    steps = np.asarray(steps, dtype=np.uint64) + np.uint64(1)
+    return mix64(np.asarray(states, dtype=np.uint64) + GOLDEN_GAMMA * steps)
+
+
+def item_seeds(seed: int, epoch: int, positions) -> np.ndarray:
+    """uint64 (N,): the item seeds of the pairs at `positions` of an epoch (global positions,
+    so a process's share gets the single process's seeds)."""
+    return splitmix64(derive_seed(seed, epoch), positions)
+
+
+def item_draws(seeds: np.ndarray, count: int) -> np.ndarray:
+    """uint64 (count, N): `count` independent 64-bit draws for each item seed."""
+    return splitmix64(seeds, np.arange(count)[:, None])
+
+
+def below(draws: np.ndarray, bounds) -> np.ndarray:
+    """64-bit `draws` mapped to int64 in [0, bounds) by modulo, whose bias (at most
+    bounds / 2**64) is negligible."""
+    return (draws % np.asarray(bounds, dtype=np.uint64)).astype(np.int64)
 
 
 class EpochOrder(Sampler):
@@ -62,10 +100,10 @@ class EpochOrder(Sampler):
         return self.share - self.pairs_done // self.world_size
 
     def __iter__(self):
-        order = self.permutation(self.epoch).tolist()
-        for index in range(self.pairs_done // self.world_size, self.share):
-            position = index * self.world_size + self.rank       # in the global order
-            yield order[position], derive_seed(self.seed, self.epoch, position)
+        indices = np.arange(self.pairs_done // self.world_size, self.share)
+        positions = indices * self.world_size + self.rank       # in the global order
+        rows = self.permutation(self.epoch).numpy()[positions]
+        yield from zip(rows.tolist(), item_seeds(self.seed, self.epoch, positions).tolist())
 
 
 class EpochDraws(EpochOrder):
