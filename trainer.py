@@ -31,7 +31,8 @@ from models import ModelArgs, SpeechToFace
 from models.blocks import BATCH_NORMS
 from models.compiled import memory_format_for
 from models.ema import GeneratorEma
-from models.gan_step import GanStep, NonFiniteLoss, describe_losses
+from models.gan_step import NonFiniteLoss, describe_losses
+from models.graphed_step import training_step
 from models.metrics import best_metric
 from models.metrics.evaluation import EVAL_SAMPLES, SplitEvaluation, evaluation_for
 from models.metrics.suite import format_table
@@ -249,7 +250,7 @@ class Trainer:
         load_pretrained(self.model, options, self.base)
         if options.batchnorm == "sync":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.gan_step = GanStep(self.model, options, device, ranks)
+        self.gan_step = training_step(self.model, options, device, ranks)
         self.reports = RunReports(self) if ranks.is_main else None
         self.epoch, self.step = 0, 0
         self._init_run_state(resume)

@@ -11,7 +11,8 @@
 # path's rate against the step's at each batch size; a torch.profiler table of one step (and,
 # last, of one compiled step by host time); host-device syncs per
 # training step (torch.cuda.set_sync_debug_mode); a 1-process NCCL torchrun run (DDP
-# halves); exact resume on CUDA (20 steps straight against 10 + resume 10). Every part's
+# halves); --cuda_graph's test on CUDA and its speed; exact resume on CUDA (20 steps
+# straight against 10 + resume 10). Every part's
 # output is in $OUT/<part>.log, the summary in $OUT/summary.txt. First run on an H200 on
 # 2026-12-04: benchmarks/README.md.
 set -u
@@ -64,6 +65,10 @@ part syncs 30 python benchmarks/gpu_check_parts.py syncs --device "$DEVICE" \
 part nccl 30 python -m torch.distributed.run --standalone --nproc_per_node 1 \
     benchmarks/gpu_check_parts.py nccl --device "$DEVICE" --batch_size "$BATCH" --steps 5 \
     --precision "$PRECISION"
+# --cuda_graph: the whole step recorded once (models/graphed_step.py): its CUDA test, its speed.
+part graph_test 60 python -m pytest -q -p no:cacheprovider tests/test_graphed_step.py
+part speed_graph 40 python benchmarks/train_speed.py --devices "$DEVICE" $COMPILED_SPEED \
+    --cuda_graph --loader_workers --json "$OUT/speed_graph.json"
 HALF=$((RESUME_STEPS / 2))
 # The straight run saves inside its first epoch at step HALF; a second run resumes from
 # that checkpoint in its own folder and trains to the same step: the two must agree.

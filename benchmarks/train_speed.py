@@ -4,6 +4,7 @@
     python benchmarks/train_speed.py --batch_sizes 64 --image_sizes 64 --repeats 7
     python benchmarks/train_speed.py --precisions fp32 bf16     # autocast (--precision)
     python benchmarks/train_speed.py --devices cuda --compile   # torch.compile (--compile)
+    python benchmarks/train_speed.py --devices cuda --cuda_graph   # the step as one CUDA graph
 
 Each row: median seconds per iteration over --repeats timed iterations (after --warmup),
 samples/s, and the median time of each labelled part of GanStep (torch.profiler ranges:
@@ -31,6 +32,8 @@ import runtime  # noqa: E402
 from models import ModelArgs, SpeechToFace  # noqa: E402
 from models.compiled import COMPILE_MODES, memory_format_for  # noqa: E402
 from models.gan_step import GanStep  # noqa: E402
+from models.graphed_step import training_step  # noqa: E402
+from utils import SINGLE_PROCESS  # noqa: E402
 
 PARTS = ("encoder_and_generator_forward", "discriminator_forward",
          "discriminator_backward_and_adam", "generator_losses_forward",
@@ -78,7 +81,7 @@ def part_times(step: GanStep, batch, device) -> dict[str, float]:
 def bench_step(device, batch_size, image_size, options, warmup, repeats) -> dict:
     args = ModelArgs(image_size=image_size, num_speakers=8)
     model = SpeechToFace(args).to(device, memory_format=memory_format_for(options.compile, device))
-    step = GanStep(model, options, device)
+    step = training_step(model, options, device, SINGLE_PROCESS)
     compile_started = time.perf_counter()
     step(tuple(t.to(device) for t in fake_batch(batch_size, image_size, args.audio_samples, 8)),
          step.d_iters)                     # compiles under --compile; the first step otherwise
@@ -87,13 +90,15 @@ def bench_step(device, batch_size, image_size, options, warmup, repeats) -> dict
     batch = tuple(t.to(device) for t in fake_batch(batch_size, image_size, args.audio_samples, 8))
     times = time_step(step, batch, device, warmup, repeats)
     median = statistics.median(times)
-    # The same FLOPs compiled or not; the counter needs the eager modules.
-    flops = iteration_flops(step if step.compiled.mode == "off" else GanStep(
+    # The same FLOPs compiled or graphed or not; the counter needs the eager step.
+    eager = type(step) is GanStep and step.compiled.mode == "off"
+    flops = iteration_flops(step if eager else GanStep(
         model, runtime.build_parser().parse_args(["--precision", options.precision]), device),
         batch)
     return {"device": device.type, "precision": options.precision,
-            "compile": step.compiled.mode + (" cudnn-bench" if torch.backends.cudnn.benchmark
-                                             and device.type == "cuda" else ""),
+            "compile": step.compiled.mode + (" cuda-graph" if options.cuda_graph else "")
+                       + (" cudnn-bench" if torch.backends.cudnn.benchmark
+                          and device.type == "cuda" else ""),
             "batch": batch_size, "size": image_size, "first s": first_step,
             "s/iter": median, "samples/s": batch_size / median,
             "GFLOP/sample": flops / batch_size / 1e9, "TFLOP/s": flops / median / 1e12,
@@ -164,6 +169,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--cudnn_benchmark", action="store_true",
                         help="let cuDNN time its algorithms per layer shape (CUDA)")
+    parser.add_argument("--cuda_graph", action="store_true",
+                        help="the whole step as one CUDA graph, as runtime.py --cuda_graph")
     bench = parser.parse_args()
     torch.backends.cudnn.benchmark = bench.cudnn_benchmark
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -173,7 +180,8 @@ def main() -> None:
             for s in bench.image_sizes:
                 for b in bench.batch_sizes:
                     options = runtime.build_parser().parse_args(
-                        ["--precision", p, "--compile", bench.compile])
+                        ["--precision", p, "--compile", bench.compile]
+                        + (["--cuda_graph"] if bench.cuda_graph else []))
                     try:
                         rows.append(bench_step(torch.device(d), b, s, options, bench.warmup,
                                                bench.repeats))

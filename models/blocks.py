@@ -66,6 +66,14 @@ class FullPrecisionSpectralNorm(_SpectralNorm):
             return super().forward(weight.float())
 
 
+def forget_normalised_weights(network: nn.Module) -> None:
+    """Drop every kept W / sigma of `network`: a replayed CUDA graph writes new weights
+    without bumping the version counters the cache is keyed by (models/graphed_step.py)."""
+    for module in network.modules():
+        if isinstance(module, FullPrecisionSpectralNorm):
+            module._eval_key = module._eval_weight = None
+
+
 def sn(layer: nn.Module) -> nn.Module:
     """Spectral norm (Miyato et al. 2018); call dcgan_init on the whole network afterwards."""
     dim = 1 if isinstance(layer, nn.ConvTranspose2d) else 0     # the output-channel axis

@@ -79,6 +79,9 @@ class GanStep:
     --ema the step keeps the averaged generator; with --precision fp16 a GradScaler per half.
     """
 
+    capturable_adam = False     # Adam's step counts on the GPU, for a CUDA graph's recording
+    autocast_cache = True
+
     def __init__(self, model: SpeechToFace, options, device: torch.device,
                  ranks: Ranks = SINGLE_PROCESS):
         self.model, self.options, self.device, self.ranks = model, options, device, ranks
@@ -86,7 +89,8 @@ class GanStep:
         # foreach: one op per step over all of a network's tensors, 49 ms for G and D on this
         # CPU against 79 ms for the per-tensor loop. fused (10 ms) made a 2-process run end
         # 4% away from one process on the same global batch (test_distributed), so no.
-        adam = {"betas": (0.5, 0.999), "foreach": True}
+        adam = {"betas": (0.5, 0.999), "foreach": True,
+                "capturable": self.capturable_adam and device.type == "cuda"}
         self.optimizer_g = torch.optim.Adam(model.generator_parameters(), options.lr_G, **adam)
         self.optimizer_d = torch.optim.Adam(model.projection_discriminator.parameters(),
                                             options.lr_D, **adam)
@@ -123,7 +127,7 @@ class GanStep:
                              "g_gdl": getattr(options, "gdl_coef", 0.0)}
 
     def autocast(self):
-        return autocast(self.options.precision, self.device)
+        return autocast(self.options.precision, self.device, self.autocast_cache)
 
     def __call__(self, batch, step: int) -> dict[str, float]:
         """The figures of batch number `step` (1 for a run's first: with --d_iters N every

@@ -72,8 +72,9 @@ def resolve_precision(options, device: torch.device, announce: bool = True) -> N
         print(line)
 
 
-def autocast(precision: str, device: torch.device):
-    """Mixed precision for forward passes and losses; fp32 runs as written."""
+def autocast(precision: str, device: torch.device, cache: bool = True):
+    """Mixed precision for forward passes and losses; fp32 runs as written. `cache`: keep
+    each weight's cast for the rest of the region (off inside a CUDA graph's recording)."""
     if precision == "fp32":
         return nullcontext()
-    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision], cache_enabled=cache)
