@@ -11,8 +11,9 @@
 # path's rate against the step's at each batch size; a torch.profiler table of one step (and,
 # last, of one compiled step by host time); host-device syncs per
 # training step (torch.cuda.set_sync_debug_mode); a 1-process NCCL torchrun run (DDP
-# halves); --cuda_graph's test on CUDA and its speed; exact resume on CUDA (20 steps
-# straight against 10 + resume 10). Every part's
+# halves); --cuda_graph's test on CUDA and its speed (with cuDNN's benchmark mode); exact
+# resume on CUDA (20 steps straight against 10 + resume 10), eager and with --cuda_graph
+# (after the other parts: the compiled ones get what is left). Every part's
 # output is in $OUT/<part>.log, the summary in $OUT/summary.txt. First run on an H200 on
 # 2026-12-04: benchmarks/README.md.
 set -u
@@ -68,14 +69,20 @@ part nccl 30 python -m torch.distributed.run --standalone --nproc_per_node 1 \
 # --cuda_graph: the whole step recorded once (models/graphed_step.py): its CUDA test, its speed.
 part graph_test 60 python -m pytest -q -p no:cacheprovider tests/test_graphed_step.py
 part speed_graph 40 python benchmarks/train_speed.py --devices "$DEVICE" $COMPILED_SPEED \
-    --cuda_graph --loader_workers --json "$OUT/speed_graph.json"
+    --cuda_graph --cudnn_benchmark --loader_workers --json "$OUT/speed_graph.json"
 HALF=$((RESUME_STEPS / 2))
 # The straight run saves inside its first epoch at step HALF; a second run resumes from
 # that checkpoint in its own folder and trains to the same step: the two must agree.
 RESUMED="--epochs 1 --max_steps $RESUME_STEPS --checkpoint_every_steps $HALF --seed 3"
-part resume 75 bash -c "$RUN $RESUMED --save_path gpu_check_straight &&
-    $RUN $RESUMED --save_path gpu_check_resumed --resume \$(ls checkpoints/gpu_check_straight/checkpoint_epoch*_step*.pt | head -n 1) &&
-    python benchmarks/gpu_check_parts.py compare checkpoints/gpu_check_straight/latest.pt checkpoints/gpu_check_resumed/latest.pt"
+resumed() {   # resumed NAME FLAGS...: the straight run and the resumed one, compared
+    local name=$1 runs=checkpoints/gpu_check_$1
+    shift
+    part "$name" 75 bash -c "$RUN $RESUMED $* --save_path gpu_check_${name}_straight &&
+    $RUN $RESUMED $* --save_path gpu_check_${name}_resumed --resume \$(ls ${runs}_straight/checkpoint_epoch*_step*.pt | head -n 1) &&
+    python benchmarks/gpu_check_parts.py compare ${runs}_straight/latest.pt ${runs}_resumed/latest.pt"
+}
+resumed resume
+[ "$DEVICE" = cuda ] && resumed resume_graph --cuda_graph   # --cuda_graph is refused on CPU
 # Last, so that its compiling (minutes with inductor) takes only the time the others left.
 part speed_compiled 150 python benchmarks/train_speed.py --devices "$DEVICE" $COMPILED_SPEED \
     --compile $COMPILE --loader_workers 0 --json "$OUT/speed_compiled.json"
