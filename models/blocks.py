@@ -48,7 +48,7 @@ class FullPrecisionSpectralNorm(_SpectralNorm):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.training or torch.is_grad_enabled():
-            self._eval_key = self._eval_weight = None
+            self.forget()
             return self._normalised(weight)
         # Eval mode without gradients (inference, grids, evaluation): sigma is fixed until the
         # weight or the power-iteration vectors change, so W / sigma is kept between calls
@@ -61,17 +61,18 @@ class FullPrecisionSpectralNorm(_SpectralNorm):
             self._eval_key, self._eval_weight = key, self._normalised(weight)
         return self._eval_weight
 
+    def forget(self) -> None:
+        """Drop the kept W / sigma: also for a replayed CUDA graph, which writes new weights
+        without bumping the version counters it is keyed by (models/graphed_step.py)."""
+        self._eval_key = self._eval_weight = None
+
     def _normalised(self, weight: torch.Tensor) -> torch.Tensor:
         with torch.autocast(weight.device.type, enabled=False):
             return super().forward(weight.float())
 
 
-def forget_normalised_weights(network: nn.Module) -> None:
-    """Drop every kept W / sigma of `network`: a replayed CUDA graph writes new weights
-    without bumping the version counters the cache is keyed by (models/graphed_step.py)."""
-    for module in network.modules():
-        if isinstance(module, FullPrecisionSpectralNorm):
-            module._eval_key = module._eval_weight = None
+def spectral_norms(network: nn.Module) -> list[FullPrecisionSpectralNorm]:
+    return [m for m in network.modules() if isinstance(m, FullPrecisionSpectralNorm)]
 
 
 def sn(layer: nn.Module) -> nn.Module:

@@ -31,6 +31,12 @@ class NonFiniteLoss(Exception):
 
 
 
+def generator_fault(g_loss: float, figures: dict[str, float]) -> NonFiniteLoss:
+    """G's non-finite loss with its terms, which say where it came from."""
+    terms = {k: v for k, v in figures.items() if k.startswith("g_") and k != "g_loss"}
+    return NonFiniteLoss({"g_loss": g_loss, **terms})
+
+
 def describe_losses(losses: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in losses.items() if not math.isfinite(v)) or "?"
 
@@ -196,8 +202,7 @@ class GanStep:
                 if undo is not None:
                     undo.restore()
                 raise NonFiniteLoss({"d_loss": total})
-            terms = [k for k in figures if k.startswith("g_") and k != "g_loss"]
-            raise NonFiniteLoss({"g_loss": total, **{k: values[k] for k in terms}})
+            raise generator_fault(total, values)
         return values
 
     def learning_rates(self) -> dict[str, float]:

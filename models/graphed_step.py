@@ -28,8 +28,8 @@ import math
 
 import torch
 
-from models.blocks import forget_normalised_weights
-from models.gan_step import GanStep, NonFiniteLoss, backward_and_step
+from models.blocks import spectral_norms
+from models.gan_step import GanStep, NonFiniteLoss, backward_and_step, generator_fault
 from models.step_undo import UndoableStep
 from models.wrong_pairs import wrong_partners
 
@@ -51,6 +51,7 @@ class GraphedGanStep(GanStep):
         super().__init__(model, options, device, ranks)
         self.recorded = device.type == "cuda"     # on CPU (tests) the body runs unrecorded
         self.undo_g = UndoableStep(self.optimizer_g, self.scaler_g)
+        self.spectral_norms = spectral_norms(model)     # listed once: the step is a hot path
         self.graph, self.inputs, self.figures, self.names = None, None, None, ()
         self.eager_steps = 0
 
@@ -78,7 +79,8 @@ class GraphedGanStep(GanStep):
             if self.graph is None:
                 self._record()
             self.graph.replay()
-        forget_normalised_weights(self.model)
+        for norm in self.spectral_norms:
+            norm.forget()
         return self._checked(dict(zip(self.names, self.figures.tolist())))
 
     def _record(self) -> None:
@@ -122,9 +124,8 @@ class GraphedGanStep(GanStep):
                 self.undo_d.restore()
             self.undo_g.restore()
             self.statistics.restore(list(self.model.buffers()))
-            terms = [k for k in values if k.startswith("g_") and k != "g_loss"]
-            raise NonFiniteLoss({"d_loss": values["d_loss"]} if d_bad else
-                                {"g_loss": values["g_loss"], **{k: values[k] for k in terms}})
+            raise (NonFiniteLoss({"d_loss": values["d_loss"]}) if d_bad else
+                   generator_fault(values["g_loss"], values))
         if self.ema:
             self.ema.update()
         return values

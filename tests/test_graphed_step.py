@@ -8,7 +8,7 @@ import torch
 
 import runtime
 from models import ModelArgs, SpeechToFace
-from models.blocks import FullPrecisionSpectralNorm, forget_normalised_weights
+from models.blocks import spectral_norms
 from models.gan_step import GanStep, NonFiniteLoss
 from models.graphed_step import GraphedGanStep, training_step
 from utils import SINGLE_PROCESS, UserError
@@ -76,14 +76,14 @@ def eval_faces(step: GanStep, condition: torch.Tensor) -> torch.Tensor:
 
 
 def test_faces_drawn_after_a_step_use_its_weights_not_the_kept_ones():
-    """Eval-mode drawing keeps W / sigma per spectral-norm layer, keyed by version counters
-    a replay does not bump: the graphed step drops them after every step."""
+    """Eval-mode drawing keeps W / sigma per spectral-norm layer. Unrecorded (CPU), the step's
+    own forward passes drop them; a CUDA replay runs no Python and bumps no version counter,
+    so there the step drops them itself, which only the CUDA test below can tell apart."""
     device = torch.device("cpu")
     step = make_step(GraphedGanStep, device)
     first, second = batches(2, device)
     kept = eval_faces(step, first[0])
-    norms = [m for m in step.model.face_generator.modules()
-             if isinstance(m, FullPrecisionSpectralNorm)]
+    norms = spectral_norms(step.model.face_generator)
     assert norms and all(m._eval_key is not None for m in norms)
     step(second, 1)
     assert all(m._eval_key is None for m in norms)
@@ -137,7 +137,8 @@ def test_on_cuda_the_replayed_step_follows_the_eager_one_and_reads_once():
     after = everything(graphed)
     assert all(torch.equal(before[k], after[k]) for k in before)
     drawn = eval_faces(graphed, data[0][0])
-    forget_normalised_weights(graphed.model)
+    for norm in spectral_norms(graphed.model):
+        norm.forget()
     assert torch.equal(drawn, eval_faces(graphed, data[0][0]))   # the weights of now
     saved = graphed.state_dict()["optimizer_g"]["state"]
     assert all(entry["step"].device.type == "cpu" for entry in saved.values())
