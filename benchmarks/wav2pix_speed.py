@@ -5,6 +5,11 @@
         python benchmarks/wav2pix_speed.py                      # as an AVX2-only CPU
     python benchmarks/wav2pix_speed.py --profile 64             # + per-op table of one step
 
+With --profile the table also splits our profiled step into its matrix ops' self time
+(convolutions, matrix multiplies) and the rest, and gives the ratio ours would reach if the
+rest took no time at all (a bound on what removing overhead can buy), and the matrix ops'
+rate on their nominal FLOPs (`torch.utils.flop_counter`) against a 2048^3 sgemm's.
+
 "wav2pix" is a small driver written from ../shared/WAV2PIX.md (not from its code): SEGAN
 encoder, DCGAN G with dropout and spectral norm, D with the embedding tiled and stacked at
 4x4, speaker classifier, least squares + feature matching + L1 + softmax, Adam, and what it
@@ -20,6 +25,7 @@ iteration (load-proof with --threads 1).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -35,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import runtime  # noqa: E402
 from models import ModelArgs, SpeechToFace  # noqa: E402
 from models.gan_step import GanStep  # noqa: E402
-from train_speed import fake_batch, print_table  # noqa: E402  (this folder is on sys.path)
+from train_speed import fake_batch, iteration_flops, print_table  # noqa: E402  (this folder is on sys.path)
 
 SPEAKERS = 10      # wav2pix hard-coded 10 classes
 
@@ -176,13 +182,43 @@ def median_seconds(steps: dict, batch, warmup: int, repeats: int) -> dict[str, t
             for name, t in times.items()}
 
 
-def profile_table(step, batch, rows: int) -> str:
+# The ops that do a step's matrix work (convolutions forward and backward, transposed
+# ones inside _convolution, matrix multiplies); everything else is "the rest".
+MATRIX_OPS = ("aten::convolution_backward", "aten::mkldnn_convolution", "aten::_convolution",
+              "aten::mm", "aten::addmm", "aten::bmm")
+
+
+def profiled(step, batch):
     from torch.profiler import ProfilerActivity, profile
     step(batch, step_number(step))
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         step(batch, step_number(step))
-    return prof.key_averages(group_by_input_shape=True).table(
-        sort_by="self_cpu_time_total", row_limit=rows)
+    return prof
+
+
+def sgemm_rate(size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of the best of `repeats` square fp32 matrix multiplies: this CPU's practical
+    peak on the current threads, which the matrix ops' rate is held against."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
+
+
+def matrix_and_rest(prof) -> tuple[float, float]:
+    """Self CPU seconds of one profiled step in the matrix ops and in all the others."""
+    matrix = rest = 0.0
+    for event in prof.key_averages():
+        seconds = event.self_cpu_time_total / 1e6
+        if event.key in MATRIX_OPS:
+            matrix += seconds
+        else:
+            rest += seconds
+    return matrix, rest
 
 
 def main() -> None:
@@ -215,9 +251,17 @@ def main() -> None:
                      "CPU ratio": wav2pix_cpu / ours_cpu,
                      "loader s/iter": loader, "loader ratio": wav2pix / loader})
         if size in bench.profile:
-            print(f"\nours, {size} px, one step:\n" + profile_table(steps["ours"], batch,
-                                                                 bench.profile_rows))
-    print_table(rows, list(rows[0]), width=13)
+            prof = profiled(steps["ours"], batch)
+            print(f"\nours, {size} px, one step:\n" + prof.key_averages(
+                group_by_input_shape=True).table(sort_by="self_cpu_time_total",
+                                                 row_limit=bench.profile_rows))
+            matrix, rest = matrix_and_rest(prof)
+            rate = iteration_flops(steps["ours"], batch) / matrix
+            rows[-1].update({"matrix s": matrix, "rest s": rest,
+                             "ratio, rest free": wav2pix / matrix,
+                             "matrix GFLOP/s": rate / 1e9,
+                             "of sgemm peak": rate / sgemm_rate()})
+    print_table(rows, list(dict.fromkeys(k for row in rows for k in row)), width=13)
 
 
 if __name__ == "__main__":
