@@ -26,7 +26,7 @@ from utils import Ranks, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 # fp32 unless a test asks otherwise: the agreement these tests measure is fp32's, on any CPU.
-# wav2pix's networks: the 1% agreement below was measured with them; the filterbank's 25,000
+# wav2pix's networks: the agreement below was measured with them; the filterbank's 25,000
 # first-layer taps, many with gradients at rounding level, let Adam's first steps flip signs
 # between the 1- and 2-process sums (1-2% under AVX2 kernels, measured with the filterbank
 # encoder and, with segan, the resize generator: 1.9%).
@@ -183,17 +183,20 @@ def test_two_processes_equal_one_process_with_the_global_batch(two_process_run, 
     amplifies it: its early steps move each weight by about lr whatever the gradient's
     size, so a gradient component near rounding level can flip its sign. The reference
     runs on one thread as torchrun's processes do (OMP_NUM_THREADS=1), since the thread
-    count changes summation order too. Measured here (torch 2.13, CPU, the same on every
-    run): the networks end 1.4e-6 to 1.1e-5 of their training movement apart (the averaged
-    generator 1.6e-6 to 1.2e-5), the logged figures within 6e-7 relative (g_fm aside, see
-    largest_relative_difference); with session 11's item draws, 1.2e-5 (4.6e-5 as AVX2) of
-    each figure's scale, where d_fake passing 0.006 on one step made the old per-value
-    measure 7.4e-3. On a 2-core Intel Xeon (AVX-512, AMX) the speech encoder
-    ended 2.3% apart and the logged figures 4.9e-4 (the same at the commit before this
-    change): that CPU's kernels block batch 2 and 4 differently enough for Adam to flip signs
-    in SEGAN's first layer. We allow 5% per network and 2e-3 per figure: twice the worst
-    drift measured, and 6 times below the smallest gap a real error makes. A run that sees only half of each global batch (what ranks that did not average
-    would learn) ends 33% to 125% away, and the check below shows the test would see it.
+    count changes summation order too. Measured on the 2-core AMD EPYC (torch 2.13, the
+    same on every run; session 12, with session 11's item draws): natively the networks end
+    4e-6 (D) to 5.0e-3 (G) of their training movement apart, the averaged generator up to
+    4.2e-3, the logged figures 1.2e-5 of each figure's scale (g_fm aside, see
+    largest_relative_difference; d_fake passing 0.006 on one step is why a figure is held
+    to its scale, not to one value); as AVX2 the speech encoder 3.1%, G 2.4%, the speaker
+    classifier 1.9%, the averaged ones up to 2.6%, the figures 4.6e-5. Those kernels block
+    batch 2 and 4 differently enough for Adam's first steps to flip signs in SEGAN's first
+    layer, and a numerically harmless change moves the figure (fused Adam: G 4.9% as AVX2).
+    On a 2-core Intel Xeon (AVX-512, AMX) the encoder ended 2.3% apart. We allow 10% per
+    network and 2e-3 per figure: 3 times the drift measured, and under a third of the
+    smallest gap a real error makes. A run that sees only half of each global batch (what
+    ranks that did not average would learn) ends 38% to 83% away (33% to 125% in earlier
+    sessions), and the check below shows the test would see it.
     """
     one = one_process(workdir, single_process_checkpoint, "one", "--batch_size", "4")
     half = one_process(workdir, single_process_checkpoint, "half", "--batch_size", "2",
@@ -202,10 +205,10 @@ def test_two_processes_equal_one_process_with_the_global_batch(two_process_run, 
     start = load_checkpoint(single_process_checkpoint)["networks"]
     a, b, c = (load_checkpoint(run / "latest.pt") for run in (one, two, half))
     for part in (*GENERATOR_PARTS, "projection_discriminator"):
-        assert relative_difference(a["networks"], b["networks"], start, part) < 0.05, part
+        assert relative_difference(a["networks"], b["networks"], start, part) < 0.1, part
         assert relative_difference(a["networks"], c["networks"], start, part) > 0.3, part
     for part in GENERATOR_PARTS:
-        assert relative_difference(a["ema"], b["ema"], start, part) < 0.05, part
+        assert relative_difference(a["ema"], b["ema"], start, part) < 0.1, part
     assert largest_relative_difference(logged_figures(one), logged_figures(two)) < 2e-3
 
 
