@@ -107,9 +107,9 @@ class MatmulConvTranspose2d(nn.ConvTranspose2d):
                     (w - 1) * sw - 2 * pw + kw + self.output_padding[1])
         pixels = maps.permute(0, 2, 3, 1).reshape(b * h * w, c)    # a view when channels_last
         columns = (pixels @ self.weight.flatten(1)).view(b, h * w, -1)     # (B, HW, C_out k k)
-        if h * w == 1 and self.padding == (0, 0):
-            # one input pixel: its columns are the output map already (G's first layer;
-            # fold's col2im and its backward cost 5 ms of a 64 px step at batch 64)
+        if h * w == 1 and self.padding == (0, 0) and out_size == tuple(self.kernel_size):
+            # one input pixel, nothing cropped or added: its columns are the output map already
+            # (G's first layer; fold's col2im and its backward cost 5 ms of a 64 px step)
             out = columns.view(b, -1, *out_size)
         else:
             out = F.fold(columns.transpose(1, 2), out_size, self.kernel_size,

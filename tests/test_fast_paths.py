@@ -38,10 +38,14 @@ def assert_both_paths_agree(layer, maps):
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, CL])
-@pytest.mark.parametrize("size,stride,padding", [(1, 1, 0), (4, 2, 1)])
+@pytest.mark.parametrize("size,stride,padding,output_padding",
+                         [(1, 1, 0, 0), (1, 2, 0, 1), (1, 2, 1, 0), (4, 2, 1, 0)])
 def test_matmul_conv_transpose2d_equals_the_transposed_convolution(memory_format, size, stride,
-                                                                  padding):
-    layer = sn(MatmulConvTranspose2d(16, 8, 4, stride, padding, bias=False)).eval()
+                                                                  padding, output_padding):
+    """One input pixel without padding is G's first layer, whose columns are its output;
+    with output padding or padding they are not."""
+    layer = sn(MatmulConvTranspose2d(16, 8, 4, stride, padding, output_padding,
+                                     bias=False)).eval()
     maps = torch.randn(3, 16, size, size).contiguous(memory_format=memory_format)
     assert_both_paths_agree(layer.to(memory_format=memory_format), maps)
     out = layer(maps)
