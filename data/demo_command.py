@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from data.prepare_common import HelpFormatter, bounded, check_output
 from data.unseen_demo import check_layout, write_demo_file
 from utils import UserError
 
@@ -21,10 +22,10 @@ voices, beyond every train voice ("extrap"); the rest, and the V, lie between tr
 the splits are the standard demo's (80/10/10 per speaker)."""
 
 
-def add_parser(commands, bounded, formatter) -> None:
+def add_parser(commands):
     parser = commands.add_parser("demo", help="the synthetic demo speakers, labelled, with "
                                  "held-out speakers", description=DEMO_HELP,
-                                 formatter_class=formatter)
+                                 formatter_class=HelpFormatter)
     parser.add_argument("out", metavar="OUT.h5", help="the HDF5 pair file to write")
     parser.add_argument("--speakers", type=bounded(int, 2, 1000), default=40, metavar="N",
                         help="speakers, deepest voice first (default: %(default)s)")
@@ -47,11 +48,11 @@ def add_parser(commands, bounded, formatter) -> None:
                         metavar="SECONDS", help="speech per pair (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing OUT, only once the new file is complete")
-    parser.set_defaults(run=make_demo)
+    return parser
 
 
-def make_demo(options) -> None:
-    from data.prepare import check_output        # the command's module: no import cycle
+def run(options) -> None:
+    """The demo file at OUT; prints which speakers test and valid hold out."""
     out = Path(options.out)
     extrapolated = options.held_out // 4 if options.extrapolated is None else options.extrapolated
     valid = options.held_out // 2 if options.valid_speakers is None else options.valid_speakers

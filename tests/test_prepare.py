@@ -24,6 +24,7 @@ from data import prepare
 from data import video as videos
 from data import wav2pix_import as wav2pix
 from data.schema import validate_pair_file
+from data.videos_command import assign_splits
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "wav2pix-mini"
@@ -294,15 +295,15 @@ def test_manifest_reports_missing_video_and_keeps_going(tmp_path, capsys, centre
 def test_split_by_speaker_holds_out_whole_speakers():
     sources = [videos.VideoSource(Path(f"{s}/{i}.mp4"), s, f"{s}/{i}.mp4")
                for s in "abcdefghij" for i in range(3)]
-    splits = prepare.assign_splits(sources, "speaker", 0.2, 0.1, seed=3)
-    assert splits == prepare.assign_splits(sources, "speaker", 0.2, 0.1, seed=3)
+    splits = assign_splits(sources, "speaker", 0.2, 0.1, seed=3)
+    assert splits == assign_splits(sources, "speaker", 0.2, 0.1, seed=3)
     speaker_splits = {}
     for source in sources:
         speaker_splits.setdefault(source.speaker, set()).add(splits[source.label])
     assert all(len(s) == 1 for s in speaker_splits.values())
     held = [next(iter(s)) for s in speaker_splits.values()]
     assert (held.count("test"), held.count("valid"), held.count("train")) == (2, 1, 7)
-    by_video = prepare.assign_splits(sources, "video", 0.34, 0.0, seed=3)
+    by_video = assign_splits(sources, "video", 0.34, 0.0, seed=3)
     for speaker in "abcdefghij":
         mine = [by_video[f"{speaker}/{i}.mp4"] for i in range(3)]
         assert sorted(mine) == ["test", "train", "train"]

@@ -21,6 +21,7 @@ from PIL import Image
 from data import faces as faces_module
 from data import prepare
 from data import video as videos
+from data import video_parts, video_workers
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "wav2pix-mini"
@@ -280,7 +281,7 @@ def test_workers_forked_after_torch_ran_match_one_worker(tmp_path):
 def test_spawned_workers_match_one_worker(tmp_path, capsys, monkeypatch):
     """Where fork is unsafe (macOS, Windows) workers are spawned and load their own models."""
     src = video_folder(tmp_path / "v", count=2, seconds=3)
-    monkeypatch.setattr(prepare.video_workers, "START_METHOD", "spawn")
+    monkeypatch.setattr(video_workers, "START_METHOD", "spawn")
     for workers in (2, 1):
         code, _, stderr = run_cli(prepare_command(src, tmp_path / f"w{workers}.h5", "--workers",
                                                   workers)[3:], capsys)
@@ -291,7 +292,7 @@ def test_spawned_workers_match_one_worker(tmp_path, capsys, monkeypatch):
 def test_changed_settings_start_over(tmp_path, capsys):
     src = video_folder(tmp_path / "v", count=2, seconds=3)
     out = tmp_path / "o.h5"
-    store = prepare.parts.PartStore(out, videos.WindowSettings(face_size=64))
+    store = video_parts.PartStore(out, videos.WindowSettings(face_size=64))
     store.open()
     (store.folder / "0123.h5").write_bytes(b"an old part")
     code, stdout, stderr = run_cli(["videos", src, out, "--test_fraction", 0, "--valid_fraction", 0], capsys)

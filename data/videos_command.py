@@ -1,0 +1,210 @@
+"""`python -m data.prepare videos SRC OUT.h5`: pairs made from raw videos (data/video.py
+decodes them and finds the faces), each video prepared on its own into OUT.parts/
+(data/video_parts.py, in parallel by data/video_workers.py), then assembled into OUT."""
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from data import video as videos
+from data import video_parts as parts
+from data import video_workers
+from data.faces import DETECTORS
+from data.prepare_common import (HelpFormatter, PairSink, PrepareError, PrepareReport,
+                                 add_common_options, bounded, check_output, finish,
+                                 format_summary, open_writer)
+from data.schema import SAMPLE_RATE
+from data.speech_activity import VADS
+
+VIDEOS_HELP = """\
+Make pairs from raw videos (.mp4 .mkv .webm .avi .mov):
+
+    SRC/<speaker>/<any name>.mp4        one folder per speaker (subfolders allowed), or
+    SRC.csv                             a manifest with rows path,speaker
+
+Every 1/--frames_per_second s a frame is taken and its faces found (--detector, dlib's
+HOG by default); the speaker's face is followed through the clip, its eyes (dlib's 68
+landmarks) warped onto a fixed template (unless --no_align) and the crop resized to
+--face_size; it is paired with the --window_seconds of speech centred on it (16 kHz
+mono). A pair is dropped, and counted, when the frame has no face, the face jumped (a
+cut) or another face is larger, the landmarks fail, the window runs outside the audio,
+is quieter than --silence_dbfs, or holds too little voice (--vad, --speech_fraction).
+A broken video is skipped and reported. Each finished video is kept in OUT.parts/, so
+a rerun after a crash or Ctrl-C skips it; --workers N prepares N videos at once.
+Splits are made by video (test speech comes from unseen videos of known speakers)
+or, with --split_by speaker, by speaker (unseen speakers)."""
+
+
+def add_parser(commands):
+    parser = commands.add_parser("videos", help="make pairs from raw videos",
+                                 description=VIDEOS_HELP, formatter_class=HelpFormatter)
+    parser.add_argument("src", metavar="SRC_FOLDER_OR_MANIFEST.csv",
+                        help="folder of <speaker>/<video> files, or a CSV of path,speaker")
+    add_common_options(parser, "share of each speaker's videos (or of the speakers) held out "
+                               "for validation")
+    _add_video_options(parser)
+    return parser
+
+
+def _add_video_options(parser) -> None:
+    parser.add_argument("--frames_per_second", type=bounded(float, 0, 30, low_open=True),
+                        default=2.0, metavar="RATE",
+                        help="frames sampled, and pairs made, per second of video (default: %(default)s)")
+    parser.add_argument("--test_fraction", type=bounded(float, 0, 0.9), default=0.1,
+                        metavar="FRACTION", help="share of each speaker's videos (or of the "
+                        "speakers) held out for testing (default: %(default)s)")
+    parser.add_argument("--split_by", choices=("video", "speaker"), default="video",
+                        help="hold out whole videos of known speakers, or whole speakers "
+                             "(unseen speakers) (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the draw of held-out videos or speakers (default: %(default)s)")
+    parser.add_argument("--margin", type=bounded(float, 0, 1), default=0.1, metavar="FRACTION",
+                        help="border added on each side of the detected face, as a fraction of "
+                             "its side; 0 frames faces as wav2pix's crops (default: %(default)s)")
+    parser.add_argument("--silence_dbfs", type=bounded(float, -120, 0), default=-50.0, metavar="DB",
+                        help="windows quieter than this RMS level are dropped as silent "
+                             "(default: %(default)s)")
+    parser.add_argument("--detector", choices=DETECTORS, default="hog",
+                        help="face detector: dlib's HOG or OpenCV's Haar cascade (default: %(default)s)")
+    parser.add_argument("--no_align", action="store_true",
+                        help="crop the detector's square box instead of warping the eyes onto "
+                             "the template")
+    parser.add_argument("--vad", choices=VADS, default="silero",
+                        help="voice activity detector that must hear speech in a window "
+                             "(default: %(default)s)")
+    parser.add_argument("--speech_fraction", type=bounded(float, 0, 1), default=0.5,
+                        metavar="FRACTION", help="share of a window's frames the voice detector "
+                        "must hear speech in (default: %(default)s)")
+    parser.add_argument("--workers", type=bounded(int, 1, 256), default=1, metavar="N",
+                        help="videos decoded in parallel processes (default: %(default)s)")
+
+
+# ---------------------------------------------------------------- preparing
+
+def run(options) -> PrepareReport:
+    """Videos -> sampled frames with the speaker's face, each paired with the speech
+    centred on it. Each video is prepared into OUT.parts/ (resumable, in parallel with
+    --workers), then OUT is assembled from the parts in the videos' sorted order."""
+    out = Path(options.out)
+    sources, notes = videos.find_videos(options.src)
+    check_output(out, options.overwrite)
+    report = PrepareReport(notes=notes, videos_read=Counter())
+    sources = readable_videos(sources, report)
+    speakers = sorted({source.speaker for source in sources})
+    splits = assign_splits(sources, options.split_by, options.test_fraction,
+                           options.valid_fraction, options.seed)
+    settings = window_settings(options)
+    store = parts.PartStore(out, settings)
+    note = store.open()
+    if note:
+        report.notes.append(note)
+    summaries = prepare_parts(sources, store, settings, options.workers)
+    with open_writer(out, speakers, settings.window_samples, settings.face_size) as writer:
+        for source in sources:
+            _merge_part(source, summaries[source.label], splits[source.label], store, writer,
+                        speakers, report)
+        finish(PairSink(writer, speakers, report), report, out)
+    store.remove()
+    return report
+
+
+def window_settings(options) -> videos.WindowSettings:
+    return videos.WindowSettings(
+        window_samples=round(options.window_seconds * SAMPLE_RATE),
+        frames_per_second=options.frames_per_second, face_size=options.face_size,
+        margin=options.margin, silence_dbfs=options.silence_dbfs, detector=options.detector,
+        align=not options.no_align, vad=options.vad, speech_fraction=options.speech_fraction)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during video preparation: says what is kept for the next run."""
+
+
+def prepare_parts(sources, store, settings, workers: int) -> dict:
+    """label -> PartSummary for every video: finished parts are reused, the rest made."""
+    summaries = {s.label: store.finished(s) for s in sources}
+    todo = [s for s in sources if summaries[s.label] is None]
+    progress = tqdm(total=len(sources), initial=len(sources) - len(todo), desc="videos", unit="video")
+    pairs = sum(s.pairs for s in summaries.values() if s)
+    progress.set_postfix(pairs=pairs)
+    try:
+        for summary in video_workers.make_parts(todo, store, settings, workers):
+            summaries[summary.label] = summary
+            pairs += summary.pairs
+            progress.update()
+            progress.set_postfix(pairs=pairs)
+    except KeyboardInterrupt:
+        done = sum(s is not None for s in summaries.values())
+        raise Interrupted(f"interrupted; the {done} of {len(sources)} videos finished are kept in "
+                          f"{store.folder}: run the same command again to go on") from None
+    finally:
+        progress.close()
+    return summaries
+
+
+def _merge_part(source, summary, split: str, store, writer, speakers, report) -> None:
+    """Copy one video's part into OUT and count what it kept and dropped."""
+    for cause, count in summary.dropped.items():
+        report.dropped[source.speaker, cause] += count
+    if summary.broken:
+        report.broken.append((source.label, summary.broken))
+    else:
+        report.videos_read[source.speaker] += 1
+    speaker_id = speakers.index(source.speaker)
+    for waveforms, faces, names in parts.read_part(store.path(source)):
+        writer.append(split, waveforms, faces, [speaker_id] * len(names), names)
+        report.kept[source.speaker, split] += len(names)
+
+
+def readable_videos(sources, report: PrepareReport) -> list:
+    """The videos whose header opens with both tracks; the others are reported broken."""
+    readable = []
+    for source in tqdm(sources, desc="opening", unit="video", leave=False):
+        reason = videos.probe(source.path)
+        if reason:
+            report.broken.append((source.label, reason))
+        else:
+            readable.append(source)
+    if not readable:
+        print(format_summary(report))
+        raise PrepareError(f"none of the {len(sources)} videos could be read; "
+                           "see the list of broken files above")
+    return readable
+
+
+# ---------------------------------------------------------------- splits
+
+def assign_splits(sources, split_by: str, test_fraction: float, valid_fraction: float,
+                  seed: int) -> dict:
+    """Map each video's label to a split. By video: each speaker's videos are shared out,
+    so test speech comes from videos never trained on. By speaker: whole speakers are."""
+    rng = random.Random(seed)
+    by_speaker = {}
+    for source in sources:
+        by_speaker.setdefault(source.speaker, []).append(source.label)
+    if split_by == "speaker":
+        speakers = sorted(by_speaker)
+        rng.shuffle(speakers)
+        shares = _share_out(speakers, test_fraction, valid_fraction)
+        return {label: shares[s] for s, labels in by_speaker.items() for label in labels}
+    splits = {}
+    for speaker in sorted(by_speaker):
+        labels = sorted(by_speaker[speaker])
+        rng.shuffle(labels)
+        splits.update(_share_out(labels, test_fraction, valid_fraction))
+    return splits
+
+
+def _share_out(items: list, test_fraction: float, valid_fraction: float) -> dict:
+    """First items to test, next to valid, the rest to train; train always keeps one, and
+    a fraction above 0 takes at least one item while there are enough to go round."""
+    count = len(items)
+    test = round(count * test_fraction) or int(test_fraction > 0 and count >= 2)
+    test = min(test, count - 1)
+    valid = round(count * valid_fraction) or int(valid_fraction > 0 and count - test >= 2)
+    valid = min(valid, count - test - 1)
+    return {item: "test" if i < test else "valid" if i < test + valid else "train"
+            for i, item in enumerate(items)}
