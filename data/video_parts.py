@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 
 from data import video as videos
+from data.prepare_common import CHUNK_PAIRS, to_int16
 
 PART_VERSION = 1
 _STRING = h5py.string_dtype("utf-8")
@@ -34,10 +35,6 @@ class PartSummary:
     pairs: int = 0
     dropped: dict = field(default_factory=dict)  # cause -> pairs
     broken: str | None = None
-
-
-def _to_int16(waveform: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(waveform * 32768.0), -32768, 32767).astype(np.int16)
 
 
 def _stamp(source) -> str:
@@ -89,7 +86,7 @@ class PartStore:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def write_part(path: Path, source, inspector, chunk_pairs: int = 256) -> PartSummary:
+def write_part(path: Path, source, inspector, chunk_pairs: int = CHUNK_PAIRS) -> PartSummary:
     """Prepare one video into its part file; the file appears only once it is complete."""
     settings, summary = inspector.settings, PartSummary(source.label, source.speaker)
     temporary = path.with_suffix(".tmp")
@@ -101,7 +98,7 @@ def write_part(path: Path, source, inspector, chunk_pairs: int = 256) -> PartSum
                 if window.dropped:
                     summary.dropped[window.dropped] = summary.dropped.get(window.dropped, 0) + 1
                     continue
-                chunk.append((_to_int16(window.waveform), window.face, f"{source.label}@{window.time:.2f}s"))
+                chunk.append((to_int16(window.waveform), window.face, f"{source.label}@{window.time:.2f}s"))
                 if len(chunk) >= chunk_pairs:
                     summary.pairs += _append(columns, chunk)
         except videos.BrokenVideo as broken:
@@ -138,7 +135,7 @@ def _append(columns: dict, chunk: list) -> int:
     return count
 
 
-def read_part(path: Path, chunk_pairs: int = 256) -> Iterator[tuple]:
+def read_part(path: Path, chunk_pairs: int = CHUNK_PAIRS) -> Iterator[tuple]:
     """(waveforms int16 (n, L), faces uint8 (n, S, S, 3), names) a chunk at a time."""
     with h5py.File(path, "r") as part:
         total = part["names"].shape[0]
