@@ -52,9 +52,9 @@ import cv2  # noqa: E402
 from data import faces as face_tools  # noqa: E402
 from data import prepare  # noqa: E402
 from data import speech_activity  # noqa: E402
-from data import video as videos  # noqa: E402
 from data.audio import resample  # noqa: E402
 from data.schema import validate_pair_file  # noqa: E402
+from tests.media import encode_video  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "wav2pix-mini"
 
@@ -101,7 +101,7 @@ def talking_video(path: Path, seconds: int, width: int, height: int, first: int 
         top, left = (height - side) // 2, (width - side) // 2
         canvas[top:top + side, left:left + side] = np.asarray(Image.fromarray(face).resize((side, side)))
         frames += [canvas] * 25
-    videos.encode_video(path, frames, np.concatenate(speech), frames_per_second=25, speech_rate=44100)
+    encode_video(path, frames, np.concatenate(speech), frames_per_second=25, speech_rate=44100)
 
 
 def fixture_faces() -> list:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from data import demo  # noqa: E402
 from data.schema import SAMPLE_RATE  # noqa: E402
-from data.video import encode_video  # noqa: E402
+from tests.media import encode_video  # noqa: E402
 
 FPS = 25
 FACE = 192          # dlib's HOG finds 15-20 of 20 posed demo faces at this size, 4-20 at 128

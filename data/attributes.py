@@ -114,12 +114,6 @@ def read_attributes(path, split: str) -> tuple[AttributeSpec, np.ndarray] | None
         return spec, dataset[()].astype(np.float32)
 
 
-def read_speaker_groups(path) -> list[str] | None:
-    """The root attribute `speaker_groups` (one string per speaker), or None if absent."""
-    with h5py.File(Path(path), "r") as f:
-        return speaker_groups_of(f)
-
-
 def speaker_groups_of(f: h5py.File) -> list[str] | None:
     return _strings(f.attrs.get("speaker_groups"))
 

@@ -239,17 +239,3 @@ class FaceCropper:
         if eyes is None:
             return None, "no landmarks"
         return aligned_crop(canvas, eyes, self.settings.face_size, self.settings.margin), None
-
-
-def measured_eyes(landmarks: Landmarks, detector, crop: np.ndarray):
-    """Eye centres re-detected on a finished crop ((2, 2) in its pixels, or None): how
-    alignment is checked. The crop is enlarged 2x inside a replicated border first, as
-    HOG needs faces of 80 px and landmarks need room past the jaw."""
-    pad = crop.shape[0] // 4
-    canvas = cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    canvas = cv2.resize(canvas, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
-    boxes = find_faces(detector, canvas)
-    if not boxes:
-        return None
-    eyes = landmarks.eyes(canvas, max(boxes, key=_box_area))
-    return None if eyes is None else eyes / 2 - pad

@@ -7,7 +7,6 @@ the whole soundtrack: an hour-long video costs what a minute-long one does.
 from __future__ import annotations
 
 import csv
-import itertools
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
@@ -301,50 +300,3 @@ def _not_speech(waveform: np.ndarray | None, inspector: Inspector) -> str | None
 def _reason(error: Exception) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return text or type(error).__name__
-
-
-# ---------------------------------------------------------------- writing test videos
-
-def encode_video(path, frames, speech: np.ndarray, frames_per_second: int = 25,
-                 speech_rate: int = SAMPLE_RATE) -> Path:
-    """Write an h264 + AAC video from RGB frames (each (H, W, 3) uint8) and float speech,
-    mono (T,) or stereo (2, T).
-
-    For tests, benchmarks and demos: real files made from arrays. Audio and video are
-    interleaved as a camera would write them.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    speech = np.atleast_2d(np.asarray(speech, np.float32))  # (C, T)
-    frames = iter(frames)
-    first = next(frames)
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=frames_per_second)
-        video.height, video.width = first.shape[0] // 2 * 2, first.shape[1] // 2 * 2
-        video.pix_fmt = "yuv420p"
-        layout = "mono" if speech.shape[0] == 1 else "stereo"
-        audio = container.add_stream("aac", rate=speech_rate, layout=layout)
-        speech_done = 0
-        for index, picture in enumerate(itertools.chain([first], frames)):
-            picture = np.ascontiguousarray(picture[:video.height, :video.width], np.uint8)
-            container.mux(video.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
-            until = (index + 1) * speech_rate // frames_per_second
-            speech_done = _encode_speech(container, audio, speech[:, :until], speech_done)
-        container.mux(video.encode(None))
-        _encode_speech(container, audio, speech, speech_done, last=True)
-        container.mux(audio.encode(None))
-    return path
-
-
-def _encode_speech(container, audio, speech: np.ndarray, start: int, last: bool = False) -> int:
-    """Encode speech (C, T) from `start` in AAC-sized blocks (a short one only if `last`);
-    returns where it stopped."""
-    block = 1024  # AAC's frame size
-    layout = "mono" if speech.shape[0] == 1 else "stereo"
-    while start + block <= speech.shape[1] or (last and start < speech.shape[1]):
-        chunk = np.ascontiguousarray(speech[:, start:start + block])
-        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
-        frame.sample_rate, frame.pts = audio.rate, start
-        container.mux(audio.encode(frame))
-        start += chunk.shape[1]
-    return start

@@ -25,6 +25,7 @@ from data import video as videos
 from data import wav2pix_import as wav2pix
 from data.schema import validate_pair_file
 from data.videos_command import assign_splits
+from tests.media import encode_video
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "wav2pix-mini"
@@ -178,7 +179,7 @@ def encode_talking_video(path, face_per_second, speech):
         if face is not None:
             canvas[40:200, 80:240] = np.asarray(Image.fromarray(face).resize((160, 160)))
         frames += [canvas] * VIDEO_FPS
-    return videos.encode_video(path, frames, speech, frames_per_second=VIDEO_FPS)
+    return encode_video(path, frames, speech, frames_per_second=VIDEO_FPS)
 
 
 def check_alignment(out, split, sources: dict):

@@ -22,6 +22,7 @@ from data import faces as faces_module
 from data import prepare
 from data import video as videos
 from data import video_parts, video_workers
+from tests.media import encode_video, measured_eyes
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "wav2pix-mini"
@@ -56,7 +57,7 @@ def scene(placements, size=(360, 640)) -> np.ndarray:
 def encode(path: Path, seconds_of_frames: list, sound: np.ndarray) -> Path:
     """One entry of `seconds_of_frames` (a frame) per second of video."""
     frames = [frame for frame in seconds_of_frames for _ in range(FPS)]
-    return videos.encode_video(path, frames, sound, frames_per_second=FPS)
+    return encode_video(path, frames, sound, frames_per_second=FPS)
 
 
 def run_cli(args, capsys):
@@ -79,7 +80,7 @@ def eye_errors(crops: np.ndarray, margin: float) -> np.ndarray:
     template = faces_module.template_eyes(crops.shape[1], margin)
     errors = []
     for crop in crops:
-        eyes = faces_module.measured_eyes(landmarks, detector, crop)
+        eyes = measured_eyes(landmarks, detector, crop)
         errors.append(np.inf if eyes is None else np.linalg.norm(eyes - template, axis=1).max())
     return np.asarray(errors)
 

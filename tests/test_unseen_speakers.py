@@ -10,7 +10,7 @@ import torch
 
 import runtime
 from data import prepare
-from data.attributes import read_attributes, read_speaker_groups
+from data.attributes import read_attributes
 from data.dataset import spread_over_speakers
 from data.demo import demo_speakers, synthesize_demo
 from data.schema import PairFileError, validate_pair_file
@@ -19,6 +19,7 @@ from models.metrics.attributes import cache_path, labelled_metrics
 from models.metrics.identity_classifier import file_sha256
 from models.metrics.suite import format_table
 from models.metrics.evaluation import metric_suite
+from tests.media import read_speaker_groups
 
 SMALL = ["--pairs_per_speaker", "8", "--face_size", "32", "--window_seconds", "0.5"]
 FAST = ["--audio_seconds", "0.3", "--batch_size", "4", "--num_workers", "0"]
