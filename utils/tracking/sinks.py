@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from utils.tracking.protocol import Sink
 from utils.tracking.tensorboard_sink import TensorBoardSink
 from utils.tracking.visdom_sink import VisdomSink
 from utils.tracking.wandb_sink import WandbSink
@@ -12,7 +13,7 @@ SINKS = {"visdom": VisdomSink, "tensorboard": TensorBoardSink, "wandb": WandbSin
 LOG_TO = tuple(SINKS)
 
 
-def live_sinks(options, run_dir: Path, panels) -> list:
+def live_sinks(options, run_dir: Path, panels) -> list[Sink]:
     """The --log_to outputs that open; one that cannot says so in one line and is left out."""
     names = [name for name in options.log_to.split(",")
              if not (name == "visdom" and options.no_visdom)]
