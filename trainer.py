@@ -36,6 +36,7 @@ from models.graphed_step import training_step
 from models.metrics import best_metric
 from models.metrics.evaluation import EVAL_SAMPLES, SplitEvaluation, evaluation_for
 from models.metrics.suite import format_table
+from models.panels import GAN_PANELS
 from utils import (SINGLE_PROCESS, Ranks, UserError, Visualizer, face_grid, load_checkpoint,
                    prepare_output_dir, save_checkpoint, save_png, seed_everything,
                    to_uint8_images)
@@ -538,7 +539,7 @@ class RunReports:
                                              trainer.speaker_names, SAMPLE_FACES)
         self.train_samples = SampleSet.of(trainer._dataset("train", train=False, in_memory=False),
                                           trainer.speaker_names, TRAIN_SAMPLE_FACES)
-        self.visualizer = Visualizer(self.run_dir, self.options)
+        self.visualizer = Visualizer(self.run_dir, self.options, panels=GAN_PANELS)
         self.num_speakers, self.condition = trainer.args.num_speakers, trainer.args.condition
         self.evaluation = training_evaluation(trainer.options, trainer.info, trainer.args,
                                               trainer.device)

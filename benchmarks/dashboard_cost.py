@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import runtime  # noqa: E402
+from models.panels import GAN_PANELS  # noqa: E402
 from utils import Visualizer, VisdomSink, panels_for, write_run_page  # noqa: E402
 
 STEP_FIGURES = ("d_loss", "g_loss", "g_adv", "g_l1", "g_fm", "g_softmax", "d_real", "d_fake",
@@ -34,7 +35,7 @@ def visualizer(folder: Path, *args: str) -> Visualizer:
     options = runtime.build_parser().parse_args(["--vis_screen", "benchmark", *args])
     folder.mkdir(exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):
-        return Visualizer(folder, options)
+        return Visualizer(folder, options, panels=GAN_PANELS)
 
 
 def median_seconds(work, repeats: int) -> float:
@@ -62,7 +63,8 @@ def cases(folder: Path, port: int | None, rng) -> dict[str, tuple]:
     filler = visualizer(long_run, "--no_visdom")
     for step in range(1, 20_001):
         filler.scalars(step, step_values(rng))
-    rows["index.html from 20,000 logged steps"] = (lambda: write_run_page(long_run), 1, "ms")
+    rows["index.html from 20,000 logged steps"] = (
+        lambda: write_run_page(long_run, GAN_PANELS), 1, "ms")
     if port is not None:
         online = visualizer(folder / "online", "--visdom_port", str(port))
         visdom = next((sink for sink in online.sinks if isinstance(sink, VisdomSink)), None)
@@ -71,7 +73,7 @@ def cases(folder: Path, port: int | None, rng) -> dict[str, tuple]:
 
             def update_panels():
                 step = next(steps)
-                for title, names, log_scale in panels_for(STEP_FIGURES):
+                for title, names, log_scale in panels_for(STEP_FIGURES, GAN_PANELS):
                     visdom.line(title, step, {n: rng.random() for n in names}, log_scale)
             rows["visdom update of the six step panels"] = (update_panels, 1, "ms")
             rows["two face grids to visdom and disk"] = (

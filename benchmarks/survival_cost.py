@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import runtime  # noqa: E402
 import trainer  # noqa: E402
 import utils  # noqa: E402
+from utils.checkpoints import _point_latest_at  # noqa: E402
 from data.demo import demo_dataset_path  # noqa: E402
 from dashboard_cost import median_seconds  # noqa: E402  (this folder is on sys.path)
 
@@ -31,6 +32,14 @@ from dashboard_cost import median_seconds  # noqa: E402  (this folder is on sys.
 def quietly(action):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return action()
+
+
+def write_and_sync(path: Path, payload: dict) -> None:
+    """The first part of utils.write_durably: the file written and flushed to disk."""
+    with open(path, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def checkpoint_parts(run: trainer.Trainer, repeats: int) -> dict[str, float]:
@@ -41,13 +50,13 @@ def checkpoint_parts(run: trainer.Trainer, repeats: int) -> dict[str, float]:
              "rename, latest.pt, folder fsync": []}
     for _ in range(repeats):
         marks = [time.perf_counter()]
-        utils._write_durably(partial, payload)
+        write_and_sync(partial, payload)
         marks.append(time.perf_counter())
         torch.load(partial, map_location="cpu", weights_only=True, mmap=True)
         marks.append(time.perf_counter())
         os.replace(partial, target)
-        utils._point_latest_at(target)
-        utils._sync_folder(run.run_dir)
+        _point_latest_at(target)
+        utils.sync_folder(run.run_dir)
         marks.append(time.perf_counter())
         for name, start, end in zip(times, marks, marks[1:]):
             times[name].append(end - start)
