@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 import trainer
+from models import inference
 from models import CONDITIONS, DISCRIMINATORS, GENERATORS, IMAGE_SIZES, SPEECH_ENCODERS
 from models.compiled import COMPILE_MODES
 from models.losses import ADVERSARIAL_LOSSES
@@ -405,6 +407,15 @@ def dataset_path(options) -> Path:
     return demo_dataset_path()
 
 
+def clip_workers(requested: int) -> int:
+    cores = os.cpu_count() or 1
+    if requested > cores:
+        print(f"note: --num_workers {requested} is more than this machine's {cores} cores; "
+              f"using {cores}")
+        return cores
+    return requested
+
+
 def train(options, device, checkpoint: dict | None) -> None:
     """Train in this process, or in each of the processes torchrun started."""
     from utils import process_group
@@ -430,11 +441,11 @@ def main(argv=None) -> int:
         torch.backends.cudnn.benchmark = options.cudnn_benchmark and device.type == "cuda"
         check_processes_and_device(options, device, ranks_from_environment())
         if options.inference:
-            trainer.run_inference(options, device, None if options.audio else dataset_path(options))
+            inference.run_inference(options, device, None if options.audio else dataset_path(options))
         elif options.evaluate:
-            trainer.run_evaluation(options, device, dataset_path(options))
+            inference.run_evaluation(options, device, dataset_path(options))
         else:
-            options.num_workers = trainer.clip_workers(options.num_workers)
+            options.num_workers = clip_workers(options.num_workers)
             train(options, device, checkpoint)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

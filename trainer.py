@@ -1,18 +1,15 @@
-"""Training and rendering: turns losses into optimiser steps, and speech into face PNGs.
+"""Training: turns losses into optimiser steps, and keeps a run able to stop and go on.
 
 The Trainer runs the loop and owns where a run stands (epoch, step, checkpoints, resume);
 it composes GanStep (models/gan_step.py: one batch's losses, optimisers and averaged
 generator), PreciseBatchNorm, and on the main process RunReports (held-out scores, the
---eval_every metrics, sample grids, best.pt).
+--eval_every metrics, sample grids, best.pt). Rendering and --evaluate live in
+models/inference.py.
 """
 from __future__ import annotations
 
 import math
-import os
-import signal
-import threading
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -22,38 +19,33 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data.audio import SAMPLE_RATE, find_audio_files, load_speech, prepare_waveform, speech_windows
-from data.dataset import SpeechFaceDataset, in_chunks, spread_over_speakers
+from data.audio import SAMPLE_RATE
+from data.dataset import SpeechFaceDataset, held_out_split, in_chunks, spread_over_speakers
 from data.device_batches import DeviceBatches, hold_on_device
 from data.order import seed_worker, training_order
-from data.schema import PairFileInfo, require_embeddings, validate_pair_file
+from data.schema import PairFileInfo, validate_pair_file
 from models import ModelArgs, SpeechToFace
 from models.blocks import BATCH_NORMS
 from models.compiled import memory_format_for
 from models.ema import GeneratorEma
 from models.gan_step import NonFiniteLoss, describe_losses
 from models.graphed_step import training_step
+from models.loading import (check_resume_architecture, finetune_base, load_pretrained,
+                            model_args_for)
 from models.metrics import best_metric
 from models.metrics.evaluation import EVAL_SAMPLES, SplitEvaluation, evaluation_for
 from models.metrics.suite import format_table
 from models.panels import GAN_PANELS
-from utils import (SINGLE_PROCESS, Ranks, UserError, Visualizer, face_grid, load_checkpoint,
-                   prepare_output_dir, save_checkpoint, save_png, seed_everything,
-                   to_uint8_images)
+from models.precise_batchnorm import PreciseBatchNorm
+from models.run_state import EpochProgress, NonFiniteGuard, TrainingDiverged  # noqa: F401
+from utils import (SINGLE_PROCESS, Ranks, StoppedBySignal, StopSignals, UserError, Visualizer,
+                   face_grid, prepare_output_dir, save_checkpoint, seed_everything)
 from utils import (check_resumable, checkpoint_name, prune_checkpoints, remove_partial_files,
-                   resolve_checkpoint, restore_rng_states, rng_states, save_checkpoint_file,
-                   trim_log, write_json)
+                   restore_rng_states, rng_states, save_checkpoint_file, trim_log)
 
 SAMPLE_FACES = 16            # held-out pairs drawn in every epoch's grid
 TRAIN_SAMPLE_FACES = 8      # training pairs drawn beside them
 VALIDATION_PAIRS = 256       # held-out pairs scored each epoch
-BATCHNORM_PAIRS = 512        # training pairs G's precise BatchNorm statistics average over
-
-
-def held_out_split(info: PairFileInfo) -> str:
-    for split in ("valid", "test", "train"):
-        if split in info.splits:
-            return split
 
 
 @dataclass
@@ -70,39 +62,6 @@ class SampleSet:
         return cls(*dataset.batch(rows), [speaker_names[dataset.speaker_ids[i]] for i in rows])
 
 
-def load_networks(model: SpeechToFace, checkpoint: dict, parts: tuple[str, ...], source,
-                  key: str = "networks") -> None:
-    """Copy the named sub-networks of a checkpoint's `key` entry into `model`, saying what
-    does not fit (`key` "ema": the averaged generator of an --ema run)."""
-    differences = model.args.differences(ModelArgs(**checkpoint["model_args"]))
-    if any(not d.startswith("num_speakers") for d in differences):
-        raise UserError(f"{source}: checkpoint was trained with a different architecture "
-                        f"({', '.join(differences)}; checkpoint vs now)")
-    for part in parts:
-        own = getattr(model, part).state_dict()
-        theirs = network_state(checkpoint, part, key)
-        if part == "speaker_classifier" and any(theirs[k].shape != own[k].shape for k in own):
-            print(f"note: {source} has another number of speakers; its speaker classifier "
-                  "is not loaded")
-            continue
-        getattr(model, part).load_state_dict(theirs)
-
-
-def network_state(checkpoint: dict, part: str, key: str = "networks") -> dict:
-    """The state_dict of one sub-network (e.g. "face_generator") of a checkpoint."""
-    return {k[len(part) + 1:]: v for k, v in checkpoint[key].items()
-            if k.startswith(part + ".")}
-
-
-def check_resume_architecture(args: ModelArgs, checkpoint: dict, source) -> None:
-    """Resuming needs the very same networks (speakers included): say what differs."""
-    differences = args.differences(ModelArgs(**checkpoint["model_args"]))
-    if differences:
-        raise UserError(f"{source}: cannot resume into another architecture "
-                        f"({', '.join(differences)}; checkpoint vs now); drop the options "
-                        "that change it")
-
-
 def networks_finite(model: torch.nn.Module) -> bool:
     """Whether every weight and statistic is finite. A 2-norm over all of them is fast (8 ms
     for 18 M values, against 250 ms for isfinite) but overflows for absurd finite weights,
@@ -111,119 +70,6 @@ def networks_finite(model: torch.nn.Module) -> bool:
     if torch.nn.utils.get_total_norm(tensors, 2.0).isfinite():
         return True
     return all(t.isfinite().all() for t in tensors)
-
-
-# ---------------------------------------------------------------- surviving
-# Where a run stands inside its epoch, stop signals, and the non-finite loss guard; the
-# Trainer composes them, none of them trains.
-
-@dataclass
-class EpochProgress:
-    """How far into the current epoch a run is, and the running sums its log line needs."""
-    pairs_done: int = 0
-    batches: int = 0             # batches whose steps were applied
-    skipped: int = 0             # batches skipped for a non-finite loss
-    totals: dict = field(default_factory=dict)
-    counts: dict = field(default_factory=dict)   # per figure: with --d_iters > 1 G's are rarer
-
-    def add(self, batch_size: int, losses: dict[str, float] | None) -> None:
-        self.pairs_done += batch_size
-        if losses is None:
-            self.skipped += 1
-            return
-        self.batches += 1
-        for name, value in losses.items():
-            self.totals[name] = self.totals.get(name, 0.0) + value
-            self.counts[name] = self.counts.get(name, 0) + 1
-
-    def means(self) -> dict[str, float]:
-        return {k: v / max(self.counts.get(k, self.batches), 1) for k, v in self.totals.items()}
-
-    def state(self) -> dict:
-        return asdict(self)
-
-
-class StoppedBySignal(Exception):
-    """SIGINT or SIGTERM arrived; the run saved `checkpoint` and stopped."""
-
-    def __init__(self, signum: int, checkpoint: Path | None):
-        super().__init__(signal.Signals(signum).name)
-        self.signum, self.checkpoint = signum, checkpoint
-
-
-class StopSignals:
-    """While active, SIGINT and SIGTERM only ask the run to stop at the next safe point (after
-    a step, or after an epoch's end); a second one stops at once (KeyboardInterrupt)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():   # handlers live there only
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
-class TrainingDiverged(UserError):
-    """Too many non-finite losses in a row: the run stopped, keeping its last good checkpoint."""
-
-
-class NonFiniteGuard:
-    """Counts batches skipped for a NaN/inf loss; `limit` in a row stops the run."""
-
-    def __init__(self, limit: int):
-        self.limit, self.in_a_row, self.total = limit, 0, 0
-
-    def passed(self) -> None:
-        self.in_a_row = 0
-
-    def failed(self, step: int, losses: dict[str, float], last_checkpoint: Path | None) -> None:
-        self.in_a_row += 1
-        self.total += 1
-        if self.in_a_row >= self.limit:
-            kept = (f"the last good checkpoint is {last_checkpoint}" if last_checkpoint
-                    else "no checkpoint was written before it")
-            raise TrainingDiverged(
-                f"{self.in_a_row} steps in a row had a non-finite loss (step {step}: "
-                f"{describe_losses(losses)}); stopped, {kept}; lower --lr_D / --lr_G "
-                "or check the data, then --resume from it")
-
-
-class PreciseBatchNorm:
-    """G's BatchNorm statistics recomputed from fixed training pairs before faces are drawn
-    in eval mode or saved, once a step. They are computed from scratch, so they depend on
-    the weights alone and a resumed run saves the same ones. --batchnorm frozen trains on
-    the stored statistics, so they stay."""
-
-    def __init__(self, dataset: SpeechFaceDataset, seed: int, frozen: bool):
-        # Cropped as training crops them, from a generator of their own: no training draw moves.
-        crops = torch.Generator().manual_seed(seed)
-        rows = spread_over_speakers(dataset.speaker_ids, BATCHNORM_PAIRS)
-        self.conditions = dataset.batch(rows, crops)[0]
-        self.enabled = len(self.conditions) >= 2 and not frozen
-        self.refreshed_at: int | None = None
-
-    def refresh(self, models: list[SpeechToFace], step: int, device: torch.device) -> None:
-        if not self.enabled or self.refreshed_at == step:
-            return
-        chunks = self.conditions.tensor_split(-(-len(self.conditions) // 64))
-        devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):     # G's noise must not move the RNG
-            for model in models:
-                model.refresh_batchnorm(chunk.to(device) for chunk in chunks)
-        self.refreshed_at = step
 
 
 # ---------------------------------------------------------------- the training loop
@@ -658,203 +504,3 @@ def training_evaluation(options, info: PairFileInfo, args: ModelArgs, device
 
 
 # ---------------------------------------------------------------- the networks a run starts from
-
-def model_args_for(options, info: PairFileInfo, base: dict | None, num_speakers: int) -> ModelArgs:
-    """The architecture the options ask for (with --finetune: the trained checkpoint's)."""
-    o = options
-    if base:
-        args = finetune_args(base, o, num_speakers)
-    else:
-        stored_width = info.embedding_dim if o.condition == "embedding" else 0
-        args = ModelArgs(image_size=o.image_size,
-                         audio_samples=round(o.audio_seconds * SAMPLE_RATE),
-                         num_speakers=num_speakers, noise_dim=o.noise_dim,
-                         condition=o.condition, condition_dim=stored_width,
-                         generator=o.generator, discriminator=o.discriminator,
-                         speech_encoder=o.speech_encoder)
-    if args.condition == "embedding":
-        require_embeddings(info, args.condition_dim or None)
-    return args
-
-
-def load_pretrained(model: SpeechToFace, options, base: dict | None) -> None:
-    """--finetune's trained networks, or --pre_trained_gen's and --pre_trained_disc's."""
-    if base:
-        start_from_trained(model, base, options.finetune)
-    if options.pre_trained_gen:
-        checkpoint = load_checkpoint(options.pre_trained_gen)
-        load_networks(model, checkpoint, model.generator_part_names(), options.pre_trained_gen)
-    if options.pre_trained_disc:
-        checkpoint = load_checkpoint(options.pre_trained_disc)
-        load_networks(model, checkpoint, ("projection_discriminator",), options.pre_trained_disc)
-
-
-# ---------------------------------------------------------------- fine-tuning (--finetune)
-
-def finetune_base(options, info: PairFileInfo) -> tuple[dict | None, list[str], np.ndarray | None]:
-    """With --finetune: the trained checkpoint, the speakers (its own keep their indices and
-    the file's new ones follow) and the file's speaker renumbering; training stops after
-    --finetune_steps batches. Without: (None, the file's speakers, None)."""
-    if not options.finetune:
-        return None, info.speaker_names, None
-    base = load_checkpoint(options.finetune)
-    names, speaker_map = extended_speakers(base["speaker_names"], info.speaker_names)
-    new = names[len(base["speaker_names"]):]
-    options.max_steps = min(options.max_steps or options.finetune_steps, options.finetune_steps)
-    print(f"fine-tuning {options.finetune} for {options.max_steps} steps: "
-          f"{len(base['speaker_names'])} trained speakers + {len(new)} new "
-          f"({', '.join(new) or 'none'}); the architecture is the checkpoint's")
-    return base, names, speaker_map
-
-
-def extended_speakers(trained: list[str], in_file: list[str]) -> tuple[list[str], np.ndarray]:
-    """The trained speakers, then the file's speakers they lack; and, for each of the
-    file's speaker indices, its index in that list."""
-    names = list(trained) + [name for name in in_file if name not in trained]
-    return names, np.array([names.index(name) for name in in_file], dtype=np.int64)
-
-
-def finetune_args(checkpoint: dict, options, num_speakers: int) -> ModelArgs:
-    """The trained architecture with room for more speakers. The options follow it, so the
-    run's options.json says what was really trained."""
-    args = replace(ModelArgs(**checkpoint["model_args"]), num_speakers=num_speakers)
-    options.image_size, options.audio_seconds = args.image_size, args.audio_samples / SAMPLE_RATE
-    options.noise_dim, options.condition = args.noise_dim, args.condition
-    options.generator, options.discriminator = args.generator, args.discriminator
-    options.speech_encoder = args.speech_encoder
-    return args
-
-
-def start_from_trained(model: SpeechToFace, checkpoint: dict, source) -> None:
-    """Every network of a trained checkpoint; the speaker classifier keeps its trained rows
-    first and gets fresh rows for the added speakers."""
-    parts = [part for part in model.generator_part_names() if part != "speaker_classifier"]
-    load_networks(model, checkpoint, (*parts, "projection_discriminator"), source)
-    if model.conditioned:
-        model.speaker_classifier.load_extended(network_state(checkpoint, "speaker_classifier"))
-
-
-# ---------------------------------------------------------------- inference
-
-def generator_from_checkpoint(path, device: torch.device) -> tuple[SpeechToFace, dict]:
-    """The generator side of a checkpoint: its averaged weights when the run kept them (--ema)."""
-    checkpoint = load_checkpoint(path)
-    model = SpeechToFace(ModelArgs(**checkpoint["model_args"]))
-    averaged = "ema" in checkpoint
-    load_networks(model, checkpoint, model.generator_part_names(), path,
-                  "ema" if averaged else "networks")
-    if averaged:
-        print(f"note: drawing with the averaged generator of {path} (the run used --ema)")
-    return model.to(device).eval(), checkpoint
-
-
-@torch.no_grad()
-def render_test_split(model: SpeechToFace, info: PairFileInfo, out_dir: Path, device,
-                      split: str = "test") -> int:
-    """One PNG per pair of the split: the generated face beside the real frame."""
-    dataset = SpeechFaceDataset(info, split, model.args.audio_samples, model.args.image_size,
-                                train=False, condition=model.args.condition)
-    names = info.speaker_names
-    for start in tqdm(range(0, len(dataset), 64), desc="rendering", leave=False, disable=None):
-        rows = range(start, min(start + 64, len(dataset)))
-        condition = torch.stack([dataset.condition(i) for i in rows]).to(device)
-        real = torch.stack([dataset.face(i) for i in rows])
-        _, fake = model(condition)
-        for i, row in enumerate(rows):
-            pair = face_grid([torch.stack([fake[i].cpu(), real[i]])])
-            save_png(out_dir / f"{names[dataset.speaker_ids[row]]}_{row:05d}.png", pair)
-    return len(dataset)
-
-
-@torch.no_grad()
-def render_audio_files(model: SpeechToFace, paths, out_dir: Path, device) -> int:
-    """One face PNG per window of each of the user's audio files."""
-    samples, written = model.args.audio_samples, 0
-    for path in find_audio_files(paths):
-        windows = speech_windows(load_speech(path), samples, source=str(path))
-        waveform = torch.from_numpy(np.stack([prepare_waveform(w) for w in windows]))[:, None]
-        _, faces = model(waveform.to(device))
-        for index, face in enumerate(to_uint8_images(faces)):
-            save_png(out_dir / f"{path.stem}_{index:03d}.png", face)
-            written += 1
-    return written
-
-
-@torch.no_grad()
-def render_random_faces(model: SpeechToFace, count: int, out_dir: Path, device) -> int:
-    """An unconditional model's faces: `count` PNGs, each from fresh noise."""
-    for start in range(0, count, 64):
-        _, faces = model(torch.zeros(min(64, count - start), 0, device=device))
-        for index, face in enumerate(to_uint8_images(faces), start):
-            save_png(out_dir / f"face_{index:04d}.png", face)
-    return count
-
-
-def rendered_checkpoint(options):
-    """What --inference and --evaluate read: --pre_trained_gen, else the --resume checkpoint
-    named, else the run's latest.pt."""
-    return options.pre_trained_gen or options.resume or Path("checkpoints") / options.save_path
-
-
-def run_inference(options, device: torch.device, dataset_path: Path | None) -> Path:
-    source = rendered_checkpoint(options)
-    model, checkpoint = generator_from_checkpoint(source, device)
-    condition = model.args.condition
-    if options.audio and condition != "speech":
-        drawn_from = "noise" if condition == "none" else "the vectors stored in a pair file"
-        raise UserError(f"{source} draws faces from {drawn_from}, not speech; drop --audio")
-    out_dir = prepare_output_dir(Path("results") / options.save_path)
-    if condition == "none":
-        seed_everything(options.seed)
-        count = render_random_faces(model, options.num_faces, out_dir, device)
-    elif options.audio:
-        count = render_audio_files(model, options.audio, out_dir, device)
-    else:
-        info = validate_pair_file(dataset_path)
-        if condition == "embedding":
-            require_embeddings(info, model.args.condition_dim)
-        if info.speaker_names != checkpoint["speaker_names"]:
-            print(f"note: {info.path} names other speakers than the checkpoint was trained on")
-        split = "test" if "test" in info.splits else held_out_split(info)
-        count = render_test_split(model, info, out_dir, device, split)
-    print(f"wrote {count} face images to {out_dir}")
-    return out_dir
-
-
-def clip_workers(requested: int) -> int:
-    cores = os.cpu_count() or 1
-    if requested > cores:
-        print(f"note: --num_workers {requested} is more than this machine's {cores} cores; "
-              f"using {cores}")
-        return cores
-    return requested
-
-
-# ---------------------------------------------------------------- evaluation
-
-def run_evaluation(options, device: torch.device, dataset_path: Path) -> dict:
-    """--evaluate: score a checkpoint's faces for a split, print a table, write metrics.json."""
-    source = resolve_checkpoint(rendered_checkpoint(options))
-    model, checkpoint = generator_from_checkpoint(source, device)
-    info = validate_pair_file(dataset_path)
-    if options.split not in info.splits:
-        raise UserError(f"{info.path} has no '{options.split}' split (it has "
-                        f"{', '.join(info.splits)}); choose one with --split")
-    started = time.perf_counter()
-    evaluation = evaluation_for(options, info, options.split, model.args, device,
-                                options.eval_samples)
-    prepared = time.perf_counter()
-    metrics = evaluation.run(model)
-    report = {"checkpoint": str(source), "dataset": str(info.path), "split": options.split,
-              "pairs": len(evaluation.rows), "speakers": int(len(np.unique(evaluation.speaker_ids))),
-              "mode": evaluation.mode,
-              "epoch": checkpoint.get("epoch"), "step": checkpoint.get("step"),
-              "detectors": evaluation.suite.detectors(), "metrics": metrics,
-              "seconds": {"real_faces": round(prepared - started, 2),
-                          "generated_faces": round(time.perf_counter() - prepared, 2)}}
-    print(f"{source} on split '{options.split}' of {info.path} ({report['pairs']} pairs, "
-          f"{report['speakers']} speakers, {report['mode'].replace('_', ' ')}):")
-    print(format_table(metrics))
-    write_json(source.parent / "metrics.json", report)
-    print(f"wrote {source.parent / 'metrics.json'}")
-    return report

@@ -39,7 +39,7 @@ import runtime  # noqa: E402
 from data.dataset import SpeechFaceDataset  # noqa: E402
 from data.demo import demo_dataset_path  # noqa: E402
 from data.schema import validate_pair_file, write_pair_file  # noqa: E402
-from trainer import generator_from_checkpoint  # noqa: E402
+from models.loading import generator_from_checkpoint  # noqa: E402
 
 
 def read_split(path, split: str):

@@ -31,7 +31,7 @@ from data.schema import validate_pair_file  # noqa: E402
 from models import SpeechToFace  # noqa: E402
 from models.metrics.evaluation import SplitEvaluation, metric_suite  # noqa: E402
 from runtime import dataset_path  # noqa: E402
-from trainer import generator_from_checkpoint  # noqa: E402
+from models.loading import generator_from_checkpoint  # noqa: E402
 
 
 def log_spectra(dataset: SpeechFaceDataset) -> torch.Tensor:

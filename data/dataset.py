@@ -212,3 +212,10 @@ def read_faces(info: PairFileInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
 def read_speaker_ids(info: PairFileInfo, split: str) -> np.ndarray:
     with h5py.File(info.path, "r") as f:
         return f[split]["speaker_ids"][()].astype(np.int64)
+
+
+def held_out_split(info: PairFileInfo) -> str:
+    """The split held-out scores and renders come from: valid, else test, else train."""
+    for split in ("valid", "test", "train"):
+        if split in info.splits:
+            return split

@@ -21,7 +21,8 @@ from data.schema import write_pair_file
 from models import ModelArgs, SpeechToFace
 from models.ema import GeneratorEma
 from tests.conftest import assert_identical, make_pairs
-from trainer import Trainer, generator_from_checkpoint
+from models.loading import generator_from_checkpoint
+from trainer import Trainer
 from utils import Ranks, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import runtime
 from models import SPEECH_ENCODERS, ModelArgs, SpeechToFace
 from models.filterbank_encoder import FilterbankEncoder, FilterbankEncoderConfig
 from models.ge2e_encoder import ge2e_weights_path
-from trainer import generator_from_checkpoint
+from models.loading import generator_from_checkpoint
 from utils import UserError, load_checkpoint
 
 

@@ -22,7 +22,7 @@ import runtime
 import trainer
 from models.speech_encoder import SpeechEncoder, SpeechEncoderConfig
 from tests.conftest import assert_identical, write_two_speaker_pairs
-from trainer import StopSignals
+from utils import StopSignals
 from utils import UserError, load_checkpoint, remove_partial_files, save_checkpoint_file
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import trainer
 from data.schema import write_pair_file
 from models import ModelArgs, SpeechToFace
 from models.gan_step import GanStep
-from trainer import EpochProgress
+from models.run_state import EpochProgress
 from tests.conftest import make_pairs, write_wav
 from tests.test_resume import assert_same_run, cli
 from utils import load_checkpoint

@@ -1,5 +1,5 @@
 """Shared helpers at the end of the chain, one concern a module: errors, devices, seeds,
-processes, images, run files, checkpoints, and what a run shows (utils.tracking). utils
+processes, stop signals, images, run files, checkpoints, and what a run shows (utils.tracking). utils
 imports nothing of the project (tests/test_utils_imports.py holds it to that)."""
 from utils.checkpoints import (CHECKPOINT_FORMAT, READABLE_CHECKPOINT_FORMATS, check_resumable,
                                checkpoint_name, load_checkpoint, prune_checkpoints,
@@ -13,6 +13,7 @@ from utils.files import (JsonLog, partial_path, prepare_output_dir, remove_parti
                          sync_folder, trim_log, write_atomically, write_durably, write_json)
 from utils.images import face_grid, save_png, to_uint8_images
 from utils.seeding import restore_rng_states, rng_states, seed_everything
+from utils.signals import StoppedBySignal, StopSignals
 from utils.tracking import (LOG_TO, SINKS, SmoothedCurve, TensorBoardSink, VisdomSink,
                             Visualizer, WandbSink, audio_players, current_run_records,
                             install_dashboard_assets, live_sinks, missing_dashboard_assets,
