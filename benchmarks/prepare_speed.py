@@ -94,7 +94,8 @@ def talking_video(path: Path, seconds: int, width: int, height: int, first: int 
     speech, frames = [], []
     for wav in wavs:
         speech.append(resample(soundfile.read(wav, dtype="float32")[0], 16000, 44100))
-        face = Image.open(wav.with_name(wav.name.replace("preprocessed", "cropped_face").replace(".wav", ".png")))
+        face_name = wav.name.replace("preprocessed", "cropped_face").replace(".wav", ".png")
+        face = Image.open(wav.with_name(face_name))
         face = np.asarray(face.convert("RGB"))[..., ::-1]
         side = height * 2 // 3
         canvas = np.full((height, width, 3), (60, 80, 100), np.uint8)
@@ -302,7 +303,8 @@ def main() -> None:
 def speed_rows(scratch: Path, args) -> list:
     """The wav2pix import and two copies of one video at 360p and 720p, in-process."""
     pairs = linked_copies(scratch / "wav2pix", args.copies)
-    best, cpu = min(timed_run(["wav2pix", scratch / "wav2pix", scratch / "w.h5"]) for _ in range(args.repeats))
+    best, cpu = min(timed_run(["wav2pix", scratch / "wav2pix", scratch / "w.h5"])
+                    for _ in range(args.repeats))
     rows = [("wav2pix import, 128 px faces", f"{pairs} pairs", f"{best:.2f} s", f"{pairs / best:.0f} pairs/s",
              f"{pairs / cpu:.0f} pairs/s")]
     for width, height in ((640, 360), (1280, 720)):

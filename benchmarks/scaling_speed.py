@@ -86,7 +86,7 @@ def bench_processes(processes: int, device: str, bench) -> dict:
     threads = max(1, (os.cpu_count() or 1) // processes) if device == "cpu" else 1
     result = subprocess.run(command, capture_output=True, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-    line = next((l for l in result.stdout.splitlines() if l.startswith(RESULT)), None)
+    line = next((out for out in result.stdout.splitlines() if out.startswith(RESULT)), None)
     if result.returncode != 0 or line is None:
         raise SystemExit(f"torchrun with {processes} processes failed:\n{result.stderr[-2000:]}")
     row = json.loads(line[len(RESULT):])

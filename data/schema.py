@@ -156,7 +156,8 @@ class PairWriter:
         if waveforms.shape != (n, self.window_samples):
             raise ValueError(f"waveforms shape {waveforms.shape}, expected ({n}, {self.window_samples})")
         if faces.shape != (n, self.face_size, self.face_size, 3):
-            raise ValueError(f"faces shape {faces.shape}, expected ({n}, {self.face_size}, {self.face_size}, 3)")
+            raise ValueError(f"faces shape {faces.shape}, expected "
+                             f"({n}, {self.face_size}, {self.face_size}, 3)")
         names = [""] * n if pair_names is None else [str(p) for p in pair_names]
         group = self._split_group(split)
         start = group["speaker_ids"].shape[0]

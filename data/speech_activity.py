@@ -2,9 +2,10 @@
 
 `--vad silero` (the default): Silero VAD (silero-vad ships its model; it runs on torch)
 on 32 ms frames. `--vad webrtc`: Google's WebRTC VAD (webrtcvad-wheels, a small C
-extension) on 30 ms frames; it takes loud noise and chords for voice. Either gives the share of a window's frames that hold speech; a
-window below `--speech_fraction` is dropped. `benchmarks/prepare_speed.py` measures both
-on the fixture's real speech and on noise and music-like sound.
+extension) on 30 ms frames; it takes loud noise and chords for voice. Either gives the
+share of a window's frames that hold speech; a window below `--speech_fraction` is
+dropped. `benchmarks/prepare_speed.py` measures both on the fixture's real speech and on
+noise and music-like sound.
 """
 from __future__ import annotations
 

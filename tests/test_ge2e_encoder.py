@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--audio_seconds", "0.3", "--batch_size", "4", "--num_workers", "0", "--no_visdom",
         "--epochs", "1", "--max_steps", "2", "--precision", "fp32"]
 # A python that cannot find resemblyzer (find_spec returns None for a None in sys.modules).
-WITHOUT_PACKAGE = "import sys; sys.modules['resemblyzer'] = None; import runtime; sys.exit(runtime.main(sys.argv[1:]))"
+WITHOUT_PACKAGE = ("import sys; sys.modules['resemblyzer'] = None; import runtime; "
+                   "sys.exit(runtime.main(sys.argv[1:]))")
 
 
 def wheel_weights() -> dict:

@@ -218,7 +218,8 @@ def test_killed_run_resumed_writes_the_same_file(tmp_path):
     process.send_signal(signal.SIGKILL)  # mid-run, as a crash or an OOM kill would
     process.wait(timeout=60)
     assert not resumed.exists()
-    again = subprocess.run(prepare_command(src, resumed), cwd=REPO, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(prepare_command(src, resumed), cwd=REPO, capture_output=True, text=True,
+                           timeout=300)
     assert again.returncode == 0, again.stderr
     first = re.search(r"videos:\s+(\d+)%", again.stderr)
     assert first and int(first.group(1)) >= 33, again.stderr[-500:]  # starts past the kept ones
@@ -272,7 +273,8 @@ def test_workers_forked_after_torch_ran_match_one_worker(tmp_path):
               "sys.exit(prepare.main(sys.argv[1:]))\n")
     for workers in ("2", "1"):
         out = tmp_path / f"w{workers}.h5"
-        done = subprocess.run([sys.executable, "-c", script, *prepare_command(src, out, "--workers", workers)[3:]],
+        arguments = prepare_command(src, out, "--workers", workers)[3:]
+        done = subprocess.run([sys.executable, "-c", script, *arguments],
                               cwd=REPO, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stderr[-1000:]
     same_pair_file(tmp_path / "w2.h5", tmp_path / "w1.h5")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from data.dataset import SpeechFaceDataset
-from data.schema import PairFileError, PairWriter, validate_pair_file, write_pair_file
+from data.schema import PairFileError, PairWriter, validate_pair_file
 from tests.conftest import make_pairs
 
 
@@ -40,13 +40,18 @@ def _corrupt(path, action):
     return path
 
 
+
+def replace(group, name: str, data) -> None:
+    """Put `data` in place of the dataset `name` of `group`."""
+    del group[name]
+    group.create_dataset(name, data=data)
+
+
 MALFORMED = {
     "no train split": lambda f: f.__delitem__("train"),
     "a missing key": lambda f: f["train"].__delitem__("faces"),
-    "wrong waveform dtype": lambda f: (f["train"].__delitem__("waveforms"),
-                                       f["train"].create_dataset("waveforms", data=np.zeros((12, 8000), np.float32))),
-    "faces not square": lambda f: (f["train"].__delitem__("faces"),
-                                   f["train"].create_dataset("faces", data=np.zeros((12, 40, 30, 3), np.uint8))),
+    "wrong waveform dtype": lambda f: replace(f["train"], "waveforms", np.zeros((12, 8000), np.float32)),
+    "faces not square": lambda f: replace(f["train"], "faces", np.zeros((12, 40, 30, 3), np.uint8)),
     "counts disagree": lambda f: (f["train"].__delitem__("speaker_ids"),
                                   f["train"].create_dataset("speaker_ids", data=np.zeros(11, np.int64))),
     "speaker out of range": lambda f: f["train/speaker_ids"].__setitem__(0, 7),
@@ -57,7 +62,8 @@ MALFORMED = {
     "no speaker names": lambda f: f.attrs.__delitem__("speaker_names"),
     "silent speech": lambda f: f["train/waveforms"].__setitem__(slice(None), 0),
     "empty split": lambda f: (f.__delitem__("test"),
-                              f.create_group("test").create_dataset("waveforms", data=np.zeros((0, 8000), np.int16)),
+                              f.create_group("test").create_dataset("waveforms",
+                                                                    data=np.zeros((0, 8000), np.int16)),
                               f["test"].create_dataset("faces", data=np.zeros((0, 40, 40, 3), np.uint8)),
                               f["test"].create_dataset("speaker_ids", data=np.zeros(0, np.int64))),
 }
