@@ -18,7 +18,7 @@ from models.metrics.distances import (frechet_distance, matching_1v2, recall_at_
                                       similarity_to_speakers, top_k_accuracy)
 from models.metrics.face_analysis import DlibFaces, HaarFaces
 from models.metrics.identity_classifier import cache_path, classify, file_sha256, identity_classifier_for
-from models.metrics.suite import FaceMetrics
+from models.metrics.registry import registered
 from tests.conftest import FIXTURE, make_pairs
 from utils import UserError, load_checkpoint, save_checkpoint_file
 
@@ -82,7 +82,7 @@ def test_metric_registry_is_checked_when_options_are_parsed(capsys):
     assert parse_metric_names("matching, l1") == ["l1", "matching"]
     with pytest.raises(UserError, match="unknown metric fid"):
         parse_metric_names("l1,fid")
-    assert all(hasattr(FaceMetrics, f"_{name}") for name in METRICS)
+    assert all(callable(registered()[name].score) for name in METRICS)
     assert runtime.main(["--evaluate", "--metrics", "identity,bogus"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --metrics: unknown metric bogus; choose from all,")

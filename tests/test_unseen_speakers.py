@@ -214,7 +214,7 @@ def test_matching_in_the_attribute_predictors_space_tells_voices_apart_by_their_
     rows = spread_over_speakers(ids, len(ids))
     suite = metric_suite(["matching", "attributes"], info, torch.device("cpu"), None, "test", rows)
     real = suite.analyse(faces[rows])
-    assert real.attribute_features.shape == (len(rows), 128)
+    assert real.extra["attributes"].features.shape == (len(rows), 128)
     truth = suite.score(real, real, ids[rows])
     assert truth["matching_1v2_attributes"] >= 0.9 and truth["recall_at_1_attributes"] >= 0.5
     assert truth["matching_1v2_labels"] >= 0.9 and truth["recall_at_1_labels"] >= 0.5

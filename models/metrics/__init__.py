@@ -1,45 +1,41 @@
 """Evaluation metrics for generated faces: are they faces, and do they belong to the speaker?
 
-The registry below names every metric a user can ask for with `--metrics`; options are
-checked against it when they are parsed, before any model or detector is loaded.
+Each metric is registered (models/metrics/registry.py) in the module of the code it uses.
+Importing those modules below fills the registry, and their order is the order --help,
+`--metrics all`, the printed table and metrics.json list the metrics in. Options are
+checked against the registry when they are parsed, before any model or detector is loaded.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from models.metrics import registry
+# Registration order; a metric module imported by one above it would register first.
+from models.metrics import detection, identity, frechet, pixels, matching  # noqa: F401,E402
+from models.metrics import mouth, grid, attributes  # noqa: F401,E402
 from utils import UserError
 
-METRICS = {
-    "detection_dlib": "share of faces where dlib's HOG detector finds a face and places all "
-                      "68 landmarks (the wav2pix measure)",
-    "detection_haar": "share of faces OpenCV's frontal-face Haar cascade finds",
-    "identity": "top-1/top-5 accuracy of a speaker classifier trained on the real train faces, "
-                "with its accuracy on the real faces as the ceiling",
-    "dlib_similarity": "cosine and Euclidean distance of dlib's 128-d descriptors to the "
-                       "speaker's real faces and to other speakers' (SF2F)",
-    "frechet": "Frechet distance between real and generated faces in the classifier's and "
-               "dlib's feature spaces (and Inception FID with --inception)",
-    "l1": "mean L1 distance to the paired real frame, in [-1, 1] pixel units",
-    "matching": "1:2 matching accuracy and voice-to-face recall@1/5/10 on dlib descriptors",
-    "mouth_sync": "within speakers, the correlation of generated with real mouth openness "
-                  "(dlib's lip landmarks; on the demo set its mouth contrast), each one's "
-                  "spread, and how both follow the loudness of the speech window",
-    "grid": "grid artifacts: the mean luma step between neighbouring pixels at the most "
-            "stepped phase of a 2, 4 and 8 px period over the mean step (1.0: no grid; "
-            "checkerboards and nearest-neighbour mosaics score above), beside the real faces",
-    "attributes": "per labelled attribute (<split>/attributes), agreement of a predictor "
-                  "trained on the real train faces with the true label: accuracy (classes) "
-                  "or correlation (numbers), beside the real faces and a voice-blind baseline",
-}
 
-# What needs dlib's face descriptor, and what needs the identity classifier (matching scores
-# in its feature space too: on faces unlike photographs, the cartoon demo's, dlib's
-# descriptors hardly tell speakers apart, and for unseen speakers nothing else does).
-NEEDS_DESCRIPTORS = {"dlib_similarity", "frechet", "matching"}
-NEEDS_CLASSIFIER = {"identity", "frechet", "matching"}
-# All an unconditional model's faces can be scored on: they pair with no frame or speaker.
-UNCONDITIONAL = {"detection_dlib", "detection_haar", "frechet", "grid"}
+class _Descriptions(Mapping):
+    """name -> description of every registered metric, in registration order; a view, so
+    a metric registered after this import is listed too."""
+
+    def __getitem__(self, name: str) -> str:
+        return registry.registered()[name].description
+
+    def __iter__(self):
+        return iter(registry.registered())
+
+    def __len__(self) -> int:
+        return len(registry.registered())
+
+
+METRICS = _Descriptions()
+
 # best.pt keeps the best figure of the first of these whose metrics a run scores: identity
 # accuracy; where the speakers are unseen, 1:2 matching on the predicted labels (what a voice
-# can tell), else by dlib's descriptors.
+# can tell), else by dlib's descriptors. A table, not a registration: the second rule's
+# figure needs two metrics, and the rules' order spans metrics.
 BEST_BY = ((("identity",), "identity_top1"), (("matching", "attributes"), "matching_1v2_labels"),
            (("matching",), "matching_1v2"))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from data.dataset import read_faces, read_speaker_ids
 from data.schema import PairFileInfo
 from models.metrics.identity_classifier import (augment, cached_network, conv_trunk,
                                                 faces_to_input, file_sha256, fit_on_faces)
+from models.metrics.registry import register_metric
 from utils import UserError
 
 CACHE_VERSION = 1           # bump when the recipe below changes, so old caches are not reused
@@ -192,6 +194,12 @@ def pearson(predicted: np.ndarray, truth: np.ndarray) -> float:
     return float(np.corrcoef(predicted.astype(np.float64), truth.astype(np.float64))[0, 1])
 
 
+class PredictedAttributes(NamedTuple):
+    """The attribute predictor's reading of one set of faces (predict_attributes)."""
+    labels: np.ndarray          # float32 (N, A): class codes and numbers in label units
+    features: np.ndarray        # float32 (N, 128): the heads' shared hidden layer
+
+
 class AttributeAgreement:
     """The predictor with the true labels (N, A) of the scored rows, in their order, and
     their speakers' groups (N,) or None."""
@@ -200,11 +208,11 @@ class AttributeAgreement:
         self.predictor, self.labels = predictor, labels
         self.groups = None if groups is None else np.asarray(groups)
 
-    def predict(self, faces: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, faces: np.ndarray, device) -> PredictedAttributes:
         """(predictions (N, A), hidden features (N, 128)): predict_attributes."""
         if len(faces) != len(self.labels):
             raise ValueError(f"{len(faces)} faces for {len(self.labels)} labelled pairs")
-        return predict_attributes(self.predictor, faces, device)
+        return PredictedAttributes(*predict_attributes(self.predictor, faces, device))
 
     def label_space(self, fake: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predictions (N, A) of the generated and the real faces as vectors whose axes share
@@ -246,6 +254,20 @@ class AttributeAgreement:
                 values = [pearson(generated, truth), pearson(actual, truth), 0.0]
             results.update(zip((key, f"{key}_real", f"{key}_blind"), map(float, values)))
         return results
+
+
+def predicted_attributes(faces: np.ndarray, suite) -> PredictedAttributes:
+    return suite.attributes.predict(faces, suite.device)
+
+
+@register_metric("attributes",
+                 "per labelled attribute (<split>/attributes), agreement of a predictor "
+                 "trained on the real train faces with the true label: accuracy (classes) "
+                 "or correlation (numbers), beside the real faces and a voice-blind baseline",
+                 needs=("attribute_labels",), analyse=predicted_attributes)
+def attributes(fake, real, speaker_ids, suite) -> dict[str, float]:
+    return suite.attributes.scores(fake.extra["attributes"].labels,
+                                   real.extra["attributes"].labels)
 
 
 def attribute_agreement_for(info: PairFileInfo, split: str, rows, device) -> AttributeAgreement:

@@ -9,10 +9,12 @@ from data.dataset import (SpeechFaceDataset, in_chunks, read_faces, read_speaker
                           spread_over_speakers)
 from data.schema import PairFileInfo
 from models import ModelArgs, SpeechToFace
-from models.metrics import NEEDS_CLASSIFIER, UNCONDITIONAL, parse_metric_names
+from models.metrics import parse_metric_names
 from models.metrics.attributes import attribute_agreement_for, labelled_metrics
+from models.metrics.frechet import load_inception
 from models.metrics.identity_classifier import identity_classifier_for
-from models.metrics.suite import FaceMetrics, load_inception
+from models.metrics.registry import needs_of, unconditional_names
+from models.metrics.suite import FaceMetrics
 from utils import UserError, to_uint8_images
 
 EVAL_SAMPLES = 256           # held-out pairs --eval_every scores unless --eval_samples says
@@ -28,7 +30,7 @@ class SplitEvaluation:
         self.speaker_ids = dataset.speaker_ids[rows]
         real = [to_uint8_images(dataset.batch(chunk)[1]) for chunk in in_chunks(rows)]
         self.real = suite.analyse(np.concatenate(real))
-        if "mouth_sync" in suite.names and dataset.condition_kind == "speech":
+        if "loudness" in suite.needs and dataset.condition_kind == "speech":
             self.real.loudness = np.array([dataset.centre_loudness(i) for i in rows])
 
     @torch.no_grad()
@@ -57,13 +59,13 @@ def metric_suite(names: list[str], info: PairFileInfo, device, inception_path, s
     """The named metrics, with the identity classifier of this file where one is needed
     (and the attribute labels of `rows` of `split`, for the attributes metric)."""
     inception = inception_network(inception_path, device) if inception_path else None
-    classifier = None
-    if NEEDS_CLASSIFIER & set(names):
+    classifier, needs = None, needs_of(names)
+    if "classifier" in needs:
         classifier = identity_classifier_for(info.path, lambda: read_faces(info, "train"),
                                              len(info.speaker_names), device)
     demo = all(name.startswith("demo_") for name in info.speaker_names)   # data/demo.py's
-    attributes = (attribute_agreement_for(info, split, rows, device) if "attributes" in names
-                  else None)
+    attributes = (attribute_agreement_for(info, split, rows, device)
+                  if "attribute_labels" in needs else None)
     return FaceMetrics(names, device, classifier, inception, "demo" if demo else "landmarks",
                        attributes)
 
@@ -78,12 +80,14 @@ def inception_network(path, device):
 
 def unconditional_metrics(names: list[str], args: ModelArgs) -> list[str]:
     """An unconditional model's faces belong to no speaker and pair with no frame: of the
-    metrics, only face detection and Frechet distances apply."""
+    metrics, only those registered as unconditional (face detection, Frechet distances,
+    grid artifacts) apply."""
     if args.condition != "none":
         return names
-    kept = [name for name in names if name in UNCONDITIONAL]
+    unconditional = unconditional_names()
+    kept = [name for name in names if name in unconditional]
     if not kept:
-        *most, last = sorted(UNCONDITIONAL)
+        *most, last = sorted(unconditional)
         raise UserError("an unconditional model (--condition none) has no speaker or true "
                         f"frame to be scored against; choose --metrics {', '.join(most)} "
                         f"or {last}")

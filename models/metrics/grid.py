@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.metrics.pixels import luma
+from models.metrics.registry import register_metric
+
 PERIODS = (2, 4, 8)
-LUMA = np.float32([0.299, 0.587, 0.114])
-
-
-def luma(faces: np.ndarray) -> np.ndarray:
-    return faces.astype(np.float32) @ LUMA                        # (N, S, S)
 
 
 def position_steps(grey: np.ndarray) -> np.ndarray:
@@ -69,3 +67,13 @@ def grid_scores(faces: np.ndarray) -> dict[str, float]:
     steps = position_steps(grey)
     scores = {f"grid_{period}": float(phase_ratios(steps, period).max()) for period in PERIODS}
     return {**scores, "checkerboard": checkerboard_peak(grey)}
+
+
+@register_metric("grid",
+                 "grid artifacts: the mean luma step between neighbouring pixels at the most "
+                 "stepped phase of a 2, 4 and 8 px period over the mean step (1.0: no grid; "
+                 "checkerboards and nearest-neighbour mosaics score above), beside the real faces",
+                 unconditional=True, analyse=lambda faces, suite: grid_scores(faces))
+def grid(fake, real, speaker_ids, suite) -> dict[str, float]:
+    generated, truth = fake.extra["grid"], real.extra["grid"]
+    return {**generated, **{f"{key}_real": value for key, value in truth.items()}}

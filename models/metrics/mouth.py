@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.metrics.grid import luma
+from models.metrics.pixels import luma
+from models.metrics.registry import register_metric
 
 # The demo faces' mouth box as fractions of the frame (mouth centre at 0.33 of the half-frame
 # below the centre, zoomed by 1.12; poses move it by a few pixels).
@@ -71,3 +72,21 @@ def mouth_sync_scores(generated: np.ndarray, real: np.ndarray, loudness: np.ndar
         scores["mouth_loudness"] = correlation(fake, loud)
         scores["mouth_loudness_real"] = correlation(truth, loud)
     return scores
+
+
+def mouth_openness(faces: np.ndarray, suite) -> np.ndarray:
+    """(N,) openness by the suite's measure: "demo" (the mouth box's contrast) or
+    "landmarks" (dlib's lips)."""
+    if suite.mouth_measure == "demo":
+        return demo_mouth_openness(faces)
+    return landmark_mouth_openness(suite.dlib.landmark_points(faces))
+
+
+@register_metric("mouth_sync",
+                 "within speakers, the correlation of generated with real mouth openness "
+                 "(dlib's lip landmarks; on the demo set its mouth contrast), each one's "
+                 "spread, and how both follow the loudness of the speech window",
+                 needs=("loudness",), analyse=mouth_openness)
+def mouth_sync(fake, real, speaker_ids, suite) -> dict[str, float]:
+    return mouth_sync_scores(fake.extra["mouth_sync"], real.extra["mouth_sync"], real.loudness,
+                             speaker_ids)
