@@ -273,19 +273,20 @@ def check_scaling_options(options) -> None:
     if not 0 < options.ema_decay < 1:
         raise UserError(f"--ema_decay must be between 0 and 1 (such as 0.999), "
                         f"got {options.ema_decay}")
-    if options.precision == "fp16" and options.loss == "wgan-gp":
-        raise UserError("--precision fp16 does not scale wgan-gp's gradient penalty, whose "
-                        "input gradients would underflow; use --precision bf16 or fp32")
-    if options.compile != "off" and options.loss == "wgan-gp":
-        raise UserError("--compile cannot train wgan-gp: its gradient penalty needs a double "
-                        "backward, which torch.compile does not support; drop --compile")
+    penalised = ADVERSARIAL_LOSSES[options.loss].gradient_penalty
+    if options.precision == "fp16" and penalised:
+        raise UserError(f"--precision fp16 does not scale {options.loss}'s gradient penalty, "
+                        "whose input gradients would underflow; use --precision bf16 or fp32")
+    if options.compile != "off" and penalised:
+        raise UserError(f"--compile cannot train {options.loss}: its gradient penalty needs a "
+                        "double backward, which torch.compile does not support; drop --compile")
 
 
 def check_cuda_graph(options, device, ranks) -> None:
     """--cuda_graph records one step of one process whose every choice is made on the GPU."""
     refusals = {"a GPU (this run is on the CPU)": device.type != "cuda",
                 "one process (this is a torchrun run)": ranks.distributed,
-                "no --loss wgan-gp": options.loss == "wgan-gp",
+                f"no --loss {options.loss}": ADVERSARIAL_LOSSES[options.loss].gradient_penalty,
                 "--d_iters 1": options.d_iters != 1,
                 "no --precision fp16 (its loss scaler decides on the host)":
                     options.precision == "fp16",

@@ -255,7 +255,7 @@ class GanStep:
         """-> (D's loss, its figures, D's trunk features of the real pairs). Real pairs up,
         generated [and wrong] pairs down (the passes run as one batch; with `partners` the
         wrong pairs are the real faces under other conditions, models/wrong_pairs.py);
-        wgan-gp adds the gradient penalty."""
+        a loss with a gradient penalty (wgan-gp) adds it."""
         faces = [real, fake, wrong] if self.wrong_pairs and partners is None else [real, fake]
         extra = () if partners is None else (partners,)
         with record_function("discriminator_forward"), self.autocast():
