@@ -20,6 +20,7 @@ import trainer
 from models import inference
 from models import CONDITIONS, DISCRIMINATORS, GENERATORS, IMAGE_SIZES, SPEECH_ENCODERS
 from models.compiled import COMPILE_MODES
+from models.loss_terms import add_loss_term_options, loss_term_defaults_before, loss_term_flags
 from models.losses import ADVERSARIAL_LOSSES
 from models.precision import PRECISIONS
 from models.wrong_pairs import WRONG_FACES
@@ -39,10 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     wav2pix.add_argument("--vis_screen", default="gan", help="visdom environment name")
     wav2pix.add_argument("--save_path", default="run",
                          help="run name: checkpoints/<save_path>/ and results/<save_path>/")
-    wav2pix.add_argument("--l1_coef", type=float, default=50, help="weight of L1 to the true face")
-    wav2pix.add_argument("--l2_coef", type=float, default=100, help="weight of feature matching")
-    wav2pix.add_argument("--softmax_coef", type=float, default=20,
-                         help="weight of the speaker classifier's cross-entropy")
+    add_loss_term_options(wav2pix, "wav2pix")
     wav2pix.add_argument("--pre_trained_disc", default=None,
                          help="checkpoint (or run folder) to start the discriminator from")
     wav2pix.add_argument("--pre_trained_gen", default=None,
@@ -64,10 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="speech the encoder reads per face, 0.3 to 4 s")
     ours.add_argument("--noise_dim", type=int, default=0,
                       help="noise vector size fed to G beside the speech (0: none, as wav2pix)")
-    ours.add_argument("--gdl_coef", type=float, default=50,
-                      help="weight of the gradient difference loss to the true face (Mathieu et "
-                           "al. 2016): neighbouring-pixel differences matched, against texture "
-                           "(0: off, as wav2pix)")
+    add_loss_term_options(ours, "further")
     ours.add_argument("--checkpoint_every", type=int, default=10, help="epochs between checkpoints")
     ours.add_argument("--max_steps", type=int, default=0,
                       help="stop after this many training steps (0: no limit); for smoke tests")
@@ -280,19 +275,20 @@ def check_scaling_options(options) -> None:
     if not 0 < options.ema_decay < 1:
         raise UserError(f"--ema_decay must be between 0 and 1 (such as 0.999), "
                         f"got {options.ema_decay}")
-    if options.precision == "fp16" and options.loss == "wgan-gp":
-        raise UserError("--precision fp16 does not scale wgan-gp's gradient penalty, whose "
-                        "input gradients would underflow; use --precision bf16 or fp32")
-    if options.compile != "off" and options.loss == "wgan-gp":
-        raise UserError("--compile cannot train wgan-gp: its gradient penalty needs a double "
-                        "backward, which torch.compile does not support; drop --compile")
+    penalised = ADVERSARIAL_LOSSES[options.loss].gradient_penalty
+    if options.precision == "fp16" and penalised:
+        raise UserError(f"--precision fp16 does not scale {options.loss}'s gradient penalty, "
+                        "whose input gradients would underflow; use --precision bf16 or fp32")
+    if options.compile != "off" and penalised:
+        raise UserError(f"--compile cannot train {options.loss}: its gradient penalty needs a "
+                        "double backward, which torch.compile does not support; drop --compile")
 
 
 def check_cuda_graph(options, device, ranks) -> None:
     """--cuda_graph records one step of one process whose every choice is made on the GPU."""
     refusals = {"a GPU (this run is on the CPU)": device.type != "cuda",
                 "one process (this is a torchrun run)": ranks.distributed,
-                "no --loss wgan-gp": options.loss == "wgan-gp",
+                f"no --loss {options.loss}": ADVERSARIAL_LOSSES[options.loss].gradient_penalty,
                 "--d_iters 1": options.d_iters != 1,
                 "no --precision fp16 (its loss scaler decides on the host)":
                     options.precision == "fp16",
@@ -322,7 +318,7 @@ def check_options(options) -> None:
     for name, value in positive.items():
         if not (math.isfinite(value) and value > 0):
             raise UserError(f"{name} must be a positive number, got {value}")
-    for name in ("l1_coef", "l2_coef", "softmax_coef", "gdl_coef"):
+    for name in loss_term_flags():
         value = getattr(options, name)
         if not (math.isfinite(value) and value >= 0):
             raise UserError(f"--{name} must be zero or positive, got {value}")
@@ -371,7 +367,7 @@ def given_options(parser: argparse.ArgumentParser, argv) -> set[str]:
 NOT_RESUMED = ("resume", "inference", "pre_trained_gen", "pre_trained_disc", "audio")
 # Options a checkpoint written before they existed ran with: their default at that time.
 BEFORE_THEY_EXISTED = {"precision": "fp32", "speech_encoder": "segan", "wrong_faces": "loader",
-                       "gdl_coef": 0.0}
+                       **loss_term_defaults_before()}
 
 
 def merge_resumed_options(options, saved: dict, given: set[str]):

@@ -14,8 +14,8 @@ from torch.profiler import record_function
 from models import SpeechToFace
 from models.compiled import CompiledHalves
 from models.ema import GeneratorEma
-from models.losses import (ADVERSARIAL_LOSSES, feature_matching_loss, gradient_difference_loss,
-                           gradient_penalty, reconstruction_l1, speaker_softmax_loss)
+from models.loss_terms import GeneratorHalf, computed_terms, loss_term_weights
+from models.losses import ADVERSARIAL_LOSSES, gradient_penalty
 from models.precision import autocast, resolve_precision
 from models.step_undo import TensorSnapshot, UndoableStep
 from models.wrong_pairs import wrong_partners
@@ -129,10 +129,8 @@ class GanStep:
         # --wrong_faces batch: the wrong pairs' faces are the batch's own real faces, scored
         # from D's features of them (models/wrong_pairs.py); loader: the faces it read.
         self.wrong_from_batch = getattr(options, "wrong_faces", "batch") == "batch"
-        self.coefficients = {"g_adv": 1.0, "g_l1": options.l1_coef, "g_fm": options.l2_coef,
-                             "g_softmax": options.softmax_coef,
-                             # options saved before --gdl_coef existed ran without it
-                             "g_gdl": getattr(options, "gdl_coef", 0.0)}
+        self.coefficients = loss_term_weights(options)
+        self.loss_terms = computed_terms(self.model.conditioned, self.coefficients)
 
     def autocast(self):
         return autocast(self.options.precision, self.device, self.autocast_cache)
@@ -257,7 +255,7 @@ class GanStep:
         """-> (D's loss, its figures, D's trunk features of the real pairs). Real pairs up,
         generated [and wrong] pairs down (the passes run as one batch; with `partners` the
         wrong pairs are the real faces under other conditions, models/wrong_pairs.py);
-        wgan-gp adds the gradient penalty."""
+        a loss with a gradient penalty (wgan-gp) adds it."""
         faces = [real, fake, wrong] if self.wrong_pairs and partners is None else [real, fake]
         extra = () if partners is None else (partners,)
         with record_function("discriminator_forward"), self.autocast():
@@ -277,9 +275,8 @@ class GanStep:
         return d_loss, {"d_loss": d_loss, **values}, features[:len(real)].detach()
 
     def generator_losses(self, real, fake, embedding, logits, speaker_id, real_features):
-        """-> (G's loss, its figures) for G, condition encoder and speaker classifier:
-        adversarial + L1 + feature matching + softmax (an unconditional model: adversarial
-        + feature matching), judged by the D of after D's step."""
+        """-> (G's loss, its figures) for G, condition encoder and speaker classifier: the
+        weighted terms of models/loss_terms.py, judged by the D of after D's step."""
         # The plain D, not its DDP wrapper: this pass gives D no weight gradients, and the
         # wrapper would wait for them in backward.
         discriminator = self.compiled.plain_discriminator
@@ -287,13 +284,9 @@ class GanStep:
             self.model.projection_discriminator.requires_grad_(False)  # no weight gradients
             g_scores, g_features = discriminator(fake, embedding)
             self.model.projection_discriminator.requires_grad_(True)
-            terms = {"g_adv": self.adversarial.generator(g_scores),
-                     "g_fm": feature_matching_loss(real_features, g_features)}
-            if self.model.conditioned:
-                terms.update(g_l1=reconstruction_l1(fake, real),
-                             g_softmax=speaker_softmax_loss(logits, speaker_id))
-                if self.coefficients["g_gdl"]:
-                    terms["g_gdl"] = gradient_difference_loss(fake, real)
+            half = GeneratorHalf(fake, real, g_scores, g_features, real_features, logits,
+                                 speaker_id, self.adversarial)
+            terms = {term.name: term.compute(half) for term in self.loss_terms}
             g_loss = sum(self.coefficients[name] * term for name, term in terms.items())
         if self.model.conditioned:
             terms["speaker_acc"] = (logits.argmax(dim=1) == speaker_id).float().mean()

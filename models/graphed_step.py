@@ -19,8 +19,9 @@ when only G's loss was not finite) and the buffers. Adam is capturable (its step
 on the GPU); checkpoints store them on the host, as an eager run's.
 
 Needs CUDA, one process, --d_iters 1, no --precision fp16 (its loss scaler decides on the
-host), no --loss wgan-gp and no --compile. The first WARMUP_STEPS steps run eagerly on a side
-stream: memory, cuBLAS and cuDNN settle before the recording.
+host), no loss with a gradient penalty (--loss wgan-gp) and no --compile. The first
+WARMUP_STEPS steps run eagerly on a side stream: memory, cuBLAS and cuDNN settle before the
+recording.
 """
 from __future__ import annotations
 

@@ -1,0 +1,94 @@
+"""Generator loss terms declared once (models/loss_terms.py): a new term gets its flag, its
+check and its place in G's loss from one registry line; a loss carrying a gradient penalty
+is refused where wgan-gp is, by that property and not by its name."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import runtime
+from models import ModelArgs, SpeechToFace, loss_terms
+from models.gan_step import GanStep
+from models.losses import (ADVERSARIAL_LOSSES, AdversarialLoss, critic_generator_loss,
+                           wasserstein_critic_loss)
+from utils import SINGLE_PROCESS, UserError
+
+SPEAKERS = 4
+TOY = loss_terms.LossTerm("g_toy", lambda half: half.fake.abs().mean(), "toy_coef", 3.0,
+                          "weight of the generated faces' mean absolute value",
+                          needs_condition=False)
+
+
+@pytest.fixture
+def with_toy_term(monkeypatch):
+    monkeypatch.setattr(loss_terms, "LOSS_TERMS", loss_terms.LOSS_TERMS + (TOY,))
+
+
+def test_the_registry_holds_todays_terms_flags_and_old_checkpoint_weights():
+    assert loss_terms.loss_term_names() == ("g_adv", "g_l1", "g_fm", "g_softmax", "g_gdl")
+    assert loss_terms.loss_term_flags() == ("l1_coef", "l2_coef", "softmax_coef", "gdl_coef")
+    assert runtime.BEFORE_THEY_EXISTED["gdl_coef"] == 0.0
+    options = runtime.build_parser().parse_args([])
+    del options.gdl_coef                  # options saved before --gdl_coef existed
+    assert loss_terms.loss_term_weights(options) == {"g_adv": 1.0, "g_l1": 50, "g_fm": 100,
+                                                     "g_softmax": 20, "g_gdl": 0.0}
+
+
+def test_a_new_term_gets_its_flag_and_its_check(with_toy_term, capsys):
+    options = runtime.build_parser().parse_args([])
+    assert options.toy_coef == 3.0
+    assert runtime.main(["--toy_coef", "-1"]) == 2
+    assert capsys.readouterr().err == "error: --toy_coef must be zero or positive, got -1.0\n"
+
+
+def one_step(*flags: str) -> dict[str, float]:
+    torch.manual_seed(0)
+    options = runtime.build_parser().parse_args(["--precision", "fp32", *flags])
+    runtime.resolve_variants(options)
+    model = SpeechToFace(ModelArgs(image_size=64, num_speakers=SPEAKERS, audio_samples=4000))
+    step = GanStep(model, options, torch.device("cpu"), SINGLE_PROCESS)
+    generator = torch.Generator().manual_seed(1)
+    faces = lambda: torch.rand(4, 3, 64, 64, generator=generator) * 2 - 1  # noqa: E731
+    batch = (torch.randn(4, 1, 4000, generator=generator), faces(), torch.arange(4) % SPEAKERS,
+             faces())
+    return step(batch, 1)
+
+
+def test_a_new_term_is_logged_and_weighted_into_gs_loss(with_toy_term):
+    weighted, unweighted = one_step("--toy_coef", "3"), one_step("--toy_coef", "0")
+    # the same draws: every other term is the same, the toy term still logged at weight 0
+    assert weighted["g_toy"] == unweighted["g_toy"] > 0
+    assert weighted["g_loss"] == pytest.approx(unweighted["g_loss"] + 3 * weighted["g_toy"],
+                                               rel=1e-6)
+    weights = {"g_adv": 1, "g_l1": 50, "g_fm": 100, "g_softmax": 20, "g_gdl": 50, "g_toy": 3}
+    assert weighted["g_loss"] == pytest.approx(
+        sum(weight * weighted[name] for name, weight in weights.items()), rel=1e-6)
+
+
+def test_a_term_off_at_weight_zero_is_neither_computed_nor_logged():
+    assert "g_gdl" in one_step() and "g_gdl" not in one_step("--gdl_coef", "0")
+
+
+@pytest.fixture
+def penalised_loss(monkeypatch):
+    """A Wasserstein loss with a gradient penalty under a name no check knows."""
+    monkeypatch.setitem(ADVERSARIAL_LOSSES, "wgan-lp", AdversarialLoss(
+        wasserstein_critic_loss, critic_generator_loss, gradient_penalty=True))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--compile"], "--compile cannot train wgan-lp: its gradient penalty needs a double "
+                    "backward"),
+    (["--precision", "fp16"], "--precision fp16 does not scale wgan-lp's gradient penalty"),
+])
+def test_a_new_penalised_loss_is_refused_as_wgan_gp_is(penalised_loss, flags, message):
+    options = runtime.build_parser().parse_args(["--loss", "wgan-lp", *flags])
+    with pytest.raises(UserError, match=message):
+        runtime.check_options(options)
+
+
+def test_a_new_penalised_loss_cannot_be_recorded_as_a_cuda_graph(penalised_loss):
+    options = runtime.build_parser().parse_args(["--loss", "wgan-lp", "--cuda_graph"])
+    runtime.resolve_variants(options)
+    with pytest.raises(UserError, match="--cuda_graph needs no --loss wgan-lp"):
+        runtime.check_processes_and_device(options, torch.device("cuda"), SINGLE_PROCESS)
