@@ -17,14 +17,17 @@ from pathlib import Path
 import torch
 
 import trainer
-from models import inference
-from models import CONDITIONS, DISCRIMINATORS, GENERATORS, IMAGE_SIZES, SPEECH_ENCODERS
+from data.audio import SAMPLE_RATE
+from models import (CONDITIONS, DISCRIMINATORS, GENERATORS, IMAGE_SIZES, SPEECH_ENCODERS, ModelArgs,
+                    inference)
 from models.compiled import COMPILE_MODES
 from models.loss_terms import add_loss_term_options, loss_term_defaults_before, loss_term_flags
 from models.losses import ADVERSARIAL_LOSSES
-from models.precision import PRECISIONS
+from models.precision import PRECISIONS, choose_precision, hardware_of
 from models.wrong_pairs import WRONG_FACES
-from utils import LOG_TO, OneLineParser, UserError
+from utils import (LOG_TO, SINGLE_PROCESS, Config, OneLineParser, Ranks, UserError, check_resumable,
+                   choose_device, load_checkpoint, process_group, ranks_from_environment,
+                   resume_checkpoint_path)
 
 IMAGE_SIZES_TEXT = " or ".join(map(str, IMAGE_SIZES))
 
@@ -331,7 +334,8 @@ def check_options(options) -> None:
             raise UserError(f"--{name} must not be negative, got {getattr(options, name)}")
     if options.audio and not options.inference:
         raise UserError("--audio renders faces and needs --inference")
-    if not options.save_path or Path(options.save_path).is_absolute() or ".." in Path(options.save_path).parts:
+    save_path = Path(options.save_path)
+    if not options.save_path or save_path.is_absolute() or ".." in save_path.parts:
         raise UserError("--save_path must be a plain relative name such as 'my_run'")
     check_survival_options(options)
     check_dashboard_options(options)
@@ -386,7 +390,6 @@ def merge_resumed_options(options, saved: dict, given: set[str]):
 
 def resumed(parser: argparse.ArgumentParser, argv, options):
     """--resume: the checkpoint to continue, and the options (its own, unless given again)."""
-    from utils import check_resumable, load_checkpoint, resume_checkpoint_path
     path = resume_checkpoint_path(options.resume, Path("checkpoints") / options.save_path)
     checkpoint = load_checkpoint(path)
     check_resumable(checkpoint, path)
@@ -403,6 +406,30 @@ def dataset_path(options) -> Path:
     return demo_dataset_path()
 
 
+# ---------------------------------------------------------------- resolved once
+
+def resolve(options, device: torch.device, ranks: Ranks = SINGLE_PROCESS) -> Config:
+    """Every option decided before anything is built: the defaults that depend on other
+    options, and for training the workers, --finetune's architecture and --precision auto.
+    The result is frozen; options.json and checkpoints record it as it is used."""
+    resolve_variants(options)
+    if not (options.inference or options.evaluate):
+        options.num_workers = clip_workers(options.num_workers)
+        resolve_finetune(options)
+        options.precision, line = choose_precision(options.precision, hardware_of(device))
+        if ranks.is_main:
+            print(line)
+    return Config(**vars(options))
+
+
+def config_for(argv, device: torch.device = torch.device("cpu"),
+               ranks: Ranks = SINGLE_PROCESS) -> Config:
+    """The options a command line gives a run started in this process (tests, benchmarks)."""
+    options = build_parser().parse_args(argv)
+    check_options(options)
+    return resolve(options, device, ranks)
+
+
 def clip_workers(requested: int) -> int:
     cores = os.cpu_count() or 1
     if requested > cores:
@@ -412,9 +439,21 @@ def clip_workers(requested: int) -> int:
     return requested
 
 
-def train(options, device, checkpoint: dict | None) -> None:
+def resolve_finetune(options) -> None:
+    """--finetune trains the checkpoint's architecture (the options follow it, so options.json
+    says what was really trained) for at most --finetune_steps batches."""
+    if not options.finetune:
+        return
+    args = ModelArgs(**load_checkpoint(options.finetune)["model_args"])
+    options.image_size, options.audio_seconds = args.image_size, args.audio_samples / SAMPLE_RATE
+    options.noise_dim, options.condition = args.noise_dim, args.condition
+    options.generator, options.discriminator = args.generator, args.discriminator
+    options.speech_encoder = args.speech_encoder
+    options.max_steps = min(options.max_steps or options.finetune_steps, options.finetune_steps)
+
+
+def train(options: Config, device, checkpoint: dict | None) -> None:
     """Train in this process, or in each of the processes torchrun started."""
-    from utils import process_group
     with process_group(device) as ranks:
         path = ranks.main_first(dataset_path, options)     # rank 0 makes the demo set's cache
         trainer.Trainer(options, ranks.device, path, resume=checkpoint, ranks=ranks).train()
@@ -431,18 +470,17 @@ def main(argv=None) -> int:
         checkpoint = None
         if options.resume:
             checkpoint, options = resumed(parser, argv, options)
-        resolve_variants(options)
-        from utils import choose_device, ranks_from_environment
         device = choose_device(options.device)
-        torch.backends.cudnn.benchmark = options.cudnn_benchmark and device.type == "cuda"
-        check_processes_and_device(options, device, ranks_from_environment())
-        if options.inference:
-            inference.run_inference(options, device, None if options.audio else dataset_path(options))
-        elif options.evaluate:
-            inference.run_evaluation(options, device, dataset_path(options))
+        ranks = ranks_from_environment()
+        config = resolve(options, device, ranks)
+        check_processes_and_device(config, device, ranks)
+        torch.backends.cudnn.benchmark = config.cudnn_benchmark and device.type == "cuda"
+        if config.inference:
+            inference.run_inference(config, device, None if config.audio else dataset_path(config))
+        elif config.evaluate:
+            inference.run_evaluation(config, device, dataset_path(config))
         else:
-            options.num_workers = clip_workers(options.num_workers)
-            train(options, device, checkpoint)
+            train(config, device, checkpoint)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -93,7 +93,7 @@ class Trainer:
         self.batchnorm = PreciseBatchNorm(self._dataset("train", train=True, in_memory=False),
                                           options.seed, options.batchnorm == "frozen")
         self.model = SpeechToFace(self.args).to(
-            device, memory_format=memory_format_for(getattr(options, "compile", "off"), device))
+            device, memory_format=memory_format_for(options.compile, device))
         load_pretrained(self.model, options, self.base)
         if options.batchnorm == "sync":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -126,7 +126,7 @@ class Trainer:
         draws = o.max_steps * o.batch_size * processes if self.base else None
         self.order = training_order(len(dataset), o.batch_size, o.seed, self.ranks.rank,
                                     processes, draws)
-        if hold_on_device(getattr(o, "data_on_device", "auto"), dataset, self.device):
+        if hold_on_device(o.data_on_device, dataset, self.device):
             if self.ranks.is_main:
                 print(f"the train split is held on {self.device}; batches are made there")
             return DeviceBatches(dataset, self.order, o.batch_size, self.device)

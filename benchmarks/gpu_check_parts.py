@@ -52,9 +52,7 @@ def info(_) -> None:
 
 
 def gan_step(device, batch_size: int, image_size: int, precision: str, compile_mode="off"):
-    options = runtime.build_parser().parse_args(["--precision", precision,
-                                                 "--compile", compile_mode])
-    runtime.resolve_variants(options)
+    options = runtime.config_for(["--precision", precision, "--compile", compile_mode], device)
     model = SpeechToFace(ModelArgs(image_size=image_size, num_speakers=8))
     layout = memory_format_for(compile_mode, device)              # as the Trainer
     step = GanStep(model.to(device, memory_format=layout), options, device)
@@ -94,11 +92,10 @@ def syncs(bench) -> None:
     does not exist, the host reads GanStep makes are counted instead (tests/test_step_syncs.py)."""
     import trainer
     from data.demo import demo_dataset_path
-    options = runtime.build_parser().parse_args([
+    options = runtime.config_for([
         "--device", bench.device, "--batch_size", str(bench.batch_size), "--no_visdom",
         "--save_path", "gpu_check_syncs", "--data_on_device", "on", "--precision", bench.precision,
-        "--num_workers", "0"])
-    runtime.resolve_variants(options)
+        "--num_workers", "0"], torch.device(bench.device))
     run = trainer.Trainer(options, torch.device(bench.device), demo_dataset_path())
     run.order.start(0, 0)
     batches = iter(run.train_loader)
@@ -174,8 +171,7 @@ def nccl(bench) -> None:
                             device_id=device if device.type == "cuda" else None)
     try:
         ranks = GroupOfOne(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
-        options = runtime.build_parser().parse_args(["--precision", bench.precision])
-        runtime.resolve_variants(options)
+        options = runtime.config_for(["--precision", bench.precision], device, ranks)
         model = SpeechToFace(ModelArgs(image_size=bench.image_size, num_speakers=8))
         step = GanStep(model.to(device, memory_format=torch.channels_last), options, device, ranks)
         batch = tuple(t.to(device) for t in fake_batch(bench.batch_size, bench.image_size,

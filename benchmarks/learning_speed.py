@@ -71,10 +71,9 @@ def background_roughness(faces: np.ndarray) -> float:
 
 def train_for_budgets(extra: list[str], budgets: list[float], work: Path, seed: int):
     """Snapshots of the rendering model at each budget: [(seconds, step, model)]."""
-    options = runtime.build_parser().parse_args(
+    options = runtime.config_for(
         ["--save_path", "bench", "--no_visdom", "--num_workers", "0", "--seed", str(seed),
          "--epochs", "1000", *extra])
-    runtime.check_options(options)
     run = trainer.Trainer(options, torch.device("cpu"), runtime.dataset_path(options))
     snapshots, elapsed, pending = [], 0.0, sorted(budgets)
     while pending:

@@ -37,8 +37,7 @@ RESULT = "RESULT "
 
 
 def bench_precision(device, precision: str, bench) -> dict:
-    options = runtime.build_parser().parse_args(["--precision", precision])
-    runtime.resolve_variants(options)
+    options = runtime.config_for(["--precision", precision], device)
     model = SpeechToFace(ModelArgs(image_size=bench.image_size, num_speakers=8)).to(device)
     step = GanStep(model, options, device)
     batch = tuple(t.to(device) for t in fake_batch(bench.batch_size, bench.image_size,
@@ -62,10 +61,9 @@ def ema_update_time(model: SpeechToFace, device, repeats: int = 20) -> float:
 
 def worker(bench) -> None:
     """One torchrun process: time DDP steps on synthetic batches; rank 0 prints a result."""
-    options = runtime.build_parser().parse_args(["--precision", bench.precision])
-    runtime.resolve_variants(options)
     with process_group(torch.device(bench.devices[0])) as ranks:
         device = ranks.device
+        options = runtime.config_for(["--precision", bench.precision], device, ranks)
         torch.manual_seed(ranks.rank)
         model = SpeechToFace(ModelArgs(image_size=bench.image_size, num_speakers=8)).to(device)
         step = GanStep(model, options, device, ranks)

@@ -72,7 +72,7 @@ def main() -> None:
     dataset = demo_dataset_path()
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)
-        options = runtime.build_parser().parse_args([
+        options = runtime.config_for([
             "--dataset", str(dataset), "--batch_size", str(args.batch_size), "--num_workers", "0",
             "--audio_seconds", str(args.audio_seconds), "--save_path", "bench"])
         device = torch.device("cpu")
@@ -88,9 +88,9 @@ def main() -> None:
         size = (run.run_dir / "latest.pt").stat().st_size / 2**20
         parts = checkpoint_parts(run, args.repeats)
         checkpoint = utils.load_checkpoint(run.run_dir / "latest.pt")
-        options.resume = str(run.run_dir / "latest.pt")
+        resumed = options.replace(resume=str(run.run_dir / "latest.pt"))
         resume = median_seconds(lambda: quietly(lambda: trainer.Trainer(
-            options, device, dataset, resume=checkpoint)), args.repeats)
+            resumed, device, dataset, resume=checkpoint)), args.repeats)
         load = median_seconds(lambda: utils.load_checkpoint(run.run_dir / "latest.pt"),
                               args.repeats)
 

@@ -93,7 +93,7 @@ def bench_step(device, batch_size, image_size, options, warmup, repeats) -> dict
     # The same FLOPs compiled or graphed or not; the counter needs the eager step.
     eager = type(step) is GanStep and step.compiled.mode == "off"
     flops = iteration_flops(step if eager else GanStep(
-        model, runtime.build_parser().parse_args(["--precision", options.precision]), device),
+        model, runtime.config_for(["--precision", options.precision], device), device),
         batch)
     return {"device": device.type, "precision": options.precision,
             "compile": step.compiled.mode + (" cuda-graph" if options.cuda_graph else "")
@@ -179,9 +179,9 @@ def main() -> None:
         for p in bench.precisions:
             for s in bench.image_sizes:
                 for b in bench.batch_sizes:
-                    options = runtime.build_parser().parse_args(
+                    options = runtime.config_for(
                         ["--precision", p, "--compile", bench.compile]
-                        + (["--cuda_graph"] if bench.cuda_graph else []))
+                        + (["--cuda_graph"] if bench.cuda_graph else []), torch.device(d))
                     try:
                         rows.append(bench_step(torch.device(d), b, s, options, bench.warmup,
                                                bench.repeats))

@@ -16,7 +16,7 @@ from models.compiled import CompiledHalves
 from models.ema import GeneratorEma
 from models.loss_terms import GeneratorHalf, computed_terms, loss_term_weights
 from models.losses import ADVERSARIAL_LOSSES, gradient_penalty
-from models.precision import autocast, resolve_precision
+from models.precision import AUTOCAST_DTYPES, autocast
 from models.step_undo import TensorSnapshot, UndoableStep
 from models.wrong_pairs import wrong_partners
 from utils import SINGLE_PROCESS, Ranks
@@ -91,7 +91,9 @@ class GanStep:
     def __init__(self, model: SpeechToFace, options, device: torch.device,
                  ranks: Ranks = SINGLE_PROCESS):
         self.model, self.options, self.device, self.ranks = model, options, device, ranks
-        resolve_precision(options, device, announce=ranks.is_main)
+        if options.precision not in ("fp32", *AUTOCAST_DTYPES):
+            raise ValueError(f"--precision {options.precision} is resolved by runtime.resolve "
+                             "before a step is built")
         # foreach: one op per step over all of a network's tensors, 49 ms for G and D on this
         # CPU against 79 ms for the per-tensor loop. Fused saves another 32 ms of a 1.24 s
         # step at wav2pix's sizes, but moved test_distributed's 1- against 2-process drift as
@@ -116,7 +118,7 @@ class GanStep:
         self._choose_losses(options)
         # --compile: compiled callers of the same modules (the model's state_dict keeps
         # its plain keys); without it the modules themselves.
-        self.compiled = CompiledHalves(self, getattr(options, "compile", "off"), device)
+        self.compiled = CompiledHalves(self, options.compile, device)
         self.generator_side = self.compiled.generator_side
         self.discriminator = self.compiled.discriminator
 
@@ -128,7 +130,7 @@ class GanStep:
         self.wrong_pairs = options.cls and self.model.conditioned
         # --wrong_faces batch: the wrong pairs' faces are the batch's own real faces, scored
         # from D's features of them (models/wrong_pairs.py); loader: the faces it read.
-        self.wrong_from_batch = getattr(options, "wrong_faces", "batch") == "batch"
+        self.wrong_from_batch = options.wrong_faces == "batch"
         self.coefficients = loss_term_weights(options)
         self.loss_terms = computed_terms(self.model.conditioned, self.coefficients)
 

@@ -39,7 +39,7 @@ WARMUP_STEPS = 3
 
 def training_step(model, options, device: torch.device, ranks) -> GanStep:
     """GanStep, or its graphed form with --cuda_graph."""
-    if getattr(options, "cuda_graph", False):
+    if options.cuda_graph:
         return GraphedGanStep(model, options, device, ranks)
     return GanStep(model, options, device, ranks)
 

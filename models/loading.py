@@ -52,7 +52,7 @@ def model_args_for(options, info: PairFileInfo, base: dict | None, num_speakers:
     """The architecture the options ask for (with --finetune: the trained checkpoint's)."""
     o = options
     if base:
-        args = finetune_args(base, o, num_speakers)
+        args = replace(ModelArgs(**base["model_args"]), num_speakers=num_speakers)
     else:
         stored_width = info.embedding_dim if o.condition == "embedding" else 0
         args = ModelArgs(image_size=o.image_size,
@@ -82,14 +82,13 @@ def load_pretrained(model: SpeechToFace, options, base: dict | None) -> None:
 
 def finetune_base(options, info: PairFileInfo) -> tuple[dict | None, list[str], np.ndarray | None]:
     """With --finetune: the trained checkpoint, the speakers (its own keep their indices and
-    the file's new ones follow) and the file's speaker renumbering; training stops after
-    --finetune_steps batches. Without: (None, the file's speakers, None)."""
+    the file's new ones follow) and the file's speaker renumbering (runtime.resolve_finetune
+    has set the architecture and --max_steps). Without: (None, the file's speakers, None)."""
     if not options.finetune:
         return None, info.speaker_names, None
     base = load_checkpoint(options.finetune)
     names, speaker_map = extended_speakers(base["speaker_names"], info.speaker_names)
     new = names[len(base["speaker_names"]):]
-    options.max_steps = min(options.max_steps or options.finetune_steps, options.finetune_steps)
     print(f"fine-tuning {options.finetune} for {options.max_steps} steps: "
           f"{len(base['speaker_names'])} trained speakers + {len(new)} new "
           f"({', '.join(new) or 'none'}); the architecture is the checkpoint's")
@@ -101,17 +100,6 @@ def extended_speakers(trained: list[str], in_file: list[str]) -> tuple[list[str]
     file's speaker indices, its index in that list."""
     names = list(trained) + [name for name in in_file if name not in trained]
     return names, np.array([names.index(name) for name in in_file], dtype=np.int64)
-
-
-def finetune_args(checkpoint: dict, options, num_speakers: int) -> ModelArgs:
-    """The trained architecture with room for more speakers. The options follow it, so the
-    run's options.json says what was really trained."""
-    args = replace(ModelArgs(**checkpoint["model_args"]), num_speakers=num_speakers)
-    options.image_size, options.audio_seconds = args.image_size, args.audio_samples / SAMPLE_RATE
-    options.noise_dim, options.condition = args.noise_dim, args.condition
-    options.generator, options.discriminator = args.generator, args.discriminator
-    options.speech_encoder = args.speech_encoder
-    return args
 
 
 def start_from_trained(model: SpeechToFace, checkpoint: dict, source) -> None:

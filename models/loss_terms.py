@@ -79,14 +79,10 @@ def add_loss_term_options(group, which: str) -> None:
 
 
 def loss_term_weights(options) -> dict[str, float]:
-    """name -> weight; options saved before a flag existed get its `before` weight."""
-    def weight(term):
-        if term.flag is None:
-            return 1.0
-        if term.before is None:
-            return getattr(options, term.flag)
-        return getattr(options, term.flag, term.before)
-    return {term.name: weight(term) for term in LOSS_TERMS}
+    """name -> weight (a resumed run's options hold `before` for flags its checkpoint lacks,
+    runtime.BEFORE_THEY_EXISTED)."""
+    return {term.name: 1.0 if term.flag is None else getattr(options, term.flag)
+            for term in LOSS_TERMS}
 
 
 def computed_terms(conditioned: bool, weights: dict[str, float]) -> tuple[LossTerm, ...]:

@@ -64,14 +64,6 @@ def choose_precision(requested: str, hardware: Hardware) -> tuple[str, str]:
     return requested, f"precision: {requested}"
 
 
-def resolve_precision(options, device: torch.device, announce: bool = True) -> None:
-    """--precision auto becomes what this device computes fastest, so options.json and the
-    checkpoint record the precision actually used (and --resume keeps it)."""
-    options.precision, line = choose_precision(options.precision, hardware_of(device))
-    if announce:
-        print(line)
-
-
 def autocast(precision: str, device: torch.device, cache: bool = True):
     """Mixed precision for forward passes and losses; fp32 runs as written. `cache`: keep
     each weight's cast for the rest of the region (off inside a CUDA graph's recording)."""

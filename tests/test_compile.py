@@ -16,11 +16,10 @@ from utils import UserError, load_checkpoint
 
 def test_compiled_steps_write_a_checkpoint_with_plain_keys(tiny_pairs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    options = runtime.build_parser().parse_args([
+    options = runtime.config_for([
         "--dataset", str(tiny_pairs), "--save_path", "compiled", "--compile", "aot_eager",
         "--audio_seconds", "0.3", "--batch_size", "4", "--num_workers", "0", "--no_visdom",
         "--precision", "fp32", "--epochs", "1"])
-    runtime.resolve_variants(options)
     run = trainer.Trainer(options, torch.device("cpu"), tiny_pairs)
     assert run.gan_step.compiled.mode == "aot_eager"
     assert run.gan_step.generator_side is not run.gan_step.compiled.plain_discriminator
@@ -57,10 +56,9 @@ def test_memory_format_follows_device_and_compile_mode(tiny_pairs, tmp_path, mon
     for mode in ("off", "aot_eager"):
         assert memory_format_for(mode, cuda) == torch.channels_last
     monkeypatch.chdir(tmp_path)
-    options = runtime.build_parser().parse_args([
+    options = runtime.config_for([
         "--dataset", str(tiny_pairs), "--save_path", "layout", "--audio_seconds", "0.3",
         "--batch_size", "4", "--num_workers", "0", "--no_visdom", "--precision", "fp32"])
-    runtime.resolve_variants(options)
     run = trainer.Trainer(options, cpu, tiny_pairs)
     weights = run.model.projection_discriminator.state_dict()
     four_d = [w for w in weights.values() if w.dim() == 4 and w.shape[2] * w.shape[3] > 1]

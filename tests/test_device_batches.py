@@ -47,11 +47,10 @@ def test_a_run_with_data_on_device_trains_as_one_with_the_loader(tiny_pairs, tmp
     monkeypatch.chdir(tmp_path)
     weights = {}
     for choice in ("off", "on"):
-        options = runtime.build_parser().parse_args([
+        options = runtime.config_for([
             "--dataset", str(tiny_pairs), "--save_path", choice, "--data_on_device", choice,
             "--audio_seconds", "0.3", "--batch_size", "4", "--num_workers", "0", "--no_visdom",
             "--precision", "fp32", "--speech_encoder", "segan", "--generator", "dcgan"])
-        runtime.resolve_variants(options)
         run = trainer.Trainer(options, CPU, tiny_pairs)
         assert isinstance(run.train_loader, DeviceBatches) == (choice == "on")
         run.order.start(0, 0)

@@ -254,10 +254,9 @@ from utils import process_group
 
 
 def agree(ranks):
-    options = runtime.build_parser().parse_args([
+    options = runtime.config_for([
         "--dataset", "tiny.h5", "--audio_seconds", "0.3", "--num_workers", "0",
-        "--batch_size", "2", "--no_visdom", "--save_path", "agree"])
-    runtime.resolve_variants(options)
+        "--batch_size", "2", "--no_visdom", "--save_path", "agree"], ranks.device, ranks)
     run = Trainer(options, ranks.device, "tiny.h5", ranks=ranks)
     batch = next(iter(run.train_loader))
     poisoned = list(batch)
@@ -400,6 +399,7 @@ def test_resume_restores_the_loss_scalers(workdir, fp16_run, monkeypatch):
     parser = runtime.build_parser()
     argv = ["--resume", str(fp16_run / "latest.pt"), "--save_path", "fp16"]
     checkpoint, options = runtime.resumed(parser, argv, parser.parse_args(argv))
+    options = runtime.resolve(options, torch.device("cpu"))
     run = Trainer(options, torch.device("cpu"), workdir / "tiny.h5", resume=checkpoint)
     assert run.gan_step.scaler_d.state_dict() == saved["d"]
     assert run.gan_step.scaler_g.state_dict() == saved["g"]
@@ -427,8 +427,7 @@ def test_inference_and_evaluation_refuse_torchrun(monkeypatch, capsys):
 
 
 def test_batch_size_is_checked_against_each_process_share(workdir):
-    options = runtime.build_parser().parse_args(["--batch_size", "7", "--num_workers", "0",
-                                                 "--audio_seconds", "0.3", "--no_visdom"])
-    runtime.resolve_variants(options)
+    options = runtime.config_for(["--batch_size", "7", "--num_workers", "0",
+                                  "--audio_seconds", "0.3", "--no_visdom"])
     with pytest.raises(runtime.UserError, match="6 for each of 2 processes"):
         Trainer(options, torch.device("cpu"), workdir / "tiny.h5", ranks=Ranks(1, 2))

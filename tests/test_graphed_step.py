@@ -18,8 +18,7 @@ SPEAKERS = 4
 
 def make_step(kind, device, *flags):
     torch.manual_seed(0)
-    options = runtime.build_parser().parse_args(["--precision", "fp32", *flags])
-    runtime.resolve_variants(options)
+    options = runtime.config_for(["--precision", "fp32", *flags])
     model = SpeechToFace(ModelArgs(image_size=64, num_speakers=SPEAKERS, audio_samples=4000))
     return kind(model.to(device), options, device, SINGLE_PROCESS)
 

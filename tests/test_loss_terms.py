@@ -28,8 +28,9 @@ def test_the_registry_holds_todays_terms_flags_and_old_checkpoint_weights():
     assert loss_terms.loss_term_names() == ("g_adv", "g_l1", "g_fm", "g_softmax", "g_gdl")
     assert loss_terms.loss_term_flags() == ("l1_coef", "l2_coef", "softmax_coef", "gdl_coef")
     assert runtime.BEFORE_THEY_EXISTED["gdl_coef"] == 0.0
-    options = runtime.build_parser().parse_args([])
-    del options.gdl_coef                  # options saved before --gdl_coef existed
+    saved = vars(runtime.build_parser().parse_args([]))
+    del saved["gdl_coef"]                 # options saved before --gdl_coef existed
+    options = runtime.merge_resumed_options(runtime.build_parser().parse_args([]), saved, set())
     assert loss_terms.loss_term_weights(options) == {"g_adv": 1.0, "g_l1": 50, "g_fm": 100,
                                                      "g_softmax": 20, "g_gdl": 0.0}
 
@@ -43,8 +44,7 @@ def test_a_new_term_gets_its_flag_and_its_check(with_toy_term, capsys):
 
 def one_step(*flags: str) -> dict[str, float]:
     torch.manual_seed(0)
-    options = runtime.build_parser().parse_args(["--precision", "fp32", *flags])
-    runtime.resolve_variants(options)
+    options = runtime.config_for(["--precision", "fp32", *flags])
     model = SpeechToFace(ModelArgs(image_size=64, num_speakers=SPEAKERS, audio_samples=4000))
     step = GanStep(model, options, torch.device("cpu"), SINGLE_PROCESS)
     generator = torch.Generator().manual_seed(1)

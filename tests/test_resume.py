@@ -333,8 +333,7 @@ def test_a_batch_with_a_non_finite_loss_changes_nothing(workdir):
     """A poisoned batch (NaN speech) makes D's loss NaN: no optimiser step, and the BatchNorm
     and spectral-norm statistics its forward pass touched are put back."""
     with working_directory(workdir):
-        options = runtime.build_parser().parse_args(fresh_run(workdir, "--save_path", "poison",
-                                                              "--num_workers", "0"))
+        options = runtime.config_for(fresh_run(workdir, "--save_path", "poison", "--num_workers", "0"))
         run = trainer.Trainer(options, torch.device("cpu"), workdir / "pairs.h5")
         batch = next(iter(run.train_loader))
         poisoned = list(batch)

@@ -22,8 +22,7 @@ READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "
 def gan_step(*flags: str, defer_d_check: bool = True) -> GanStep:
     """A GanStep on CPU taking CUDA's path (D's loss checked after D's step, in the one
     read; D's step taken back when it was not finite) unless `defer_d_check` is False."""
-    options = runtime.build_parser().parse_args(["--precision", "fp32", *flags])
-    runtime.resolve_variants(options)
+    options = runtime.config_for(["--precision", "fp32", *flags])
     torch.manual_seed(0)
     model = SpeechToFace(ModelArgs(image_size=64, audio_samples=4800, num_speakers=3,
                                    speech_encoder="filterbank", generator="resize"))

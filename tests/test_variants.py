@@ -80,8 +80,7 @@ def test_gradient_difference_charges_texture_on_flat_faces_but_not_edges():
 
 def test_wgan_gp_takes_five_critic_steps_per_generator_step_by_default(tiny_pairs, tmp_path,
                                                                        monkeypatch):
-    options = runtime.build_parser().parse_args(["--loss", "wgan-gp"])
-    runtime.resolve_variants(options)
+    options = runtime.config_for(["--loss", "wgan-gp"])
     assert options.d_iters == 5
     torch.manual_seed(0)
     model = SpeechToFace(ModelArgs(audio_samples=4800, num_speakers=3))
@@ -172,11 +171,9 @@ def test_finetune_extends_the_speaker_classifier_and_trains_bounded_steps(tiny_p
     new_file = write_pair_file(tmp_path / "new.h5", {          # carl again, and a new speaker
         "train": make_pairs(rng, 2, 8000, 40, 2), "test": make_pairs(rng, 2, 8000, 40, 2)},
         ["carl", "dora"])
-    options = runtime.build_parser().parse_args(
+    options = runtime.config_for(
         ["--finetune", "checkpoints/base", "--dataset", str(new_file), "--save_path", "tuned",
          "--finetune_steps", "3", "--image_size", "128", *FAST])
-    runtime.check_options(options)
-    runtime.resolve_variants(options)
     tuner = trainer.Trainer(options, torch.device("cpu"), new_file)
     assert tuner.speaker_names == ["anna", "bert", "carl", "dora"]
     assert tuner.train_loader.dataset.speaker_ids.tolist() == [2, 3]     # the file's 0, 1

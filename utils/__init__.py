@@ -5,6 +5,7 @@ from utils.checkpoints import (CHECKPOINT_FORMAT, READABLE_CHECKPOINT_FORMATS, c
                                checkpoint_name, load_checkpoint, prune_checkpoints,
                                resolve_checkpoint, resume_checkpoint_path, save_checkpoint,
                                save_checkpoint_file)
+from utils.config import Config
 from utils.devices import choose_device
 from utils.distributed import (PROCESS_GROUP_TIMEOUT, SINGLE_PROCESS, Ranks, process_device,
                                process_group, ranks_from_environment)
