@@ -35,7 +35,7 @@ from train_speed import fake_batch, print_table, synchronize  # noqa: E402
 # Dense bf16 tensor-core peak of one H100 SXM / H200 (989 TFLOP/s without sparsity, NVIDIA's
 # data sheets); the step's FLOPs are counted by train_speed.py (matmuls and convolutions).
 PEAK_BF16_TFLOPS = 989.0
-TARGETS = {(64, 64, "bf16"): 10_000, (256, 64, "bf16"): 25_000}   # samples/s, issue 16
+TARGETS = {(64, 64, "bf16"): 10_000, (256, 64, "bf16"): 25_000}   # samples/s, the H200 targets
 
 
 def info(_) -> None:

@@ -191,7 +191,8 @@ def vad_rows(rng) -> list:
 
 
 VIDEO_CASES = (  # (label, extra options)
-    ("Haar, box crop, no VAD (before issue 17)", ["--detector", "haar", "--no_align", "--vad", "off"]),
+    ("Haar, box crop, no VAD (no alignment, no voice check)",
+     ["--detector", "haar", "--no_align", "--vad", "off"]),
     ("defaults: HOG, aligned, Silero VAD", []),
 )
 REPO = Path(__file__).resolve().parents[1]

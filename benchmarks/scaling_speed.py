@@ -1,4 +1,4 @@
-"""Time what issue #6 adds: each --precision, the EMA update, and N DDP processes; print tables.
+"""Time what scaling up costs: each --precision, the EMA update, and N DDP processes; print tables.
 
     python benchmarks/scaling_speed.py                          # cpu; cuda too when present
     python benchmarks/scaling_speed.py --batch_size 64 --processes 1 2 4 --devices cuda

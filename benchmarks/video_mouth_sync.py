@@ -1,4 +1,4 @@
-"""Mouth sync on pairs made by `python -m data.prepare videos` (issue 14): talking videos of
+"""Mouth sync on pairs made by `python -m data.prepare videos`: talking videos of
 the demo speakers are drawn, prepared as a user's videos are, trained on and scored.
 
     python benchmarks/video_mouth_sync.py                  # 8 speakers x 10 clips of 6 s

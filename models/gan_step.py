@@ -97,7 +97,7 @@ class GanStep:
         # foreach: one op per step over all of a network's tensors, 49 ms for G and D on this
         # CPU against 79 ms for the per-tensor loop. Fused saves another 32 ms of a 1.24 s
         # step at wav2pix's sizes, but moved test_distributed's 1- against 2-process drift as
-        # AVX2 from 2.4% to 4.9% (session 12; gradients keep their parameters' strides under
+        # AVX2 from 2.4% to 4.9% (torch 2.13, 2-core AMD EPYC; gradients keep their parameters' strides under
         # DDP, so not a layout fault), so no.
         adam = {"betas": (0.5, 0.999), "foreach": True,
                 "capturable": self.capturable_adam and device.type == "cuda"}

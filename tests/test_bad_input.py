@@ -1,5 +1,5 @@
 """Bad input through the real command line, each a one-line `error:` with exit code 2 and
-nothing written: the cases of issue 8 that tests/test_cli.py and tests/test_schema.py do not
+nothing written: the cases of bad files and values that tests/test_cli.py and tests/test_schema.py do not
 already hold (see also the resume refusals in tests/test_resume.py)."""
 import json
 import os

@@ -185,7 +185,7 @@ def test_two_processes_equal_one_process_with_the_global_batch(two_process_run, 
     size, so a gradient component near rounding level can flip its sign. The reference
     runs on one thread as torchrun's processes do (OMP_NUM_THREADS=1), since the thread
     count changes summation order too. Measured on the 2-core AMD EPYC (torch 2.13, the
-    same on every run; session 12, with session 11's item draws): natively the networks end
+    same on every run, with the vectorised per-pair draws of data/order.py): natively the networks end
     4e-6 (D) to 5.0e-3 (G) of their training movement apart, the averaged generator up to
     4.2e-3, the logged figures 1.2e-5 of each figure's scale (g_fm aside, see
     largest_relative_difference; d_fake passing 0.006 on one step is why a figure is held

@@ -1,5 +1,5 @@
 """The unseen-speaker demo file (`data.prepare demo`), per-pair attribute labels in the pair
-file, and the attributes metric (issue 15, parts 1 and 2)."""
+file, and the attributes metric: scoring speakers the model never heard."""
 import json
 from pathlib import Path
 

@@ -1,4 +1,5 @@
-"""The variant networks and losses of issue 7, on small real tensors."""
+"""The variant networks and losses (--loss, --generator, --discriminator, --condition),
+on small real tensors."""
 import math
 
 import pytest

@@ -1,4 +1,5 @@
-"""Each GAN variant of issue 7 trains a few steps on a tiny real HDF5 file and renders."""
+"""Each GAN variant (losses, conditions, networks, fine-tuning) trains a few steps on a tiny
+real HDF5 file and renders."""
 import json
 
 import numpy as np
