@@ -213,6 +213,20 @@ def test_a_second_signal_stops_at_once():
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
+def test_the_same_signal_twice_at_once_is_one_request():
+    """SLURM's SIGTERM and torchrun's forwarded one arrive milliseconds apart: one request to
+    stop after the step. The same signal after REPEAT_SECONDS is a second request."""
+    with StopSignals() as signals:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        assert signals.received == signal.SIGTERM
+        time.sleep(StopSignals.REPEAT_SECONDS + 0.1)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+
+
 # ---------------------------------------------------------------- faults
 
 def link_or_copy(source: str, destination: str) -> None:

@@ -1,0 +1,166 @@
+"""Real people, end to end: prepare realvids-dev's talking-head clips with the end of each
+clip held out (`--split_by time`), train each lever for a fixed CPU time, and score the faces
+drawn from the held-out speech. One table; a row per lever, the real test faces' own row and
+the chance row under it.
+
+    python benchmarks/real_video.py                                  # defaults, 30 min
+    python benchmarks/real_video.py --levers defaults "demo command" --budget 600
+
+Preparation is `python -m data.prepare videos` with `--split_by time --test_fraction 0.3
+--valid_fraction 0`, made once per --frames_per_second into --work. Training runs in this
+process with runtime.py's options (visdom off; the clock runs only while batches are read and
+trained on, as in learning_speed.py). The columns, on the test split (the last 30% of every
+clip, speech the model never heard):
+- recall@1/5/10: voice-to-face retrieval in dlib's 128-d descriptor space, each generated
+  face ranked against each speaker's mean real test descriptor (SF2F's protocol), among the
+  speakers with at least --min_speech seconds of video (chance K / speakers);
+- cos own: mean cosine of each generated descriptor to its own speaker's real ones;
+- detected: share of generated faces dlib's HOG detector finds with all 68 landmarks;
+- sharpness: high-frequency power against the real test faces' (the `sharpness` metric;
+  1.0 is as sharp as the real faces);
+- mouth sync: within-speaker correlation of generated with real mouth openness (dlib's lips)
+  on the speakers with a clip of at least --long_clip seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.learning_speed import train_for_budgets  # noqa: E402
+from benchmarks.train_speed import print_table  # noqa: E402
+from data.schema import validate_pair_file  # noqa: E402
+from models.metrics import METRICS  # noqa: E402
+from models.metrics.distances import recall_at_k, similarity_to_speakers  # noqa: E402
+from models.metrics.evaluation import evaluation_for  # noqa: E402
+from models.metrics.mouth import mouth_sync_scores  # noqa: E402
+
+FIXTURE = REPO.parent / "shared" / "fixtures" / "realvids-dev"
+RECALL_KS = (1, 5, 10)
+# name -> runtime.py options over its defaults
+LEVERS = {
+    "defaults": [],
+    "demo command": ["--batch_size", "16", "--lr_G", "0.0002", "--generator", "hybrid", "--ema"],
+    "hybrid generator": ["--generator", "hybrid"],
+    "ema": ["--ema"],
+    "wav2pix (segan, dcgan)": ["--speech_encoder", "segan", "--generator", "dcgan",
+                               "--gdl_coef", "0"],
+}
+
+
+def clip_seconds(fixture: Path) -> dict[str, list[float]]:
+    """speaker -> the duration of each of its clips, as their containers state it."""
+    durations: dict[str, list[float]] = {}
+    for path in sorted(fixture.glob("*/*")):
+        if path.suffix.lower() not in (".mp4", ".mkv", ".mpg", ".avi", ".mov", ".webm"):
+            continue
+        with av.open(str(path)) as container:
+            durations.setdefault(path.parent.name, []).append(container.duration / av.time_base)
+    return durations
+
+
+def prepared(work: Path, fixture: Path, fps: float) -> Path:
+    """The pair file of the fixture with each clip's end held out, made once."""
+    out = work / f"realvids_time_{fps:g}fps.h5"
+    if not out.exists():
+        command = [sys.executable, "-m", "data.prepare", "videos", str(fixture), str(out),
+                   "--split_by", "time", "--test_fraction", "0.3", "--valid_fraction", "0",
+                   "--frames_per_second", str(fps), "--workers", str(os.cpu_count() or 1)]
+        print(" ".join(command[1:]), flush=True)
+        subprocess.run(command, cwd=REPO, check=True)
+    return out
+
+
+def scores(evaluation, fake, retrieval, long_clips) -> dict[str, float]:
+    """The table's figures for one set of faces (`fake`, an Analysis) against the real test
+    faces."""
+    real, speaker_ids = evaluation.real, evaluation.speaker_ids
+    figures = evaluation.suite.score(fake, real, speaker_ids)
+    row = {}
+    keep = np.isin(speaker_ids, retrieval)
+    for k, value in recall_at_k(fake.descriptors[keep], speaker_ids[keep],
+                                real.descriptors[keep], speaker_ids[keep], RECALL_KS,
+                                "cosine").items():
+        row[f"recall@{k}"] = value
+    row["cos own"] = similarity_to_speakers(fake.descriptors, speaker_ids, real.descriptors,
+                                            speaker_ids)["cosine_same"]
+    row["detected"] = figures["detection_dlib"]
+    if "sharpness" in figures:
+        row["sharpness"] = figures["sharpness"]
+    rows = np.isin(speaker_ids, long_clips)
+    row["mouth sync"] = mouth_sync_scores(fake.extra["mouth_sync"][rows],
+                                          real.extra["mouth_sync"][rows], None,
+                                          speaker_ids[rows])["mouth_sync"]
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levers", nargs="+", default=["defaults"], choices=list(LEVERS))
+    parser.add_argument("--budget", type=float, default=1800, help="training seconds per lever")
+    parser.add_argument("--frames_per_second", type=float, default=10)
+    parser.add_argument("--min_speech", type=float, default=4.0,
+                        help="seconds of video a speaker needs to count in recall@K")
+    parser.add_argument("--long_clip", type=float, default=10.0,
+                        help="a clip this long makes its speaker one mouth sync is measured on")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=REPO / "data" / ".cache" / "real_video")
+    parser.add_argument("--fixture", type=Path, default=FIXTURE)
+    args = parser.parse_args()
+    if not args.fixture.is_dir():
+        raise SystemExit(f"no {args.fixture}: pass --fixture FOLDER of <speaker>/<clip> videos")
+    args.work.mkdir(parents=True, exist_ok=True)
+    pairs = prepared(args.work, args.fixture, args.frames_per_second)
+    info = validate_pair_file(pairs)
+    durations = clip_seconds(args.fixture)
+    ids = {name: index for index, name in enumerate(info.speaker_names)}
+    retrieval = [ids[s] for s, d in durations.items() if s in ids and sum(d) >= args.min_speech]
+    long_clips = [ids[s] for s, d in durations.items() if s in ids and max(d) >= args.long_clip]
+    names = [n for n in ("detection_dlib", "dlib_similarity", "mouth_sync", "sharpness")
+             if n in METRICS]
+    scoring = argparse.Namespace(metrics=",".join(names), inception=None)
+    table, real_row = [], None
+    with tempfile.TemporaryDirectory() as folder:
+        previous = Path.cwd()
+        os.chdir(folder)
+        try:
+            for lever in args.levers:
+                [(seconds, step, model)] = train_for_budgets(
+                    ["--dataset", str(pairs), *LEVERS[lever]], [args.budget], Path(folder),
+                    args.seed)
+                evaluation = evaluation_for(scoring, info, "test", model.args,
+                                            torch.device("cpu"), None)
+                fake = evaluation.suite.analyse(evaluation.generate(model))
+                table.append({"lever": lever, "budget s": round(seconds), "steps": step,
+                              **scores(evaluation, fake, retrieval, long_clips)})
+                print(table[-1], flush=True)
+                if real_row is None:
+                    real_row = {"lever": "real test faces",
+                                **scores(evaluation, evaluation.real, retrieval, long_clips)}
+        finally:
+            os.chdir(previous)
+    speakers = len(retrieval)
+    chance = {"lever": "chance", **{f"recall@{k}": min(k / speakers, 1.0) for k in RECALL_KS}}
+    print(f"\nrealvids-dev, --split_by time, test = the last 30% of each clip "
+          f"({len(evaluation.rows)} pairs of {len(info.speaker_names)} speakers; recall among "
+          f"the {speakers} with >= {args.min_speech:g} s, mouth sync on the {len(long_clips)} "
+          f"with a clip >= {args.long_clip:g} s); {args.frames_per_second:g} fps, seed "
+          f"{args.seed}, {torch.get_num_threads()} threads, CPU "
+          f"{torch.backends.cpu.get_cpu_capability()}, fp32")
+    columns = ["lever", "budget s", "steps", *(f"recall@{k}" for k in RECALL_KS), "cos own",
+               "detected", *(["sharpness"] if "sharpness" in names else []), "mouth sync"]
+    print_table(table + [real_row, chance], columns, width=24)
+
+
+if __name__ == "__main__":
+    main()
