@@ -98,7 +98,7 @@ def add_dashboard_options(parser: argparse.ArgumentParser) -> None:
                            help="its port, and the port --serve_dashboard listens on")
     dashboard.add_argument("--no_visdom", action="store_true",
                            help="plot nothing to visdom (the run folder still gets every figure)")
-    dashboard.add_argument("--log_to", default="visdom", metavar="visdom,tensorboard,wandb",
+    dashboard.add_argument("--log_to", default="visdom", metavar=",".join(LOG_TO),
                            help="live outputs, comma-separated: visdom; TensorBoard event files "
                                 "and a W&B run (offline unless logged in), both in the run folder")
     dashboard.add_argument("--serve_dashboard", action="store_true",
