@@ -27,7 +27,7 @@ from models.precision import PRECISIONS, choose_precision, hardware_of
 from models.wrong_pairs import WRONG_FACES
 from utils import (LOG_TO, SINGLE_PROCESS, Config, OneLineParser, Ranks, UserError, check_resumable,
                    choose_device, load_checkpoint, process_group, ranks_from_environment,
-                   resume_checkpoint_path)
+                   log_to_help, resume_checkpoint_path)
 
 IMAGE_SIZES_TEXT = " or ".join(map(str, IMAGE_SIZES))
 
@@ -99,8 +99,7 @@ def add_dashboard_options(parser: argparse.ArgumentParser) -> None:
     dashboard.add_argument("--no_visdom", action="store_true",
                            help="plot nothing to visdom (the run folder still gets every figure)")
     dashboard.add_argument("--log_to", default="visdom", metavar=",".join(LOG_TO),
-                           help="live outputs, comma-separated: visdom; TensorBoard event files "
-                                "and a W&B run (offline unless logged in), both in the run folder")
+                           help=log_to_help())
     dashboard.add_argument("--serve_dashboard", action="store_true",
                            help="start a visdom server on this machine at --visdom_port, after "
                                 "installing its JavaScript from npm if missing")

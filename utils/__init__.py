@@ -17,6 +17,6 @@ from utils.seeding import restore_rng_states, rng_states, seed_everything
 from utils.signals import StoppedBySignal, StopSignals
 from utils.tracking import (LOG_TO, SINKS, SmoothedCurve, TensorBoardSink, VisdomSink,
                             Visualizer, WandbSink, audio_players, current_run_records,
-                            install_dashboard_assets, live_sinks, missing_dashboard_assets,
+                            install_dashboard_assets, live_sinks, log_to_help, missing_dashboard_assets,
                             panels_for, serve_dashboard, svg_chart, visdom_static_dir,
                             window_id, write_run_page)

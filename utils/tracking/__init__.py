@@ -4,7 +4,7 @@ from utils.tracking.figures import SMOOTHING, SmoothedCurve, panels_for, window_
 from utils.tracking.protocol import Sink, SteppedSink
 from utils.tracking.run_page import (CHART_POINTS, ChartFrame, audio_players, current_run_records,
                                      svg_chart, write_run_page)
-from utils.tracking.sinks import LOG_TO, SINKS, live_sinks
+from utils.tracking.sinks import LOG_TO, SINKS, live_sinks, log_to_help
 from utils.tracking.tensorboard_sink import TensorBoardSink
 from utils.tracking.visdom_server import (DASHBOARD_ASSETS, install_dashboard_assets,
                                           missing_dashboard_assets, npm_pack, serve_dashboard,

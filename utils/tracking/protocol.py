@@ -12,6 +12,7 @@ class Sink(Protocol):
     Each sink has the same five calls, the last at each epoch's end; `step` is None before
     the first training step."""
     package: ClassVar[str]      # the pip package to name when its import fails
+    summary: ClassVar[str]      # what --log_to NAME gives, for --help
 
     def options(self, options: dict) -> None: ...
 

@@ -13,6 +13,12 @@ SINKS = {"visdom": VisdomSink, "tensorboard": TensorBoardSink, "wandb": WandbSin
 LOG_TO = tuple(SINKS)
 
 
+def log_to_help() -> str:
+    """--log_to's help: each sink's name and what it gives."""
+    return "live outputs, comma-separated: " + "; ".join(
+        f"{name}: {sink.summary}" for name, sink in SINKS.items())
+
+
 def live_sinks(options, run_dir: Path, panels) -> list[Sink]:
     """The --log_to outputs that open; one that cannot says so in one line and is left out."""
     names = [name for name in options.log_to.split(",")

@@ -17,6 +17,7 @@ class TensorBoardSink(SteppedSink):
     run; its writer opens with purge_step at its first step, which makes TensorBoard drop
     what an interrupted process logged after the checkpoint (this process logs it again)."""
     package = "tensorboard"
+    summary = "TensorBoard event files in the run folder"
 
     def __init__(self, options, run_dir: Path, panels):
         super().__init__()

@@ -22,6 +22,7 @@ class VisdomSink:
     traceback for every call and return False). Per-iteration figures are smoothed and
     sent at most every PLOT_SECONDS, grouped into the caller's panels."""
     package = "visdom"
+    summary = "plots to a visdom server (--visdom_server, --visdom_port)"
 
     def __init__(self, options, run_dir: Path, panels):
         self.address = f"{options.visdom_server}:{options.visdom_port}"

@@ -18,6 +18,7 @@ class WandbSink(SteppedSink):
     wandb_run_id, so --resume continues the same W&B run (`wandb sync` puts an offline
     resume's folders together). W&B's own exit hook finishes the run."""
     package = "wandb"
+    summary = "a W&B run in the run folder (offline unless logged in)"
 
     def __init__(self, options, run_dir: Path, panels):
         super().__init__()
