@@ -31,6 +31,8 @@ class PrepareReport:
     broken: list = field(default_factory=list)              # (file, reason)
     lone_files: list = field(default_factory=list)          # paths without a partner
     notes: list = field(default_factory=list)               # things passed over
+    skipped: list = field(default_factory=list)             # (file, why): not read for its suffix
+    unread_speakers: list = field(default_factory=list)     # speakers none of whose files is read
 
     def split_total(self, split: str) -> int:
         return sum(n for (_, s), n in self.kept.items() if s == split)
@@ -126,6 +128,9 @@ def format_summary(report: PrepareReport) -> str:
     lines = _table(["speaker"] + columns, rows)
     lines += _listing("broken files skipped", [f"{f}: {why}" for f, why in report.broken])
     lines += _listing("files without a partner", [str(p) for p in report.lone_files])
+    lines += _listing("files skipped for their suffix", [f"{f}: {why}" for f, why in report.skipped])
+    lines += _listing("speakers with no video read (every file skipped for its suffix)",
+                      report.unread_speakers)
     lines += _listing("passed over", report.notes)
     return "\n".join(lines)
 

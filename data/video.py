@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -17,11 +17,23 @@ import av
 import numpy as np
 
 from data.faces import FaceCropper, FaceSettings
-from data.schema import SAMPLE_RATE
+from data.schema import SAMPLE_RATE, SPLITS
 from data.speech_activity import make_vad
 from utils import UserError
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+# The containers FFmpeg (bundled by PyAV) demuxes that hold picture and sound together; it
+# decodes their codecs too (H.264/5, VP8/9, AV1, MPEG-1/2/4, WMV, DV, ...). A folder's
+# other files are skipped and listed. A manifest row is read whatever its suffix, as
+# FFmpeg tells the container from the bytes.
+VIDEO_SUFFIXES = (
+    ".mp4", ".m4v", ".mov", ".qt", ".3gp", ".3g2", ".f4v", ".mj2",   # ISO media / QuickTime
+    ".mkv", ".mk3d", ".webm",                                        # Matroska
+    ".avi", ".divx",
+    ".mpg", ".mpeg", ".mpe", ".vob", ".mod", ".tod",                 # MPEG program stream
+    ".ts", ".mts", ".m2ts", ".m2t", ".trp", ".tp",                   # MPEG transport stream
+    ".flv", ".wmv", ".asf", ".ogv", ".ogm", ".rm", ".rmvb", ".dv", ".dif",
+    ".mxf", ".nut", ".wtv", ".nsv", ".amv",
+)
 # What the decoder can raise on a broken file, besides its own FFmpegError family.
 DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, UnicodeDecodeError)
 
@@ -43,6 +55,16 @@ class VideoSource:
     path: Path
     speaker: str
     label: str  # how pair names and reports call it, e.g. "alice/talk.mp4"
+    split: str | None = None  # fixed by the manifest; None follows --split_by
+
+
+@dataclass
+class VideoList:
+    """The videos found (sorted by label) and what was passed over, for the summary."""
+    videos: list
+    notes: list = field(default_factory=list)     # files passed over, and why
+    skipped: list = field(default_factory=list)   # (file, why): not a video by its suffix
+    unread_speakers: list = field(default_factory=list)  # speaker folders without a video
 
 
 @dataclass
@@ -52,42 +74,83 @@ class FrameWindow:
     face: np.ndarray | None = None        # uint8 (S, S, 3) RGB
     waveform: np.ndarray | None = None    # float32 (L,) at 16 kHz
     dropped: str | None = None
+    window_start: int = 0                 # the speech window's first sample on the clock
+
+
+@dataclass
+class ClipSpan:
+    """Where a clip's picture and speech both run, in 16 kHz samples on the container's
+    clock, as far as it was decoded: what --split_by time shares out."""
+    video: list = field(default_factory=lambda: [None, None])   # first frame, last frame's end
+    speech: list = field(default_factory=lambda: [None, None])  # first sample, end
+
+    def see_frame(self, time: float | None, duration: float) -> None:
+        if time is not None:
+            if self.video[0] is None:
+                self.video[0] = round(time * SAMPLE_RATE)
+            self.video[1] = round((time + duration) * SAMPLE_RATE)
+
+    def see_speech(self, speech: "SpeechTimeline") -> None:
+        self.speech = [speech.origin, speech.end]
+
+    def bounds(self) -> list | None:
+        """[start, end) where both run, or None where either never started."""
+        if None in self.video or None in self.speech:
+            return None
+        start, end = max(self.video[0], self.speech[0]), min(self.video[1], self.speech[1])
+        return [start, max(start, end)]
 
 
 # ---------------------------------------------------------------- finding the videos
 
-def find_videos(src) -> tuple[list[VideoSource], list[str]]:
-    """Videos from a folder `<speaker>/.../<name>.<ext>` or a CSV manifest `path,speaker`.
-
-    Returns the videos sorted by label and notes on files that were passed over.
-    """
+def find_videos(src) -> VideoList:
+    """Videos from a folder `<speaker>/.../<name>.<ext>` or a CSV manifest
+    `path,speaker[,split]`, sorted by label, with the files passed over and why."""
     src = Path(src)
     if not src.exists():
         raise VideoListError(f"{src}: no such folder or manifest; pass a folder of "
                              "<speaker>/<video> files or a CSV of path,speaker")
-    videos, notes = (read_manifest(src), []) if src.is_file() else _scan_folder(src)
-    if not videos:
-        raise VideoListError(f"{src}: no videos ({', '.join(VIDEO_SUFFIXES)}) found; "
-                             "put them in one folder per speaker: <speaker>/<name>.mp4")
-    return sorted(videos, key=lambda v: v.label), notes
+    found = VideoList(read_manifest(src)) if src.is_file() else _scan_folder(src)
+    if not found.videos:
+        count = len(found.skipped)
+        skipped = (f" ({count} file{'s' * (count != 1)} skipped for their suffix, e.g. "
+                   f"{found.skipped[0][0]})" if count else "")
+        raise VideoListError(f"{src}: no videos found{skipped}; put them in one folder per "
+                             "speaker, <speaker>/<name>.mp4, with a video suffix (docs/data.md)")
+    found.videos.sort(key=lambda v: v.label)
+    return found
 
 
-def _scan_folder(root: Path) -> tuple[list[VideoSource], list[str]]:
-    videos, notes = [], []
+def _scan_folder(root: Path) -> VideoList:
+    found, has_video = VideoList([]), {}  # speaker -> whether any of its files is a video
     for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix.lower() not in VIDEO_SUFFIXES:
+        if not path.is_file():
             continue
         relative = path.relative_to(root)
-        if len(relative.parts) < 2:
-            notes.append(f"{relative}: not inside a speaker folder, ignored")
-            continue
-        videos.append(VideoSource(path, relative.parts[0], relative.as_posix()))
-    return videos, notes
+        speaker = relative.parts[0] if len(relative.parts) >= 2 else None
+        is_video = path.suffix.lower() in VIDEO_SUFFIXES
+        if speaker is not None:
+            has_video[speaker] = has_video.get(speaker, False) or is_video
+        if not is_video:
+            kind = f"{path.suffix} is" if path.suffix else "a name without a suffix is"
+            found.skipped.append((relative.as_posix(), f"{kind} not a video container read "
+                                  "here; rename it if it is one (docs/data.md)"))
+        elif speaker is None:
+            found.notes.append(f"{relative}: not inside a speaker folder, ignored")
+        else:
+            found.videos.append(VideoSource(path, speaker, relative.as_posix()))
+    found.unread_speakers = sorted(s for s, seen in has_video.items() if not seen)
+    return found
+
+
+_HEADERS = (["path", "speaker"], ["path", "speaker", "split"])
 
 
 def read_manifest(manifest: Path) -> list[VideoSource]:
-    """Rows `path,speaker` (a header row `path,speaker` is allowed); relative paths are
-    taken from the manifest's folder. Missing videos are kept: the run reports them."""
+    """Rows `path,speaker[,split]` (a header row naming those columns is allowed); relative
+    paths are taken from the manifest's folder; a split (train, valid, test) fixes the
+    video's split, an empty one follows --split_by. Missing videos are kept: the run
+    reports them."""
     try:
         with open(manifest, newline="", encoding="utf-8") as handle:
             rows = list(csv.reader(handle))
@@ -96,13 +159,17 @@ def read_manifest(manifest: Path) -> list[VideoSource]:
     videos = []
     for line, row in enumerate(rows, start=1):
         cells = [cell.strip() for cell in row]
-        if not any(cells) or (line == 1 and [c.lower() for c in cells] == ["path", "speaker"]):
+        if not any(cells) or (line == 1 and [c.lower() for c in cells] in _HEADERS):
             continue
-        if len(cells) != 2 or not all(cells):
-            raise VideoListError(f"{manifest}, line {line}: expected `path,speaker`, "
-                                 f"found {','.join(row)!r}")
+        if len(cells) not in (2, 3) or not all(cells[:2]):
+            raise VideoListError(f"{manifest}, line {line}: expected `path,speaker` or "
+                                 f"`path,speaker,split`, found {','.join(row)!r}")
+        split = cells[2].lower() if len(cells) == 3 and cells[2] else None
+        if split is not None and split not in SPLITS:
+            raise VideoListError(f"{manifest}, line {line}: split {cells[2]!r} is not train, "
+                                 "valid or test; leave it empty to follow --split_by")
         path = Path(cells[0]) if Path(cells[0]).is_absolute() else manifest.parent / cells[0]
-        videos.append(VideoSource(path, cells[1], cells[0]))
+        videos.append(VideoSource(path, cells[1], cells[0], split))
     return videos
 
 
@@ -114,10 +181,11 @@ class SpeechTimeline:
     def __init__(self):
         self.samples = np.zeros(0, np.float32)
         self.first_sample: int | None = None   # clock position of samples[0], in samples
+        self.origin: int | None = None         # clock position of the first sample decoded
 
     def add(self, samples: np.ndarray, time: float | None) -> None:
         if self.first_sample is None:
-            self.first_sample = int(round((time or 0.0) * SAMPLE_RATE))
+            self.first_sample = self.origin = int(round((time or 0.0) * SAMPLE_RATE))
         self.samples = np.concatenate([self.samples, samples])
 
     @property
@@ -195,8 +263,10 @@ def _missing_track(container) -> str | None:
     return None
 
 
-def frame_windows(path: Path, settings: WindowSettings, inspector: Inspector) -> Iterator[FrameWindow]:
-    """Every sampled frame of one video with its speech window, in time order.
+def frame_windows(path: Path, settings: WindowSettings, inspector: Inspector,
+                  span: ClipSpan | None = None) -> Iterator[FrameWindow]:
+    """Every sampled frame of one video with its speech window, in time order; `span`, if
+    given, follows where picture and speech run.
 
     Raises BrokenVideo when the file cannot be opened or has no audio or video track;
     a decoding error midway ends the video (pairs already yielded stay) with BrokenVideo.
@@ -210,13 +280,15 @@ def frame_windows(path: Path, settings: WindowSettings, inspector: Inspector) ->
         if missing:
             raise BrokenVideo(missing)
         inspector.faces.start_clip()
-        yield from _pair_up(container, settings, inspector)
+        yield from _pair_up(container, settings, inspector, span or ClipSpan())
 
 
-def _pair_up(container, settings: WindowSettings, inspector: Inspector) -> Iterator[FrameWindow]:
+def _pair_up(container, settings: WindowSettings, inspector: Inspector,
+             span: ClipSpan) -> Iterator[FrameWindow]:
     video, audio = container.streams.video[0], container.streams.audio[0]
     video.thread_type = "AUTO"
     video.thread_count = inspector.decoder_threads
+    frame_seconds = 1 / float(video.average_rate) if video.average_rate else 0.0
     # Keep the channels and average them ourselves, as data.audio does: FFmpeg's own
     # downmix scales each channel by 0.71, so loud stereo speech would clip.
     resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)
@@ -230,7 +302,10 @@ def _pair_up(container, settings: WindowSettings, inspector: Inspector) -> Itera
                 if packet.stream.type == "audio":
                     for chunk in resampler.resample(frame):
                         speech.add(chunk.to_ndarray().mean(axis=0), chunk.time)  # (C, n) -> (n,)
-                elif sampler.take(frame.time):
+                    span.see_speech(speech)
+                    continue
+                span.see_frame(frame.time, frame_seconds)
+                if sampler.take(frame.time):
                     last_time = frame.time
                     waiting.append(_look_at(frame, inspector.faces))
             yield from _ready(waiting, speech, inspector, final=False)
@@ -240,6 +315,7 @@ def _pair_up(container, settings: WindowSettings, inspector: Inspector) -> Itera
             speech.forget_before(_start(oldest, half))
         for chunk in resampler.resample(None):
             speech.add(chunk.to_ndarray().mean(axis=0), chunk.time)
+        span.see_speech(speech)
     except DECODE_ERRORS as error:
         raise BrokenVideo(f"{_reason(error)} (decoding stopped at {last_time:.1f} s)") from None
     yield from _ready(waiting, speech, inspector, final=True)
@@ -277,8 +353,9 @@ def _ready(waiting: deque, speech: SpeechTimeline, inspector: Inspector,
     half, length = settings.window_samples // 2, settings.window_samples
     while waiting and (final or speech.covers(_start(waiting[0].time, half), length)):
         item = waiting.popleft()
+        item.window_start = _start(item.time, half)
         if item.dropped is None:
-            item.waveform = speech.window(_start(item.time, half), length)
+            item.waveform = speech.window(item.window_start, length)
             item.dropped = _not_speech(item.waveform, inspector)
         if item.dropped is not None:
             item.face, item.waveform = None, None

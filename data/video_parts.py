@@ -4,7 +4,9 @@ Each video's pairs (and its drop counts) go to their own small HDF5 file, writte
 temporary name, flushed and renamed when the video is done, so a crash, a kill or Ctrl-C
 leaves only whole parts. A rerun with the same settings skips the videos that have one;
 OUT is then assembled from the parts in the videos' sorted order, so a resumed run writes
-the same file as an uninterrupted one, whatever `--workers` was.
+the same file as an uninterrupted one, whatever `--workers` was. A part keeps each pair's
+speech window start and the clip's span beside the pairs, so the splits (`--split_by
+time` included) are drawn when OUT is assembled and a part serves any of them.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import numpy as np
 from data import video as videos
 from data.prepare_common import CHUNK_PAIRS, to_int16
 
-PART_VERSION = 1
+PART_VERSION = 2  # 2: window starts and the clip's span
 _STRING = h5py.string_dtype("utf-8")
 
 
@@ -35,6 +37,7 @@ class PartSummary:
     pairs: int = 0
     dropped: dict = field(default_factory=dict)  # cause -> pairs
     broken: str | None = None
+    span: list | None = None  # [start, end) where picture and speech both run (ClipSpan)
 
 
 def _stamp(source) -> str:
@@ -89,21 +92,23 @@ class PartStore:
 def write_part(path: Path, source, inspector, chunk_pairs: int = CHUNK_PAIRS) -> PartSummary:
     """Prepare one video into its part file; the file appears only once it is complete."""
     settings, summary = inspector.settings, PartSummary(source.label, source.speaker)
-    temporary = path.with_suffix(".tmp")
+    temporary, span = path.with_suffix(".tmp"), videos.ClipSpan()
     with h5py.File(temporary, "w") as part:
         columns = _create_columns(part, settings)
         chunk = []
         try:
-            for window in videos.frame_windows(source.path, settings, inspector):
+            for window in videos.frame_windows(source.path, settings, inspector, span):
                 if window.dropped:
                     summary.dropped[window.dropped] = summary.dropped.get(window.dropped, 0) + 1
                     continue
-                chunk.append((to_int16(window.waveform), window.face, f"{source.label}@{window.time:.2f}s"))
+                chunk.append((to_int16(window.waveform), window.face,
+                              f"{source.label}@{window.time:.2f}s", window.window_start))
                 if len(chunk) >= chunk_pairs:
                     summary.pairs += _append(columns, chunk)
         except videos.BrokenVideo as broken:
             summary.broken = broken.reason
         summary.pairs += _append(columns, chunk)
+        summary.span = span.bounds()
         part.attrs["label"], part.attrs["stamp"] = source.label, _stamp(source)
         part.attrs["summary"] = json.dumps(dataclasses.asdict(summary))
         part.flush()
@@ -120,6 +125,8 @@ def _create_columns(part: h5py.File, settings) -> dict:
         "faces": part.create_dataset("faces", (0, size, size, 3), np.uint8,
                                      maxshape=(None, size, size, 3), chunks=(16, size, size, 3)),
         "names": part.create_dataset("names", (0,), _STRING, maxshape=(None,), chunks=(256,)),
+        "window_starts": part.create_dataset("window_starts", (0,), np.int64, maxshape=(None,),
+                                             chunks=(256,)),
     }
 
 
@@ -128,18 +135,20 @@ def _append(columns: dict, chunk: list) -> int:
     count = len(chunk)
     if count:
         start = columns["names"].shape[0]
-        for key, values in zip(("waveforms", "faces", "names"), zip(*chunk)):
+        for key, values in zip(("waveforms", "faces", "names", "window_starts"), zip(*chunk)):
             columns[key].resize(start + count, axis=0)
-            columns[key][start:] = np.stack(values) if key != "names" else list(values)
+            columns[key][start:] = list(values) if key == "names" else np.stack(values)
         chunk.clear()
     return count
 
 
 def read_part(path: Path, chunk_pairs: int = CHUNK_PAIRS) -> Iterator[tuple]:
-    """(waveforms int16 (n, L), faces uint8 (n, S, S, 3), names) a chunk at a time."""
+    """(waveforms int16 (n, L), faces uint8 (n, S, S, 3), names, window starts int64 (n,))
+    a chunk at a time."""
     with h5py.File(path, "r") as part:
         total = part["names"].shape[0]
         for start in range(0, total, chunk_pairs):
             stop = min(start + chunk_pairs, total)
             names = [n.decode() for n in part["names"][start:stop]]
-            yield part["waveforms"][start:stop], part["faces"][start:stop], names
+            yield (part["waveforms"][start:stop], part["faces"][start:stop], names,
+                   part["window_starts"][start:stop])

@@ -3,10 +3,10 @@ decodes them and finds the faces), each video prepared on its own into OUT.parts
 (data/video_parts.py, in parallel by data/video_workers.py), then assembled into OUT."""
 from __future__ import annotations
 
-import random
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from data import video as videos
@@ -16,14 +16,16 @@ from data.faces import DETECTORS
 from data.prepare_common import (HelpFormatter, PairSink, PrepareError, PrepareReport,
                                  add_common_options, bounded, check_output, finish,
                                  format_summary, open_writer)
-from data.schema import SAMPLE_RATE
+from data.schema import SAMPLE_RATE, SPLITS
 from data.speech_activity import VADS
+from data.video_splits import BETWEEN_SPLITS, BY_TIME, SPLIT_BY, TimeSplit, assign_splits
 
 VIDEOS_HELP = """\
-Make pairs from raw videos (.mp4 .mkv .webm .avi .mov):
+Make pairs from raw videos, in any container FFmpeg reads (.mp4 .mkv .webm .avi .mov
+.mpg .ts .mts .flv .wmv .3gp .ogv ...; docs/data.md lists them):
 
     SRC/<speaker>/<any name>.mp4        one folder per speaker (subfolders allowed), or
-    SRC.csv                             a manifest with rows path,speaker
+    SRC.csv                             a manifest with rows path,speaker[,split]
 
 Every 1/--frames_per_second s a frame is taken and its faces found (--detector, dlib's
 HOG by default); the speaker's face is followed through the clip, its eyes (dlib's 68
@@ -32,10 +34,12 @@ landmarks) warped onto a fixed template (unless --no_align) and the crop resized
 mono). A pair is dropped, and counted, when the frame has no face, the face jumped (a
 cut) or another face is larger, the landmarks fail, the window runs outside the audio,
 is quieter than --silence_dbfs, or holds too little voice (--vad, --speech_fraction).
-A broken video is skipped and reported. Each finished video is kept in OUT.parts/, so
-a rerun after a crash or Ctrl-C skips it; --workers N prepares N videos at once.
-Splits are made by video (test speech comes from unseen videos of known speakers)
-or, with --split_by speaker, by speaker (unseen speakers)."""
+A broken video, and a file without a video suffix, is skipped and reported. Each
+finished video is kept in OUT.parts/, so a rerun after a crash or Ctrl-C skips it;
+--workers N prepares N videos at once. Splits are made by video (test speech comes from
+unseen videos of known speakers), with --split_by speaker by speaker (unseen speakers),
+or with --split_by time by each video's last seconds (one window apart, so no speech
+is in two splits). A manifest's split column (train, valid, test) fixes a video's split."""
 
 
 def add_parser(commands):
@@ -43,8 +47,8 @@ def add_parser(commands):
                                  description=VIDEOS_HELP, formatter_class=HelpFormatter)
     parser.add_argument("src", metavar="SRC_FOLDER_OR_MANIFEST.csv",
                         help="folder of <speaker>/<video> files, or a CSV of path,speaker")
-    add_common_options(parser, "share of each speaker's videos (or of the speakers) held out "
-                               "for validation")
+    add_common_options(parser, "share of each speaker's videos (of the speakers, or of each "
+                               "video's span with --split_by time) held out for validation")
     _add_video_options(parser)
     return parser
 
@@ -54,11 +58,13 @@ def _add_video_options(parser) -> None:
                         default=2.0, metavar="RATE",
                         help="frames sampled, and pairs made, per second of video (default: %(default)s)")
     parser.add_argument("--test_fraction", type=bounded(float, 0, 0.9), default=0.1,
-                        metavar="FRACTION", help="share of each speaker's videos (or of the "
-                        "speakers) held out for testing (default: %(default)s)")
-    parser.add_argument("--split_by", choices=("video", "speaker"), default="video",
-                        help="hold out whole videos of known speakers, or whole speakers "
-                             "(unseen speakers) (default: %(default)s)")
+                        metavar="FRACTION", help="share of each speaker's videos (of the "
+                        "speakers, or of each video's span with --split_by time) held out for "
+                        "testing (default: %(default)s)")
+    parser.add_argument("--split_by", choices=SPLIT_BY, default="video",
+                        help="hold out whole videos of known speakers, whole speakers (unseen "
+                             "speakers), or the end of every video, one speech window apart "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the draw of held-out videos or speakers (default: %(default)s)")
     parser.add_argument("--margin", type=bounded(float, 0, 1), default=0.1, metavar="FRACTION",
@@ -89,23 +95,28 @@ def run(options) -> PrepareReport:
     centred on it. Each video is prepared into OUT.parts/ (resumable, in parallel with
     --workers), then OUT is assembled from the parts in the videos' sorted order."""
     out = Path(options.out)
-    sources, notes = videos.find_videos(options.src)
+    found = videos.find_videos(options.src)
     check_output(out, options.overwrite)
-    report = PrepareReport(notes=notes, videos_read=Counter())
-    sources = readable_videos(sources, report)
+    report = PrepareReport(notes=found.notes, videos_read=Counter(), skipped=found.skipped,
+                           unread_speakers=found.unread_speakers)
+    for speaker in found.unread_speakers:
+        report.videos_read[speaker] = 0  # its row in the table says so
+    sources = readable_videos(found.videos, report)
     speakers = sorted({source.speaker for source in sources})
     splits = assign_splits(sources, options.split_by, options.test_fraction,
                            options.valid_fraction, options.seed)
     settings = window_settings(options)
+    by_time = TimeSplit(options.test_fraction, options.valid_fraction, settings.window_samples)
     store = parts.PartStore(out, settings)
     note = store.open()
     if note:
         report.notes.append(note)
     summaries = prepare_parts(sources, store, settings, options.workers)
     with open_writer(out, speakers, settings.window_samples, settings.face_size) as writer:
+        merge = PartMerger(store, writer, speakers, report, by_time)
         for source in sources:
-            _merge_part(source, summaries[source.label], splits[source.label], store, writer,
-                        speakers, report)
+            merge(source, summaries[source.label], splits[source.label])
+        merge.note_short_videos()
         finish(PairSink(writer, speakers, report), report, out)
     store.remove()
     return report
@@ -145,18 +156,51 @@ def prepare_parts(sources, store, settings, workers: int) -> dict:
     return summaries
 
 
-def _merge_part(source, summary, split: str, store, writer, speakers, report) -> None:
-    """Copy one video's part into OUT and count what it kept and dropped."""
-    for cause, count in summary.dropped.items():
-        report.dropped[source.speaker, cause] += count
-    if summary.broken:
-        report.broken.append((source.label, summary.broken))
-    else:
-        report.videos_read[source.speaker] += 1
-    speaker_id = speakers.index(source.speaker)
-    for waveforms, faces, names in parts.read_part(store.path(source)):
-        writer.append(split, waveforms, faces, [speaker_id] * len(names), names)
-        report.kept[source.speaker, split] += len(names)
+class PartMerger:
+    """Copies each video's part into OUT, to its split or, by time, each pair to the share
+    of the video its speech window lies in, and counts what it kept and dropped."""
+
+    def __init__(self, store, writer, speakers: list, report: PrepareReport, by_time: TimeSplit):
+        self.store, self.writer, self.speakers, self.report = store, writer, speakers, report
+        self.by_time, self.short, self.timed = by_time, 0, 0
+
+    def __call__(self, source, summary, split) -> None:
+        report = self.report
+        for cause, count in summary.dropped.items():
+            report.dropped[source.speaker, cause] += count
+        if summary.broken:
+            report.broken.append((source.label, summary.broken))
+        else:
+            report.videos_read[source.speaker] += 1
+        if split is BY_TIME and summary.span is not None:
+            self.timed += 1
+            self.short += self.by_time.too_short(summary.span)
+        speaker_id = self.speakers.index(source.speaker)
+        for waveforms, faces, names, starts in parts.read_part(self.store.path(source)):
+            if split is not BY_TIME:
+                self._append(split, source.speaker, speaker_id, waveforms, faces, names)
+                continue
+            chosen = self.by_time.splits_of(starts, summary.span)
+            for name in SPLITS:
+                keep = np.flatnonzero(chosen == name)
+                if len(keep):
+                    self._append(name, source.speaker, speaker_id, waveforms[keep], faces[keep],
+                                 [names[i] for i in keep])
+            between = int(np.sum(chosen == BETWEEN_SPLITS))
+            if between:
+                report.dropped[source.speaker, BETWEEN_SPLITS] += between
+
+    def _append(self, split, speaker, speaker_id, waveforms, faces, names) -> None:
+        self.writer.append(split, waveforms, faces, [speaker_id] * len(names), names)
+        self.report.kept[speaker, split] += len(names)
+
+    def note_short_videos(self) -> None:
+        if self.short:
+            seconds = self.by_time.window_samples / SAMPLE_RATE
+            self.report.notes.append(
+                f"--split_by time: {self.short} of {self.timed} videos are too short to hold a "
+                f"whole {seconds:g} s window in every split's share (and the {seconds:g} s gaps), "
+                f"so some splits got none of their pairs (see dropped: {BETWEEN_SPLITS})")
 
 
 def readable_videos(sources, report: PrepareReport) -> list:
@@ -173,38 +217,3 @@ def readable_videos(sources, report: PrepareReport) -> list:
         raise PrepareError(f"none of the {len(sources)} videos could be read; "
                            "see the list of broken files above")
     return readable
-
-
-# ---------------------------------------------------------------- splits
-
-def assign_splits(sources, split_by: str, test_fraction: float, valid_fraction: float,
-                  seed: int) -> dict:
-    """Map each video's label to a split. By video: each speaker's videos are shared out,
-    so test speech comes from videos never trained on. By speaker: whole speakers are."""
-    rng = random.Random(seed)
-    by_speaker = {}
-    for source in sources:
-        by_speaker.setdefault(source.speaker, []).append(source.label)
-    if split_by == "speaker":
-        speakers = sorted(by_speaker)
-        rng.shuffle(speakers)
-        shares = _share_out(speakers, test_fraction, valid_fraction)
-        return {label: shares[s] for s, labels in by_speaker.items() for label in labels}
-    splits = {}
-    for speaker in sorted(by_speaker):
-        labels = sorted(by_speaker[speaker])
-        rng.shuffle(labels)
-        splits.update(_share_out(labels, test_fraction, valid_fraction))
-    return splits
-
-
-def _share_out(items: list, test_fraction: float, valid_fraction: float) -> dict:
-    """First items to test, next to valid, the rest to train; train always keeps one, and
-    a fraction above 0 takes at least one item while there are enough to go round."""
-    count = len(items)
-    test = round(count * test_fraction) or int(test_fraction > 0 and count >= 2)
-    test = min(test, count - 1)
-    valid = round(count * valid_fraction) or int(valid_fraction > 0 and count - test >= 2)
-    valid = min(valid, count - test - 1)
-    return {item: "test" if i < test else "valid" if i < test + valid else "train"
-            for i, item in enumerate(items)}

@@ -16,8 +16,11 @@ from data.schema import SAMPLE_RATE
 
 
 def encode_video(path, frames, speech: np.ndarray, frames_per_second: int = 25,
-                 speech_rate: int = SAMPLE_RATE) -> Path:
-    """Write an h264 + AAC video from RGB frames (each (H, W, 3) uint8) and float speech,
+                 speech_rate: int = SAMPLE_RATE, video_codec: str = "libx264",
+                 audio_codec: str = "aac", container_format: str | None = None,
+                 audio_bit_rate: int | None = None, video_options: dict | None = None) -> Path:
+    """Write a video (h264 + AAC unless told, in the container the suffix or
+    `container_format` names) from RGB frames (each (H, W, 3) uint8) and float speech,
     mono (T,) or stereo (2, T). Audio and video are interleaved as a camera would write them.
     """
     path = Path(path)
@@ -25,12 +28,14 @@ def encode_video(path, frames, speech: np.ndarray, frames_per_second: int = 25,
     speech = np.atleast_2d(np.asarray(speech, np.float32))  # (C, T)
     frames = iter(frames)
     first = next(frames)
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=frames_per_second)
+    with av.open(str(path), "w", format=container_format) as container:
+        video = container.add_stream(video_codec, rate=frames_per_second, options=video_options or {})
         video.height, video.width = first.shape[0] // 2 * 2, first.shape[1] // 2 * 2
         video.pix_fmt = "yuv420p"
         layout = "mono" if speech.shape[0] == 1 else "stereo"
-        audio = container.add_stream("aac", rate=speech_rate, layout=layout)
+        audio = container.add_stream(audio_codec, rate=speech_rate, layout=layout)
+        if audio_bit_rate:  # WMA's encoder refuses to open without one
+            audio.bit_rate = audio_bit_rate
         speech_done = 0
         for index, picture in enumerate(itertools.chain([first], frames)):
             picture = np.ascontiguousarray(picture[:video.height, :video.width], np.uint8)
@@ -44,8 +49,8 @@ def encode_video(path, frames, speech: np.ndarray, frames_per_second: int = 25,
 
 
 def _encode_speech(container, audio, speech: np.ndarray, start: int, last: bool = False) -> int:
-    """Encode speech (C, T) from `start` in AAC-sized blocks (a short one only if `last`);
-    returns where it stopped."""
+    """Encode speech (C, T) from `start` in AAC-sized blocks (a short one only if `last`;
+    PyAV regroups them for codecs with other frame sizes); returns where it stopped."""
     block = 1024  # AAC's frame size
     layout = "mono" if speech.shape[0] == 1 else "stereo"
     while start + block <= speech.shape[1] or (last and start < speech.shape[1]):

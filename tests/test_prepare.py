@@ -24,7 +24,7 @@ from data import prepare
 from data import video as videos
 from data import wav2pix_import as wav2pix
 from data.schema import validate_pair_file
-from data.videos_command import assign_splits
+from data.video_splits import assign_splits
 from tests.media import encode_video
 
 REPO = Path(__file__).resolve().parents[1]
