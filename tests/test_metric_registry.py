@@ -16,7 +16,7 @@ from models.metrics.suite import FaceMetrics
 from utils import UserError
 
 BUILT_IN = ["detection_dlib", "detection_haar", "identity", "dlib_similarity", "frechet", "l1",
-            "matching", "mouth_sync", "grid", "attributes"]
+            "matching", "mouth_sync", "grid", "sharpness", "attributes"]
 
 
 def face_brightness(faces: np.ndarray, suite) -> np.ndarray:
@@ -77,7 +77,7 @@ def test_the_built_in_registry_keeps_its_order_and_declarations():
     assert declaring("descriptors") == {"dlib_similarity", "frechet", "matching"}
     assert declaring("classifier") == {"identity", "frechet", "matching"}
     assert registry.unconditional_names() == {"detection_dlib", "detection_haar", "frechet",
-                                              "grid"}
+                                              "grid", "sharpness"}
     assert all(entries[name].description == METRICS[name] for name in BUILT_IN)
 
 

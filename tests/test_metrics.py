@@ -213,7 +213,7 @@ def test_evaluate_prints_a_table_and_writes_every_metric_beside_the_checkpoint(
                 "dlib_euclidean_same", "dlib_euclidean_other", "frechet_classifier",
                 "frechet_dlib", "fid_inception", "l1", "matching_1v2", "recall_at_1",
                 "recall_at_5", "recall_at_10", "grid_2", "grid_4", "grid_8", "checkerboard",
-                "grid_4_real"}
+                "grid_4_real", "sharpness", "hf_power", "hf_power_real"}
     metrics = report["metrics"]
     assert expected <= metrics.keys()
     # mouth sync needs lip landmarks, which dlib finds on none of these coloured squares

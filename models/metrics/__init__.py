@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from models.metrics import registry
 # Registration order; a metric module imported by one above it would register first.
 from models.metrics import detection, identity, frechet, pixels, matching  # noqa: F401,E402
-from models.metrics import mouth, grid, attributes  # noqa: F401,E402
+from models.metrics import mouth, grid, sharpness, attributes  # noqa: F401,E402
 from utils import UserError
 
 

@@ -81,7 +81,7 @@ def inception_network(path, device):
 def unconditional_metrics(names: list[str], args: ModelArgs) -> list[str]:
     """An unconditional model's faces belong to no speaker and pair with no frame: of the
     metrics, only those registered as unconditional (face detection, Frechet distances,
-    grid artifacts) apply."""
+    grid artifacts, sharpness) apply."""
     if args.condition != "none":
         return names
     unconditional = unconditional_names()
