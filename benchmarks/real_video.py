@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.learning_speed import train_for_budgets  # noqa: E402
 from benchmarks.train_speed import print_table  # noqa: E402
 from data.schema import validate_pair_file  # noqa: E402
+from data.video import VIDEO_SUFFIXES  # noqa: E402
 from models.metrics import METRICS  # noqa: E402
 from models.metrics.distances import recall_at_k, similarity_to_speakers  # noqa: E402
 from models.metrics.evaluation import evaluation_for  # noqa: E402
@@ -62,7 +63,7 @@ def clip_seconds(fixture: Path) -> dict[str, list[float]]:
     """speaker -> the duration of each of its clips, as their containers state it."""
     durations: dict[str, list[float]] = {}
     for path in sorted(fixture.glob("*/*")):
-        if path.suffix.lower() not in (".mp4", ".mkv", ".mpg", ".avi", ".mov", ".webm"):
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
             continue
         with av.open(str(path)) as container:
             durations.setdefault(path.parent.name, []).append(container.duration / av.time_base)
