@@ -25,26 +25,35 @@ def add_parser(commands):
 
 
 def run(options) -> PrepareReport:
+    """OUT from the parts, once every readable video of SRC has one and no other is there."""
     out, found, report = videos_command.begin(options)
     store = parts.PartStore(out, videos_command.window_settings(options))
+    shards = _check_folder(options, found.videos, store)
+    summaries = {source.label: store.finished(source) for source in found.videos}
+    unprepared = [source for source in found.videos if summaries[source.label] is None]
+    missing = videos_command.probe_each(unprepared, report)  # the others are broken
+    if missing:
+        raise PrepareError(_missing_message(options, found.videos, missing, shards, store))
+    sources = [source for source in found.videos if summaries[source.label] is not None]
+    videos_command.require_readable(sources, report)
+    return videos_command.assemble(options, sources, summaries, store, report)
+
+
+def _check_folder(options, every_video: list, store) -> int | None:
+    """The shard count the parts were made by (None: by runs without --shard), once they
+    were made with these settings and none is of a video outside `every_video`."""
     kept = store.kept_record()
     changed = store.changed(kept)
     if changed:
         raise PrepareError(f"{store.folder}: its parts were made with other settings ({changed}); "
                            "assemble with the options the shards were given")
-    foreign = store.foreign(found.videos)
+    foreign = store.foreign(every_video)
     if foreign:
-        raise PrepareError(f"{store.folder}: holds parts of {len(foreign)} videos not in "
-                           f"{options.src}: {_some(foreign)}; remove those files, or assemble "
-                           "the list of videos they were made from")
-    summaries = {source.label: store.finished(source) for source in found.videos}
-    unprepared = [source for source in found.videos if summaries[source.label] is None]
-    missing = videos_command.probe_each(unprepared, report)  # the others are broken
-    if missing:
-        raise PrepareError(_missing_message(options, found.videos, missing, kept.get("shards"), store))
-    sources = [source for source in found.videos if summaries[source.label] is not None]
-    videos_command.require_readable(sources, report)
-    return videos_command.assemble(options, sources, summaries, store, report)
+        videos = f"{len(foreign)} video{'s' * (len(foreign) > 1)}"
+        raise PrepareError(f"{store.folder}: holds parts of {videos} not in {options.src}: "
+                           f"{_some(foreign)}; remove those files, or assemble the list of "
+                           "videos they were made from")
+    return kept.get("shards")
 
 
 def _missing_message(options, every_video: list, missing: list, shards: int | None, store) -> str:

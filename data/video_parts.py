@@ -158,7 +158,10 @@ def _create_once(path: Path, record: dict) -> dict:
             pass
     finally:
         private.unlink()
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError:  # a record cut short by a crash of an older version: matches nothing
+        return {}
 
 
 def write_part(path: Path, source, inspector, chunk_pairs: int = CHUNK_PAIRS) -> PartSummary:

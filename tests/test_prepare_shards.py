@@ -114,7 +114,7 @@ def test_assemble_refuses_foreign_and_missing_parts_and_loses_nothing(tmp_path, 
     code, _, stderr = run(["assemble", clips.five, out, *SETTINGS])
     assert code == 2 and not out.exists(), stderr
     line = error_line(stderr)
-    assert "holds parts of 1 videos not in" in line and "v/javi/clip5.mp4 (" in line, line
+    assert "holds parts of 1 video not in" in line and "v/javi/clip5.mp4 (" in line, line
 
     # other settings than the shards had
     code, _, stderr = run(["assemble", clips.all, out, *SETTINGS, "--face_size", "32"])
