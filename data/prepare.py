@@ -3,6 +3,7 @@
     python -m data.prepare wav2pix SRC OUT.h5     a data set in wav2pix's folder layout
     python -m data.prepare videos SRC OUT.h5      raw videos, one folder per speaker,
                                                   or a CSV manifest of path,speaker
+    python -m data.prepare assemble SRC OUT.h5    OUT from the parts of videos --shard K/N
     python -m data.prepare demo OUT.h5            the synthetic demo speakers, labelled,
                                                   some held out (unseen speakers)
 
@@ -13,14 +14,15 @@ from __future__ import annotations
 
 import sys
 
-from data import demo_command, videos_command, wav2pix_command
-from data.prepare_common import HelpFormatter
+from data import assemble_command, demo_command, videos_command, wav2pix_command
+from data.prepare_common import PARTS_ONLY, HelpFormatter
 from data.schema import validate_pair_file
 from utils import OneLineParser, UserError
 
 # Each command is a module with add_parser(commands), which adds its subparser and returns
 # it, and run(options), which does the work; the order is the order --help lists them in.
-COMMANDS = {"wav2pix": wav2pix_command, "videos": videos_command, "demo": demo_command}
+COMMANDS = {"wav2pix": wav2pix_command, "videos": videos_command, "assemble": assemble_command,
+            "demo": demo_command}
 
 
 def build_parser() -> OneLineParser:
@@ -39,7 +41,8 @@ def main(argv=None) -> int:
         options = parser.parse_args(argv)
         if getattr(options, "test_fraction", 0) + getattr(options, "valid_fraction", 0) >= 1:
             parser.error("--test_fraction plus --valid_fraction must stay below 1")
-        options.run(options)
+        if options.run(options) is PARTS_ONLY:  # a shard: OUT comes from assemble
+            return 0
         info = validate_pair_file(options.out)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -14,6 +14,7 @@ from data.schema import SPLITS, PairWriter
 from utils import UserError
 
 CHUNK_PAIRS = 256  # pairs held in memory before a write: about 20 MB at 128 px, 1 s
+PARTS_ONLY = "parts only"  # what a command's run returns when it prepared parts, not OUT
 
 
 class PrepareError(UserError):
@@ -126,12 +127,12 @@ def format_summary(report: PrepareReport) -> str:
     rows = [[s] + row(s) for s in speakers]
     rows.append(["all"] + [sum(r[i] for r in rows) for i in range(1, len(columns) + 1)])
     lines = _table(["speaker"] + columns, rows)
-    lines += _listing("broken files skipped", [f"{f}: {why}" for f, why in report.broken])
-    lines += _listing("files without a partner", [str(p) for p in report.lone_files])
-    lines += _listing("files skipped for their suffix", [f"{f}: {why}" for f, why in report.skipped])
-    lines += _listing("speakers with no video read (every file skipped for its suffix)",
+    lines += listing("broken files skipped", [f"{f}: {why}" for f, why in report.broken])
+    lines += listing("files without a partner", [str(p) for p in report.lone_files])
+    lines += listing("files skipped for their suffix", [f"{f}: {why}" for f, why in report.skipped])
+    lines += listing("speakers with no video read (every file skipped for its suffix)",
                       report.unread_speakers)
-    lines += _listing("passed over", report.notes)
+    lines += listing("passed over", report.notes)
     return "\n".join(lines)
 
 
@@ -141,7 +142,7 @@ def _table(header: list, rows: list) -> list[str]:
                       for i, (cell, w) in enumerate(zip(r, widths))) for r in [header] + rows]
 
 
-def _listing(title: str, items: list, shown: int = 10) -> list[str]:
+def listing(title: str, items: list, shown: int = 10) -> list[str]:
     if not items:
         return []
     lines = [f"{title}: {len(items)}"] + [f"  {item}" for item in items[:shown]]

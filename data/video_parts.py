@@ -6,7 +6,9 @@ leaves only whole parts. A rerun with the same settings skips the videos that ha
 OUT is then assembled from the parts in the videos' sorted order, so a resumed run writes
 the same file as an uninterrupted one, whatever `--workers` was. A part keeps each pair's
 speech window start and the clip's span beside the pairs, so the splits (`--split_by
-time` included) are drawn when OUT is assembled and a part serves any of them.
+time` included) are drawn when OUT is assembled and a part serves any of them. Shards
+(`--shard K/N`, data/video_shards.py) write the parts of disjoint shares of the videos into
+one folder, each under names only its process writes, and `assemble` makes OUT from them.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,7 @@ import h5py
 import numpy as np
 
 from data import video as videos
-from data.prepare_common import CHUNK_PAIRS, to_int16
+from data.prepare_common import CHUNK_PAIRS, PrepareError, to_int16
 
 PART_VERSION = 2  # 2: window starts and the clip's span
 _STRING = h5py.string_dtype("utf-8")
@@ -50,26 +53,53 @@ def _stamp(source) -> str:
 
 
 class PartStore:
-    """The folder of parts beside OUT, valid for one set of window settings."""
+    """The folder of parts beside OUT, valid for one set of window settings.
+
+    Its record (settings.json) holds the settings and, from shards, how many there are.
+    Shards may start at once on machines sharing the folder: the first record written is
+    the one every shard checks itself against, and none ever discards a part."""
 
     def __init__(self, out: Path, settings: videos.WindowSettings):
         self.folder = out.with_name(out.name + ".parts")
+        self.record = self.folder / "settings.json"
         self.settings = {"part_version": PART_VERSION, **dataclasses.asdict(settings)}
 
-    def open(self) -> str | None:
-        """Make the folder, or reuse it; returns a note when earlier parts were discarded."""
-        note, record = None, self.folder / "settings.json"
-        if self.folder.is_dir():
-            kept = json.loads(record.read_text()) if record.is_file() else None
-            if kept != self.settings:
-                changed = sorted(k for k in self.settings if (kept or {}).get(k) != self.settings[k])
-                shutil.rmtree(self.folder)
-                note = f"{self.folder}: made with other settings ({', '.join(changed)}); started over"
+    def open(self, shards: int | None = None) -> str | None:
+        """Make the folder, or reuse it. A run alone (`shards` None) starts over where the
+        parts were made with other settings and returns a note saying so; one of `shards`
+        shards refuses instead, as the others may be writing there."""
+        wanted = {**self.settings, "shards": shards} if shards else self.settings
         self.folder.mkdir(parents=True, exist_ok=True)
-        for stale in self.folder.glob("*.tmp"):  # a part a crash left half written
-            stale.unlink()
-        record.write_text(json.dumps(self.settings, sort_keys=True))
+        changed = self.changed(_create_once(self.record, wanted), shards)
+        if changed and shards:
+            raise PrepareError(f"{self.folder}: made with other settings ({changed}); give every "
+                               "shard the same options, or remove that folder to start over")
+        note = None
+        if changed:
+            shutil.rmtree(self.folder)
+            self.folder.mkdir(parents=True)
+            _create_once(self.record, wanted)
+            note = f"{self.folder}: made with other settings ({changed}); started over"
+        if not shards:  # alone, no other run is writing one
+            for stale in self.folder.glob("*.tmp"):  # a part a crash left half written
+                stale.unlink()
         return note
+
+    def kept_record(self) -> dict:
+        """The record the parts were made under (for assembly, which writes nothing)."""
+        try:
+            return json.loads(self.record.read_text())
+        except (OSError, ValueError):
+            raise PrepareError(f"{self.folder}: no parts to assemble (no readable {self.record.name}); "
+                               "prepare the videos first with `videos ... --shard K/N`") from None
+
+    def changed(self, kept: dict, shards: int | None = None) -> str:
+        """The settings the record holds other values of (their names), '' if none; a shard
+        count differs only where both give one."""
+        names = [k for k in self.settings if kept.get(k) != self.settings[k]]
+        if shards and kept.get("shards", shards) != shards:
+            names.append(f"{kept['shards']} shards there, {shards} here")
+        return ", ".join(names)
 
     def path(self, source) -> Path:
         return self.folder / (hashlib.sha1(source.label.encode()).hexdigest()[:20] + ".h5")
@@ -85,14 +115,60 @@ class PartStore:
         except (OSError, KeyError, ValueError):
             return None
 
+    def foreign(self, sources: list) -> list[str]:
+        """`<video> (<part file>)` of each part that belongs to none of `sources`: made from
+        another list of videos."""
+        ours = {self.path(source).name for source in sources}
+        return [f"{_label_of(path)} ({path.name})" for path in sorted(self.folder.glob("*.h5"))
+                if path.name not in ours]
+
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _label_of(path: Path) -> str:
+    try:
+        with h5py.File(path, "r") as part:
+            return str(part.attrs["label"])
+    except (OSError, KeyError):
+        return "an unreadable part"
+
+
+def _private(path: Path, suffix: str) -> Path:
+    """A name beside `path` that only this process writes, on whichever machine."""
+    return path.with_name(f"{path.stem}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+
+
+def _create_once(path: Path, record: dict) -> dict:
+    """The record at `path`: `record`, written now if there was none, else the one another
+    process wrote first. Written whole under a private name and hard-linked into place (a
+    link fails where the name exists, on NFS too), so two shards starting at once never
+    read half a record, and only the first one counts."""
+    private = _private(path, ".json")
+    private.write_text(json.dumps(record, sort_keys=True))
+    try:
+        os.link(private, path)
+    except FileExistsError:
+        pass
+    except OSError:  # a filesystem without hard links: exclusive create, written in one call
+        try:
+            with open(path, "x") as handle:
+                handle.write(private.read_text())
+        except FileExistsError:
+            pass
+    finally:
+        private.unlink()
+    try:
+        return json.loads(path.read_text())
+    except ValueError:  # a record cut short by a crash of an older version: matches nothing
+        return {}
 
 
 def write_part(path: Path, source, inspector, chunk_pairs: int = CHUNK_PAIRS) -> PartSummary:
     """Prepare one video into its part file; the file appears only once it is complete."""
     settings, summary = inspector.settings, PartSummary(source.label, source.speaker)
-    temporary, span = path.with_suffix(".tmp"), videos.ClipSpan()
+    temporary = _private(path, ".tmp")
+    span = videos.ClipSpan()
     with h5py.File(temporary, "w") as part:
         columns = _create_columns(part, settings)
         chunk = []

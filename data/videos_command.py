@@ -3,6 +3,8 @@ decodes them and finds the faces), each video prepared on its own into OUT.parts
 (data/video_parts.py, in parallel by data/video_workers.py), then assembled into OUT."""
 from __future__ import annotations
 
+import argparse
+import shlex
 from collections import Counter
 from pathlib import Path
 
@@ -13,11 +15,12 @@ from data import video as videos
 from data import video_parts as parts
 from data import video_workers
 from data.faces import DETECTORS
-from data.prepare_common import (HelpFormatter, PairSink, PrepareError, PrepareReport,
-                                 add_common_options, bounded, check_output, finish,
-                                 format_summary, open_writer)
+from data.prepare_common import (PARTS_ONLY, HelpFormatter, PairSink, PrepareError,
+                                 PrepareReport, add_common_options, bounded, check_output,
+                                 finish, format_summary, listing, open_writer)
 from data.schema import SAMPLE_RATE, SPLITS
 from data.speech_activity import VADS
+from data.video_shards import file_size, parse_shard, share_of
 from data.video_splits import BETWEEN_SPLITS, BY_TIME, SPLIT_BY, TimeSplit, assign_splits
 
 VIDEOS_HELP = """\
@@ -39,18 +42,47 @@ finished video is kept in OUT.parts/, so a rerun after a crash or Ctrl-C skips i
 --workers N prepares N videos at once. Splits are made by video (test speech comes from
 unseen videos of known speakers), with --split_by speaker by speaker (unseen speakers),
 or with --split_by time by each video's last seconds (one window apart, so no speech
-is in two splits). A manifest's split column (train, valid, test) fixes a video's split."""
+is in two splits). A manifest's split column (train, valid, test) fixes a video's split.
+On a cluster, --shard K/N prepares one of N shares of the videos, and `python -m
+data.prepare assemble` with the same options then writes OUT (docs/data.md)."""
 
 
 def add_parser(commands):
     parser = commands.add_parser("videos", help="make pairs from raw videos",
                                  description=VIDEOS_HELP, formatter_class=HelpFormatter)
+    add_arguments(parser)
+    parser.add_argument("--workers", type=bounded(int, 1, 256), default=1, metavar="N",
+                        help="videos decoded in parallel processes (default: %(default)s)")
+    parser.add_argument("--shard", type=parse_shard, metavar="K/N",
+                        help="prepare only the K-th of N shares of the videos (K from 1 to N) "
+                             "into OUT.parts/, and write no OUT: run all N, at once on many "
+                             "machines if you like, then `python -m data.prepare assemble` "
+                             "with the other options unchanged")
+    return parser
+
+
+def add_arguments(parser) -> None:
+    """SRC, OUT and every option that decides what OUT holds: what assemble takes too."""
     parser.add_argument("src", metavar="SRC_FOLDER_OR_MANIFEST.csv",
                         help="folder of <speaker>/<video> files, or a CSV of path,speaker")
     add_common_options(parser, "share of each speaker's videos (of the speakers, or of each "
                                "video's span with --split_by time) held out for validation")
     _add_video_options(parser)
-    return parser
+
+
+def command_line(options, command: str, *extra: str) -> str:
+    """The `python -m data.prepare` line that runs `command` on these videos with these
+    options (those at their defaults left out): what a shard and assemble say to run next."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    words = ["python", "-m", "data.prepare", command]
+    for action in parser._actions:
+        value = getattr(options, action.dest)
+        if not action.option_strings:
+            words.append(str(value))
+        elif value != action.default:
+            words += [action.option_strings[0]] + ([str(value)] if action.nargs != 0 else [])
+    return shlex.join(words + list(extra))
 
 
 def _add_video_options(parser) -> None:
@@ -84,8 +116,6 @@ def _add_video_options(parser) -> None:
     parser.add_argument("--speech_fraction", type=bounded(float, 0, 1), default=0.5,
                         metavar="FRACTION", help="share of a window's frames the voice detector "
                         "must hear speech in (default: %(default)s)")
-    parser.add_argument("--workers", type=bounded(int, 1, 256), default=1, metavar="N",
-                        help="videos decoded in parallel processes (default: %(default)s)")
 
 
 # ---------------------------------------------------------------- preparing
@@ -93,7 +123,24 @@ def _add_video_options(parser) -> None:
 def run(options) -> PrepareReport:
     """Videos -> sampled frames with the speaker's face, each paired with the speech
     centred on it. Each video is prepared into OUT.parts/ (resumable, in parallel with
-    --workers), then OUT is assembled from the parts in the videos' sorted order."""
+    --workers), then OUT is assembled from the parts in the videos' sorted order. With
+    --shard, only the shard's share is prepared (run_shard)."""
+    if options.shard:
+        return run_shard(options)
+    out, found, report = begin(options)
+    sources = require_readable(probe_each(found.videos, report), report)
+    settings = window_settings(options)
+    store = parts.PartStore(out, settings)
+    note = store.open()
+    if note:
+        report.notes.append(note)
+    summaries = prepare_parts(sources, store, settings, options.workers)
+    return assemble(options, sources, summaries, store, report)
+
+
+def begin(options) -> tuple:
+    """(OUT, the videos found, the report that starts with what was passed over), once
+    OUT is known to be writable."""
     out = Path(options.out)
     found = videos.find_videos(options.src)
     check_output(out, options.overwrite)
@@ -101,17 +148,19 @@ def run(options) -> PrepareReport:
                            unread_speakers=found.unread_speakers)
     for speaker in found.unread_speakers:
         report.videos_read[speaker] = 0  # its row in the table says so
-    sources = readable_videos(found.videos, report)
+    return out, found, report
+
+
+def assemble(options, sources, summaries: dict, store, report: PrepareReport) -> PrepareReport:
+    """OUT from the part of each of `sources` (sorted, readable) in turn, the splits drawn
+    here; the parts are removed once OUT is written. The same calls in the same order,
+    and HDF5 stamps no times on datasets (h5py's default), so OUT is byte-reproducible."""
+    out = Path(options.out)
     speakers = sorted({source.speaker for source in sources})
     splits = assign_splits(sources, options.split_by, options.test_fraction,
                            options.valid_fraction, options.seed)
     settings = window_settings(options)
     by_time = TimeSplit(options.test_fraction, options.valid_fraction, settings.window_samples)
-    store = parts.PartStore(out, settings)
-    note = store.open()
-    if note:
-        report.notes.append(note)
-    summaries = prepare_parts(sources, store, settings, options.workers)
     with open_writer(out, speakers, settings.window_samples, settings.face_size) as writer:
         merge = PartMerger(store, writer, speakers, report, by_time)
         for source in sources:
@@ -120,6 +169,30 @@ def run(options) -> PrepareReport:
         finish(PairSink(writer, speakers, report), report, out)
     store.remove()
     return report
+
+
+def run_shard(options) -> str:
+    """--shard K/N: this shard's share of the videos into OUT.parts/, and what to run next."""
+    index, count = options.shard
+    out, found, report = begin(options)
+    share, settings = share_of(found.videos, index, count), window_settings(options)
+    store = parts.PartStore(out, settings)
+    store.open(shards=count)
+    sources = probe_each(share, report)
+    summaries = prepare_parts(sources, store, settings, options.workers)
+    report.broken += [(s.label, s.broken) for s in summaries.values() if s.broken]
+    size, total = sum(map(_megabytes, share)), sum(map(_megabytes, found.videos))
+    print(f"shard {index}/{count}: prepared {len(sources)} of its {len(share)} videos "
+          f"({size:.1f} of {total:.1f} MB of all {len(found.videos)}), "
+          f"{sum(s.pairs for s in summaries.values())} pairs, into {store.folder}")
+    for line in listing("broken files skipped", [f"{f}: {why}" for f, why in report.broken]):
+        print(line)
+    print(f"next, once all {count} shards are done: {command_line(options, 'assemble')}")
+    return PARTS_ONLY
+
+
+def _megabytes(source) -> float:
+    return file_size(source) / 1e6
 
 
 def window_settings(options) -> videos.WindowSettings:
@@ -203,7 +276,7 @@ class PartMerger:
                 f"so some splits got none of their pairs (see dropped: {BETWEEN_SPLITS})")
 
 
-def readable_videos(sources, report: PrepareReport) -> list:
+def probe_each(sources, report: PrepareReport) -> list:
     """The videos whose header opens with both tracks; the others are reported broken."""
     readable = []
     for source in tqdm(sources, desc="opening", unit="video", leave=False):
@@ -212,8 +285,12 @@ def readable_videos(sources, report: PrepareReport) -> list:
             report.broken.append((source.label, reason))
         else:
             readable.append(source)
+    return readable
+
+
+def require_readable(readable: list, report: PrepareReport) -> list:
     if not readable:
         print(format_summary(report))
-        raise PrepareError(f"none of the {len(sources)} videos could be read; "
+        raise PrepareError(f"none of the {len(report.broken)} videos could be read; "
                            "see the list of broken files above")
     return readable
