@@ -267,10 +267,13 @@ def add_scaling_options(parser: argparse.ArgumentParser) -> None:
                          help="CUDA: let cuDNN time each layer's algorithms once and keep the "
                               "fastest (27-31%% faster eager steps on an H200); a resumed run "
                               "may then end rounding steps away from an uninterrupted one")
-    scaling.add_argument("--data_on_device", default="auto", choices=("auto", "on", "off"),
+    scaling.add_argument("--data_on_device", default="auto",
+                         choices=("auto", "on", "off", "shard"),
                          help="hold the train split on the device and crop, resize and draw "
-                              "wrong faces there; auto: on CUDA when it fits in a quarter "
-                              "of the free memory")
+                              "wrong faces there; shard: under torchrun each process holds "
+                              "its own stripe of the rows (another order: see "
+                              "docs/distributed.md); auto: on CUDA when the split fits in a "
+                              "quarter of the free memory, else its stripe where that fits")
 
 
 def check_scaling_options(options) -> None:

@@ -15,6 +15,12 @@ are the single process's step-k batch of world_size times the size; item seeds c
 global position, so they do not depend on the number of processes either. The epoch keys the
 permutation, which is what DistributedSampler.set_epoch does, and a stopped run resumes
 exactly, inside an epoch too, which DistributedSampler cannot.
+
+ShardOrder is the order of a process that holds only its share of the split on its device
+(--data_on_device shard): each rank keeps a fixed stripe of the rows, a pure function of
+(seed, rank, world size), and shuffles that stripe every epoch, so it differs from the order
+above (a pair meets only its stripe in a batch, and N processes do not read the single
+process's batches); item seeds still come from global positions, and resume stays exact.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from utils import UserError
 
 
 GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)   # splitmix64's step: 2**64 / the golden ratio
+SHARD_STREAM = 2**40    # keys the stripes' shuffle apart from every epoch number's
 
 
 def derive_seed(*parts: int) -> int:
@@ -123,11 +130,49 @@ class EpochDraws(EpochOrder):
         return torch.randint(self.num_rows, (self.draws,), generator=generator)
 
 
+def shard_rows(num_rows: int, seed: int, rank: int, world_size: int) -> np.ndarray:
+    """int64 (num_rows // world_size,), sorted: the rows rank `rank` of `world_size` holds,
+    every world_size-th of one shuffle keyed by the seed alone (so each stripe spans the
+    speakers, stays the same every epoch and after any resume); the stripes are disjoint,
+    equally long, and leave out the shuffle's last num_rows % world_size rows."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, SHARD_STREAM))
+    share = num_rows // world_size
+    shuffled = torch.randperm(num_rows, generator=generator).numpy()
+    return np.sort(shuffled[rank:share * world_size:world_size])
+
+
+class ShardOrder(EpochOrder):
+    """Yields (index into this rank's stripe `rows`, item_seed): each epoch a shuffle of the
+    stripe keyed by (seed, epoch, rank, world size); `pairs_done` counts all processes'
+    pairs, as for EpochOrder, and item seeds come from the same global positions."""
+
+    def __init__(self, num_rows: int, seed: int, rank: int = 0, world_size: int = 1):
+        super().__init__(num_rows, seed, rank, world_size)
+        self.rows = shard_rows(num_rows, seed, rank, world_size)
+
+    @property
+    def epoch_length(self) -> int:
+        return len(self.rows) * self.world_size
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(
+            derive_seed(self.seed, epoch, self.rank, self.world_size))
+        return torch.randperm(len(self.rows), generator=generator)
+
+    def __iter__(self):
+        indices = np.arange(self.pairs_done // self.world_size, self.share)
+        positions = indices * self.world_size + self.rank
+        local = self.permutation(self.epoch).numpy()[indices]
+        yield from zip(local.tolist(), item_seeds(self.seed, self.epoch, positions).tolist())
+
+
 def training_order(num_rows: int, batch_size: int, seed: int, rank: int = 0,
-                   processes: int = 1, draws: int | None = None) -> EpochOrder:
+                   processes: int = 1, draws: int | None = None,
+                   sharded: bool = False) -> EpochOrder:
     """This process's resumable order over a train split of `num_rows` pairs: with `draws`
     (fine-tuning a handful of pairs) epochs of that many draws with replacement, else
-    shuffles of the split, which must then hold a batch for every process."""
+    shuffles of the split (of this process's stripe of it when `sharded`), which must then
+    hold a batch for every process."""
     if draws:
         return EpochDraws(num_rows, seed, draws, rank, processes)
     if batch_size > num_rows // processes:
@@ -135,7 +180,7 @@ def training_order(num_rows: int, batch_size: int, seed: int, rank: int = 0,
                  if processes > 1 else "")
         raise UserError(f"--batch_size {batch_size} is larger than the train split "
                         f"({num_rows} pairs{share}); lower --batch_size")
-    return EpochOrder(num_rows, seed, rank, processes)
+    return (ShardOrder if sharded else EpochOrder)(num_rows, seed, rank, processes)
 
 
 def seed_worker(worker_id: int) -> None:
