@@ -126,7 +126,9 @@ class Trainer:
         draws = o.max_steps * o.batch_size * processes if self.base else None
         held = hold_on_device(o.data_on_device, dataset, self.device, processes)
         self.order = training_order(len(dataset), o.batch_size, o.seed, self.ranks.rank,
-                                    processes, draws, sharded=held == "shard")
+                                    processes, draws, sharded=held == "shard",
+                                    block_rows=o.read_blocks)
+        dataset.block_rows = getattr(self.order, "block_rows", 0)
         if held:
             if self.ranks.is_main:
                 share = " (each process its share)" if held == "shard" and not draws else ""

@@ -51,6 +51,7 @@ class SpeechFaceDataset(Dataset):
         self.window_samples = split_info.window_samples
         self.audio_samples, self.image_size = audio_samples, image_size
         self._file, self._arrays, self.condition_kind = None, None, condition
+        self.block_rows = 0     # set to a BlockOrder's block_rows to read batches by block
         if condition == "embedding":
             require_embeddings(info)
         try:
@@ -150,6 +151,47 @@ class SpeechFaceDataset(Dataset):
         (uint64, data.order.item_seeds): a pure function of each pair's (row, item seed)."""
         wrong_draws, crop_draws = item_draws(item_seeds, 2)
         return self.wrong_rows(rows, wrong_draws), self.crop_starts(crop_draws)
+
+    def __getitems__(self, keys: list) -> list:
+        """The DataLoader's batch fetch: per item, or with `block_rows` set (a
+        data.order.BlockOrder's keys) one read per block of the file and column, the wrong
+        faces drawn among the batch's other speakers (GAN-CLS's mismatched pairs from
+        the batch, as `--wrong_faces batch` does in the model): a pure function of the
+        batch's keys."""
+        if not self.block_rows or not keys or not isinstance(keys[0], tuple):
+            return [self[key] for key in keys]
+        rows, seeds = np.array(keys, dtype=np.uint64).T
+        rows = rows.astype(np.int64)
+        waveforms, faces = self._read_blocks(rows)
+        wrong_draws, crop_draws = item_draws(seeds, 2)
+        by_speaker, first, count = own_spans(self.speaker_ids[rows])
+        pick = below(wrong_draws, len(rows) - count)
+        wrong = by_speaker[np.where(pick < first, pick, pick + count)]
+        starts = self.crop_starts(crop_draws)
+        return [(self._condition_of(waveforms[i], starts[i], row),
+                 face_tensor(faces[i], self.image_size), torch.tensor(self.speaker_ids[row]),
+                 face_tensor(faces[wrong[i]], self.image_size)) for i, row in enumerate(rows)]
+
+    def _read_blocks(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored waveforms and faces of `rows`, one slice read per block they fall in."""
+        split, size = self._rows(), self.block_rows
+        waveforms = np.empty((len(rows), self.window_samples), np.int16)
+        faces = np.empty((len(rows), *split["faces"].shape[1:]), np.uint8)
+        blocks = rows // size
+        for block in np.unique(blocks):
+            inside = np.flatnonzero(blocks == block)
+            offsets = rows[inside] - block * size
+            span = slice(block * size, block * size + offsets.max() + 1)
+            waveforms[inside] = split["waveforms"][span][offsets]
+            faces[inside] = split["faces"][span][offsets]
+        return waveforms, faces
+
+    def _condition_of(self, stored: np.ndarray, start: int, row: int) -> torch.Tensor:
+        """Pair `row`'s condition, its speech cut from its `stored` window at `start`."""
+        if self.condition_kind != "speech":
+            return self.condition(row)
+        speech = stored[start:start + self.audio_samples].astype(np.float32) / 32768.0
+        return torch.from_numpy(prepare_waveform(speech))[None]
 
     def __getitem__(self, key):
         if isinstance(key, tuple):                      # (row, item_seed) from EpochOrder

@@ -166,13 +166,36 @@ class ShardOrder(EpochOrder):
         yield from zip(local.tolist(), item_seeds(self.seed, self.epoch, positions).tolist())
 
 
+class BlockOrder(EpochOrder):
+    """EpochOrder whose shuffle moves blocks of `block_rows` consecutive rows (aligned at
+    multiples of it): a batch of B pairs is B / block_rows runs of the file, which
+    SpeechFaceDataset.__getitems__ reads with one HDF5 read per run and column instead of
+    one per pair. Fewer places of the file meet in a batch (a run is mostly one speaker's,
+    often one video's), the price of 3-6 times the pairs/s from a file larger than memory
+    (benchmarks/loader_scale.py); a pure function of
+    (seed, epoch) like EpochOrder, so resume stays exact. Under N processes a process's rows
+    of a block are every N-th, so it reads N times the rows it uses."""
+
+    def __init__(self, num_rows: int, seed: int, block_rows: int, rank: int = 0,
+                 world_size: int = 1):
+        super().__init__(num_rows, seed, rank, world_size)
+        self.block_rows = block_rows
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+        blocks = torch.randperm(-(-self.num_rows // self.block_rows), generator=generator)
+        rows = (blocks[:, None] * self.block_rows + torch.arange(self.block_rows)).flatten()
+        return rows[rows < self.num_rows]
+
+
 def training_order(num_rows: int, batch_size: int, seed: int, rank: int = 0,
                    processes: int = 1, draws: int | None = None,
-                   sharded: bool = False) -> EpochOrder:
+                   sharded: bool = False, block_rows: int = 0) -> EpochOrder:
     """This process's resumable order over a train split of `num_rows` pairs: with `draws`
     (fine-tuning a handful of pairs) epochs of that many draws with replacement, else
-    shuffles of the split (of this process's stripe of it when `sharded`), which must then
-    hold a batch for every process."""
+    shuffles of the split (of this process's stripe of it when `sharded`, of blocks of
+    `block_rows` consecutive rows with `block_rows`), which must then hold a batch for
+    every process."""
     if draws:
         return EpochDraws(num_rows, seed, draws, rank, processes)
     if batch_size > num_rows // processes:
@@ -180,7 +203,11 @@ def training_order(num_rows: int, batch_size: int, seed: int, rank: int = 0,
                  if processes > 1 else "")
         raise UserError(f"--batch_size {batch_size} is larger than the train split "
                         f"({num_rows} pairs{share}); lower --batch_size")
-    return (ShardOrder if sharded else EpochOrder)(num_rows, seed, rank, processes)
+    if sharded:
+        return ShardOrder(num_rows, seed, rank, processes)
+    if block_rows:
+        return BlockOrder(num_rows, seed, block_rows, rank, processes)
+    return EpochOrder(num_rows, seed, rank, processes)
 
 
 def seed_worker(worker_id: int) -> None:
