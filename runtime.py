@@ -267,13 +267,24 @@ def add_scaling_options(parser: argparse.ArgumentParser) -> None:
                          help="CUDA: let cuDNN time each layer's algorithms once and keep the "
                               "fastest (27-31%% faster eager steps on an H200); a resumed run "
                               "may then end rounding steps away from an uninterrupted one")
-    scaling.add_argument("--data_on_device", default="auto", choices=("auto", "on", "off"),
+    scaling.add_argument("--data_on_device", default="auto",
+                         choices=("auto", "on", "off", "shard"),
                          help="hold the train split on the device and crop, resize and draw "
-                              "wrong faces there; auto: on CUDA when it fits in a quarter "
-                              "of the free memory")
+                              "wrong faces there; shard: under torchrun each process holds "
+                              "its own stripe of the rows (another order: see "
+                              "docs/distributed.md); auto: on CUDA when the split fits in a "
+                              "quarter of the free memory, else its stripe where that fits")
+    scaling.add_argument("--read_blocks", type=int, default=0, metavar="ROWS",
+                         help="read the train split ROWS consecutive pairs at a time: a batch "
+                              "is batch_size / ROWS runs of the file, one HDF5 read each "
+                              "instead of one per pair (for a file larger than memory; wrong "
+                              "faces then come from the batch); 0: a shuffle of single pairs")
 
 
 def check_scaling_options(options) -> None:
+    if options.read_blocks < 0:
+        raise UserError(f"--read_blocks must be 0 (off) or a number of rows such as 8, "
+                        f"got {options.read_blocks}")
     if not 0 < options.ema_decay < 1:
         raise UserError(f"--ema_decay must be between 0 and 1 (such as 0.999), "
                         f"got {options.ema_decay}")

@@ -124,11 +124,15 @@ class Trainer:
         # Fine-tuning: every step in one epoch of draws, so the held-out scores and the
         # checkpoint come once, at the end.
         draws = o.max_steps * o.batch_size * processes if self.base else None
+        held = hold_on_device(o.data_on_device, dataset, self.device, processes)
         self.order = training_order(len(dataset), o.batch_size, o.seed, self.ranks.rank,
-                                    processes, draws)
-        if hold_on_device(o.data_on_device, dataset, self.device):
+                                    processes, draws, sharded=held == "shard",
+                                    block_rows=o.read_blocks)
+        dataset.block_rows = getattr(self.order, "block_rows", 0)
+        if held:
             if self.ranks.is_main:
-                print(f"the train split is held on {self.device}; batches are made there")
+                share = " (each process its share)" if held == "shard" and not draws else ""
+                print(f"the train split is held on {self.device}{share}; batches are made there")
             return DeviceBatches(dataset, self.order, o.batch_size, self.device)
         return DataLoader(dataset, batch_size=o.batch_size, sampler=self.order, drop_last=True,
                           num_workers=o.num_workers, persistent_workers=o.num_workers > 0,
@@ -145,7 +149,7 @@ class Trainer:
         StoppedBySignal; too many non-finite losses in a row raise TrainingDiverged."""
         if self.reports:
             print(f"training on {self.device}{self._processes_note()}: "
-                  f"{len(self.train_loader.dataset)} train pairs, "
+                  f"{self.order.num_rows} train pairs, "
                   f"{len(self.speaker_names)} speakers, run folder {self.run_dir}")
             self.reports.show_sample_speech()
             if self.epoch >= self.options.epochs:

@@ -1,6 +1,8 @@
 """PyTorch dataset over one split of a pair file: (condition, face, speaker_id, wrong_face)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import torch
@@ -11,7 +13,8 @@ from data.audio import SAMPLE_RATE, prepare_waveform
 from data.order import below, item_draws
 from data.schema import PairFileError, PairFileInfo, require_embeddings
 
-IN_MEMORY_LIMIT_BYTES = 2 << 30   # a split this small is read once instead of every batch
+IN_MEMORY_LIMIT_BYTES = 2 << 30   # a split this small is read once instead of every batch,
+IN_MEMORY_SHARE = 0.5             # if it takes at most this share of the memory available
 
 
 class SpeechFaceDataset(Dataset):
@@ -48,6 +51,7 @@ class SpeechFaceDataset(Dataset):
         self.window_samples = split_info.window_samples
         self.audio_samples, self.image_size = audio_samples, image_size
         self._file, self._arrays, self.condition_kind = None, None, condition
+        self.block_rows = 0     # set to a BlockOrder's block_rows to read batches by block
         if condition == "embedding":
             require_embeddings(info)
         try:
@@ -56,7 +60,7 @@ class SpeechFaceDataset(Dataset):
                 if condition == "embedding":
                     self._embeddings = f[split]["embeddings"][()].astype(np.float32)
                 size = f[split]["waveforms"].nbytes + f[split]["faces"].nbytes
-                if in_memory or (in_memory is None and size <= IN_MEMORY_LIMIT_BYTES):
+                if in_memory or (in_memory is None and fits_in_memory(size)):
                     self._arrays = {key: f[split][key][()] for key in ("waveforms", "faces")}
         except (OSError, RuntimeError, KeyError, ValueError) as error:
             raise PairFileError(f"{info.path}: split '{split}' cannot be read, the file is "
@@ -148,6 +152,47 @@ class SpeechFaceDataset(Dataset):
         wrong_draws, crop_draws = item_draws(item_seeds, 2)
         return self.wrong_rows(rows, wrong_draws), self.crop_starts(crop_draws)
 
+    def __getitems__(self, keys: list) -> list:
+        """The DataLoader's batch fetch: per item, or with `block_rows` set (a
+        data.order.BlockOrder's keys) one read per block of the file and column, the wrong
+        faces drawn among the batch's other speakers (GAN-CLS's mismatched pairs from
+        the batch, as `--wrong_faces batch` does in the model): a pure function of the
+        batch's keys."""
+        if not self.block_rows or not keys or not isinstance(keys[0], tuple):
+            return [self[key] for key in keys]
+        rows, seeds = np.array(keys, dtype=np.uint64).T
+        rows = rows.astype(np.int64)
+        waveforms, faces = self._read_blocks(rows)
+        wrong_draws, crop_draws = item_draws(seeds, 2)
+        by_speaker, first, count = own_spans(self.speaker_ids[rows])
+        pick = below(wrong_draws, len(rows) - count)
+        wrong = by_speaker[np.where(pick < first, pick, pick + count)]
+        starts = self.crop_starts(crop_draws)
+        return [(self._condition_of(waveforms[i], starts[i], row),
+                 face_tensor(faces[i], self.image_size), torch.tensor(self.speaker_ids[row]),
+                 face_tensor(faces[wrong[i]], self.image_size)) for i, row in enumerate(rows)]
+
+    def _read_blocks(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored waveforms and faces of `rows`, one slice read per block they fall in."""
+        split, size = self._rows(), self.block_rows
+        waveforms = np.empty((len(rows), self.window_samples), np.int16)
+        faces = np.empty((len(rows), *split["faces"].shape[1:]), np.uint8)
+        blocks = rows // size
+        for block in np.unique(blocks):
+            inside = np.flatnonzero(blocks == block)
+            offsets = rows[inside] - block * size
+            span = slice(block * size, block * size + offsets.max() + 1)
+            waveforms[inside] = split["waveforms"][span][offsets]
+            faces[inside] = split["faces"][span][offsets]
+        return waveforms, faces
+
+    def _condition_of(self, stored: np.ndarray, start: int, row: int) -> torch.Tensor:
+        """Pair `row`'s condition, its speech cut from its `stored` window at `start`."""
+        if self.condition_kind != "speech":
+            return self.condition(row)
+        speech = stored[start:start + self.audio_samples].astype(np.float32) / 32768.0
+        return torch.from_numpy(prepare_waveform(speech))[None]
+
     def __getitem__(self, key):
         if isinstance(key, tuple):                      # (row, item_seed) from EpochOrder
             index, item_seed = key
@@ -157,6 +202,74 @@ class SpeechFaceDataset(Dataset):
             index, wrong, start = key, self.wrong_row(key), None
         return (self.condition(index, start), self.face(index),
                 torch.tensor(self.speaker_ids[index]), self.face(wrong))
+
+
+def fits_in_memory(size: int) -> bool:
+    """Whether a split of `size` bytes is read into memory: at most IN_MEMORY_LIMIT_BYTES and
+    IN_MEMORY_SHARE of what this process may still take (forked DataLoader workers share the
+    arrays; the rest is for torch, the model and the batches). A limit below the machine's, a
+    container's or a scheduler's memory cgroup, kills a process that reads past it."""
+    return size <= min(IN_MEMORY_LIMIT_BYTES, IN_MEMORY_SHARE * available_memory())
+
+
+def available_memory() -> int:
+    """Bytes this process may still take: the machine's MemAvailable, and under a cgroup
+    memory limit (v1 or v2) that limit less the group's usage without its page cache, which
+    the kernel reclaims before it kills."""
+    available = _meminfo_available()
+    for limit, usage in _cgroup_memory():
+        available = min(available, max(limit - usage, 0))
+    return available
+
+
+def _meminfo_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 1 << 62
+
+
+def _cgroup_memory() -> list[tuple[int, int]]:
+    """(limit, usage less page cache) in bytes of each memory cgroup limit over this process
+    (the v1 group's hierarchical limit; v2's group and each parent with a memory.max)."""
+    found = []
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return found
+    for hierarchy, controllers, group in (line.split(":", 2) for line in lines if line.count(":") >= 2):
+        if "memory" in controllers.split(","):
+            folder = Path("/sys/fs/cgroup/memory") / group.lstrip("/")
+            stat = _stat(folder / "memory.stat")
+            usage = _number(folder / "memory.usage_in_bytes")
+            if stat and usage is not None:
+                limit = stat.get("hierarchical_memory_limit", 1 << 62)
+                found.append((limit, usage - stat.get("total_cache", stat.get("cache", 0))))
+        elif hierarchy == "0" and controllers == "":
+            folder = Path("/sys/fs/cgroup") / group.lstrip("/")
+            while folder != Path("/sys/fs/cgroup").parent and (folder / "memory.max").exists():
+                limit, usage = _number(folder / "memory.max"), _number(folder / "memory.current")
+                if limit is not None and usage is not None:
+                    found.append((limit, usage - _stat(folder / "memory.stat").get("file", 0)))
+                folder = folder.parent
+    return found
+
+
+def _number(path: Path) -> int | None:
+    """An integer cgroup file's value; None where it is missing or says 'max'."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _stat(path: Path) -> dict[str, int]:
+    try:
+        return {key: int(value) for key, value in
+                (line.split() for line in path.read_text().splitlines() if line.count(" ") == 1)}
+    except (OSError, ValueError):
+        return {}
 
 
 def own_spans(speaker_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,9 +10,15 @@ SpeechFaceDataset.item_choices, which derives every pair's wrong face and crop s
 item seed in a few numpy operations (well under a microsecond per pair on the host). So the
 same seed gives the same batches as the DataLoader (tests/test_device_batches.py compares them
 bit for bit on CPU) and resume stays exact.
+
+Under torchrun each process holds the whole split by default; where it does not fit (auto)
+or with `--data_on_device shard`, each holds only its stripe of the rows
+(data.order.ShardOrder), read from the file a block at a time so the host never holds more
+than the stripe and one block either.
 """
 from __future__ import annotations
 
+import copy
 from itertools import islice
 
 import h5py
@@ -21,9 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from data.audio import PRE_EMPHASIS
-from data.dataset import SpeechFaceDataset
+from data.dataset import SpeechFaceDataset, own_spans
 
 FREE_MEMORY_SHARE = 0.25    # auto: the split may take this share of the GPU's free memory
+READ_BLOCK_ROWS = 1024      # a stripe is read this many rows of the file at a time (45 MB)
 
 
 def split_bytes(dataset: SpeechFaceDataset) -> int:
@@ -31,23 +38,60 @@ def split_bytes(dataset: SpeechFaceDataset) -> int:
         return f[dataset.split]["waveforms"].nbytes + f[dataset.split]["faces"].nbytes
 
 
-def hold_on_device(choice: str, dataset: SpeechFaceDataset, device: torch.device) -> bool:
-    """--data_on_device: on, off, or auto (on CUDA when the split fits in a quarter of the
-    free memory; on CPU the DataLoader's workers prepare batches beside the step instead)."""
+def hold_on_device(choice: str, dataset: SpeechFaceDataset, device: torch.device,
+                   world_size: int = 1) -> str | None:
+    """What --data_on_device holds on the device: "split" (on), "shard" (this process's
+    stripe), or None (off: the DataLoader). auto: on CUDA the split where it fits in a
+    quarter of the free memory, else under torchrun the stripe where that fits; on CPU the
+    DataLoader's workers prepare batches beside the step instead."""
     if choice != "auto":
-        return choice == "on"
+        return {"on": "split", "shard": "shard"}.get(choice)
     if device.type != "cuda":
-        return False
+        return None
     free, _ = torch.cuda.mem_get_info(device)
-    return split_bytes(dataset) <= FREE_MEMORY_SHARE * free
+    size = split_bytes(dataset)
+    if size <= FREE_MEMORY_SHARE * free:
+        return "split"
+    return "shard" if world_size > 1 and size / world_size <= FREE_MEMORY_SHARE * free else None
+
+
+def shard_of(dataset: SpeechFaceDataset, rows: np.ndarray) -> SpeechFaceDataset:
+    """`dataset` cut to its sorted `rows` (row i of the shard is rows[i]), arrays in memory:
+    wrong faces are drawn among the shard's other speakers."""
+    shard = copy.copy(dataset)
+    shard.speaker_ids = dataset.speaker_ids[rows]
+    if dataset.condition_kind == "embedding":
+        shard._embeddings = dataset._embeddings[rows]
+    if dataset._arrays is not None:
+        shard._arrays = {key: values[rows] for key, values in dataset._arrays.items()}
+    else:
+        shard._arrays = read_rows(dataset, rows)
+    shard._by_speaker, shard._own_first, shard._own_count = own_spans(shard.speaker_ids)
+    return shard
+
+
+def read_rows(dataset: SpeechFaceDataset, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The waveforms and faces of sorted `rows`, read in consecutive blocks of the file."""
+    with h5py.File(dataset.path, "r") as f:
+        group = f[dataset.split]
+        arrays = {key: np.empty((len(rows), *group[key].shape[1:]), group[key].dtype)
+                  for key in ("waveforms", "faces")}
+        for start in range(0, group["speaker_ids"].shape[0], READ_BLOCK_ROWS):
+            low, high = np.searchsorted(rows, [start, start + READ_BLOCK_ROWS])
+            if high > low:
+                for key, values in arrays.items():
+                    values[low:high] = group[key][start:start + READ_BLOCK_ROWS][rows[low:high] - start]
+    return arrays
 
 
 class DeviceBatches:
     """Iterates like the training DataLoader (drop_last): (condition, faces, speaker ids,
     wrong faces), already on `device`. Call `order.start(epoch, pairs_done)` first, as for
-    the DataLoader."""
+    the DataLoader. With a ShardOrder only its stripe of rows is read and held."""
 
     def __init__(self, dataset: SpeechFaceDataset, order, batch_size: int, device: torch.device):
+        if getattr(order, "rows", None) is not None:
+            dataset = shard_of(dataset, order.rows)
         self.dataset, self.order, self.batch_size, self.device = dataset, order, batch_size, device
         arrays = dataset._arrays
         if arrays is None:                       # a split too large to be read in memory

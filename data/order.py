@@ -15,6 +15,12 @@ are the single process's step-k batch of world_size times the size; item seeds c
 global position, so they do not depend on the number of processes either. The epoch keys the
 permutation, which is what DistributedSampler.set_epoch does, and a stopped run resumes
 exactly, inside an epoch too, which DistributedSampler cannot.
+
+ShardOrder is the order of a process that holds only its share of the split on its device
+(--data_on_device shard): each rank keeps a fixed stripe of the rows, a pure function of
+(seed, rank, world size), and shuffles that stripe every epoch, so it differs from the order
+above (a pair meets only its stripe in a batch, and N processes do not read the single
+process's batches); item seeds still come from global positions, and resume stays exact.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from utils import UserError
 
 
 GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)   # splitmix64's step: 2**64 / the golden ratio
+SHARD_STREAM = 2**40    # keys the stripes' shuffle apart from every epoch number's
 
 
 def derive_seed(*parts: int) -> int:
@@ -123,11 +130,72 @@ class EpochDraws(EpochOrder):
         return torch.randint(self.num_rows, (self.draws,), generator=generator)
 
 
+def shard_rows(num_rows: int, seed: int, rank: int, world_size: int) -> np.ndarray:
+    """int64 (num_rows // world_size,), sorted: the rows rank `rank` of `world_size` holds,
+    every world_size-th of one shuffle keyed by the seed alone (so each stripe spans the
+    speakers, stays the same every epoch and after any resume); the stripes are disjoint,
+    equally long, and leave out the shuffle's last num_rows % world_size rows."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, SHARD_STREAM))
+    share = num_rows // world_size
+    shuffled = torch.randperm(num_rows, generator=generator).numpy()
+    return np.sort(shuffled[rank:share * world_size:world_size])
+
+
+class ShardOrder(EpochOrder):
+    """Yields (index into this rank's stripe `rows`, item_seed): each epoch a shuffle of the
+    stripe keyed by (seed, epoch, rank, world size); `pairs_done` counts all processes'
+    pairs, as for EpochOrder, and item seeds come from the same global positions."""
+
+    def __init__(self, num_rows: int, seed: int, rank: int = 0, world_size: int = 1):
+        super().__init__(num_rows, seed, rank, world_size)
+        self.rows = shard_rows(num_rows, seed, rank, world_size)
+
+    @property
+    def epoch_length(self) -> int:
+        return len(self.rows) * self.world_size
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(
+            derive_seed(self.seed, epoch, self.rank, self.world_size))
+        return torch.randperm(len(self.rows), generator=generator)
+
+    def __iter__(self):
+        indices = np.arange(self.pairs_done // self.world_size, self.share)
+        positions = indices * self.world_size + self.rank
+        local = self.permutation(self.epoch).numpy()[indices]
+        yield from zip(local.tolist(), item_seeds(self.seed, self.epoch, positions).tolist())
+
+
+class BlockOrder(EpochOrder):
+    """EpochOrder whose shuffle moves blocks of `block_rows` consecutive rows (aligned at
+    multiples of it): a batch of B pairs is B / block_rows runs of the file, which
+    SpeechFaceDataset.__getitems__ reads with one HDF5 read per run and column instead of
+    one per pair. Fewer places of the file meet in a batch (a run is mostly one speaker's,
+    often one video's), the price of 3-6 times the pairs/s from a file larger than memory
+    (benchmarks/loader_scale.py); a pure function of
+    (seed, epoch) like EpochOrder, so resume stays exact. Under N processes a process's rows
+    of a block are every N-th, so it reads N times the rows it uses."""
+
+    def __init__(self, num_rows: int, seed: int, block_rows: int, rank: int = 0,
+                 world_size: int = 1):
+        super().__init__(num_rows, seed, rank, world_size)
+        self.block_rows = block_rows
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+        blocks = torch.randperm(-(-self.num_rows // self.block_rows), generator=generator)
+        rows = (blocks[:, None] * self.block_rows + torch.arange(self.block_rows)).flatten()
+        return rows[rows < self.num_rows]
+
+
 def training_order(num_rows: int, batch_size: int, seed: int, rank: int = 0,
-                   processes: int = 1, draws: int | None = None) -> EpochOrder:
+                   processes: int = 1, draws: int | None = None,
+                   sharded: bool = False, block_rows: int = 0) -> EpochOrder:
     """This process's resumable order over a train split of `num_rows` pairs: with `draws`
     (fine-tuning a handful of pairs) epochs of that many draws with replacement, else
-    shuffles of the split, which must then hold a batch for every process."""
+    shuffles of the split (of this process's stripe of it when `sharded`, of blocks of
+    `block_rows` consecutive rows with `block_rows`), which must then hold a batch for
+    every process."""
     if draws:
         return EpochDraws(num_rows, seed, draws, rank, processes)
     if batch_size > num_rows // processes:
@@ -135,6 +203,10 @@ def training_order(num_rows: int, batch_size: int, seed: int, rank: int = 0,
                  if processes > 1 else "")
         raise UserError(f"--batch_size {batch_size} is larger than the train split "
                         f"({num_rows} pairs{share}); lower --batch_size")
+    if sharded:
+        return ShardOrder(num_rows, seed, rank, processes)
+    if block_rows:
+        return BlockOrder(num_rows, seed, block_rows, rank, processes)
     return EpochOrder(num_rows, seed, rank, processes)
 
 

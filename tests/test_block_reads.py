@@ -1,0 +1,71 @@
+"""--read_blocks: batches made of runs of consecutive rows, read a block at a time, in an
+order that is a pure function of (seed, epoch), whatever the number of workers."""
+from __future__ import annotations
+
+from itertools import islice
+
+import torch
+from torch.utils.data import DataLoader
+
+import runtime
+import trainer
+from data.dataset import SpeechFaceDataset
+from data.order import BlockOrder, seed_worker, training_order
+from data.schema import validate_pair_file
+
+CPU = torch.device("cpu")
+
+
+def test_a_block_order_shuffles_aligned_runs():
+    order = BlockOrder(10, seed=1, block_rows=4)
+    rows = order.permutation(0).numpy()
+    assert sorted(rows) == list(range(10))
+    assert rows[0] % 4 == 0
+    for row, following in zip(rows, rows[1:]):         # runs of a block, from its start on
+        assert following == row + 1 if following % 4 else following % 4 == 0
+    assert torch.equal(order.permutation(0), BlockOrder(10, 1, 4).permutation(0))
+    assert not torch.equal(order.permutation(0), order.permutation(1))
+
+
+def loader_batches(tiny_pairs, workers: int, epoch: int, pairs_done: int):
+    dataset = SpeechFaceDataset(validate_pair_file(tiny_pairs), "train", 4800, 64, train=True,
+                                in_memory=False)
+    order = training_order(len(dataset), 4, seed=3, block_rows=2)
+    dataset.block_rows = order.block_rows
+    order.start(epoch, pairs_done)
+    loader = DataLoader(dataset, batch_size=4, sampler=order, drop_last=True,
+                        num_workers=workers, worker_init_fn=seed_worker)
+    return dataset, order, list(loader)
+
+
+def test_block_batches_are_the_orders_rows_whatever_the_workers(tiny_pairs):
+    dataset, order, made = loader_batches(tiny_pairs, 0, epoch=1, pairs_done=0)
+    keys = list(order)
+    assert len(made) == 3
+    for step, (conditions, faces, speakers, wrong) in enumerate(made):
+        rows = [row for row, _ in keys[4 * step:4 * step + 4]]
+        assert rows[0] // 2 == rows[1] // 2 and rows[2] // 2 == rows[3] // 2   # two runs of 2
+        per_pair = [dataset[key] for key in keys[4 * step:4 * step + 4]]
+        assert torch.equal(faces, torch.stack([item[1] for item in per_pair]))
+        assert torch.equal(conditions, torch.stack([item[0] for item in per_pair]))
+        assert torch.equal(speakers, torch.from_numpy(dataset.speaker_ids[rows]))
+        for face, speaker in zip(wrong, speakers):          # another speaker of the batch
+            others = [i for i in range(4) if torch.equal(faces[i], face)]
+            assert others and all(speakers[i] != speaker for i in others)
+    _, _, with_workers = loader_batches(tiny_pairs, 2, epoch=1, pairs_done=0)
+    _, _, resumed = loader_batches(tiny_pairs, 0, epoch=1, pairs_done=4)
+    for mine, theirs in zip(made + made[1:], with_workers + resumed):
+        assert all(torch.equal(a, b) for a, b in zip(mine, theirs))
+
+
+def test_a_run_trains_from_block_reads(tiny_pairs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    options = runtime.config_for([
+        "--dataset", str(tiny_pairs), "--save_path", "blocks", "--read_blocks", "2",
+        "--audio_seconds", "0.3", "--batch_size", "4", "--num_workers", "0", "--no_visdom",
+        "--precision", "fp32", "--speech_encoder", "segan", "--generator", "dcgan"])
+    run = trainer.Trainer(options, CPU, tiny_pairs)
+    assert isinstance(run.order, BlockOrder) and run.train_loader.dataset.block_rows == 2
+    run.order.start(0, 0)
+    for batch in islice(run.train_loader, 1):
+        assert run.train_batch(batch) is not None
