@@ -71,20 +71,24 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=None, help="first N clips (default: all)")
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--src", type=Path, default=REALVIDS)
+    parser.add_argument("--frames_per_second", type=float, default=2,
+                        help="data.prepare's option, given to every run")
     options = parser.parse_args()
+    fps = ["--frames_per_second", options.frames_per_second]
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         clips = linked_clips(options.src, options.clips, root / "v")
         load = os.getloadavg()[0]
-        one = run_at_once([command(0, "videos", root / "v", root / "one.h5", "--workers", 1)])
+        one = run_at_once([command(0, "videos", root / "v", root / "one.h5", "--workers", 1, *fps)])
         shards = run_at_once([command(k % cores, "videos", root / "v", root / "sharded.h5",
-                                      "--shard", f"{k + 1}/{options.shards}")
+                                      "--shard", f"{k + 1}/{options.shards}", *fps)
                               for k in range(options.shards)])
-        assemble = run_at_once([command(0, "assemble", root / "v", root / "sharded.h5")])
+        assemble = run_at_once([command(0, "assemble", root / "v", root / "sharded.h5", *fps)])
         same = sha256(root / "one.h5") == sha256(root / "sharded.h5")
     n = options.shards
-    print(f"{clips} clips of {options.src}, {cores} cores, load average {load:.2f} at the start\n")
+    print(f"{clips} clips of {options.src}, --frames_per_second {options.frames_per_second:g}, "
+          f"{cores} cores, load average {load:.2f} at the start\n")
     print("| mode | processes | wall s | ratio to one | sha256 equal |")
     print("| --- | --- | --- | --- | --- |")
     print(f"| one run, --workers 1 | 1 | {one:.1f} | 1.00 | |")
