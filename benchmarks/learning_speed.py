@@ -69,8 +69,12 @@ def background_roughness(faces: np.ndarray) -> float:
                   + np.abs(np.diff(corners, axis=2)).mean()) / 2)
 
 
-def train_for_budgets(extra: list[str], budgets: list[float], work: Path, seed: int):
-    """Snapshots of the rendering model at each budget: [(seconds, step, model)]."""
+def train_for_budgets(extra: list[str], budgets: list[float], work: Path, seed: int,
+                      in_steps: bool = False, save: bool = False):
+    """Snapshots of the rendering model at each budget, in seconds of batches or (in_steps)
+    in steps, which a busy machine cannot shift: [(seconds, step, model)], seconds being the
+    budget, or with in_steps the seconds the steps took. `save` writes a checkpoint at the
+    last budget into the run folder (--save_path in `extra`) for --evaluate and --inference."""
     options = runtime.config_for(
         ["--save_path", "bench", "--no_visdom", "--num_workers", "0", "--seed", str(seed),
          "--epochs", "1000", *extra])
@@ -83,14 +87,18 @@ def train_for_budgets(extra: list[str], budgets: list[float], work: Path, seed: 
         for batch in run.train_loader:
             run.train_batch(batch)
             elapsed += time.perf_counter() - started
-            while pending and elapsed >= pending[0]:
+            while pending and (run.step if in_steps else elapsed) >= pending[0]:
+                budget = pending.pop(0)
                 run.refresh_batchnorm()
-                snapshots.append((pending.pop(0), run.step, copy.deepcopy(run.rendering_model)))
+                snapshots.append((elapsed if in_steps else budget, run.step,
+                                  copy.deepcopy(run.rendering_model)))
                 run._train_mode()
             if not pending:
                 break
             started = time.perf_counter()
         run.epoch += 1
+    if save:
+        print(f"wrote {run.save()}", flush=True)
     return snapshots
 
 
