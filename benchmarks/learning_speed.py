@@ -17,7 +17,6 @@ the real test faces' own values are printed under the table.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import tempfile
@@ -71,15 +70,17 @@ def background_roughness(faces: np.ndarray) -> float:
 
 def train_for_budgets(extra: list[str], budgets: list[float], work: Path, seed: int,
                       in_steps: bool = False, save: bool = False):
-    """Snapshots of the rendering model at each budget, in seconds of batches or (in_steps)
-    in steps, which a busy machine cannot shift: [(seconds, step, model)], seconds being the
-    budget, or with in_steps the seconds the steps took. `save` writes a checkpoint at the
-    last budget into the run folder (--save_path in `extra`) for --evaluate and --inference."""
+    """Yields the rendering model at each budget as it is reached, to be scored before the
+    next is asked for (the random generators are restored after, so scoring does not change
+    the training that follows): (seconds, step, model). Budgets are seconds of batches, or
+    (in_steps) steps, which a busy machine cannot shift; seconds is the budget, or with
+    in_steps the seconds the steps took. `save` writes a checkpoint at the last budget into
+    the run folder (--save_path in `extra`) for --evaluate and --inference."""
     options = runtime.config_for(
         ["--save_path", "bench", "--no_visdom", "--num_workers", "0", "--seed", str(seed),
          "--epochs", "1000", *extra])
     run = trainer.Trainer(options, torch.device("cpu"), runtime.dataset_path(options))
-    snapshots, elapsed, pending = [], 0.0, sorted(budgets)
+    elapsed, pending = 0.0, sorted(budgets)
     while pending:
         run._train_mode()
         run.order.start(run.epoch, 0)
@@ -90,8 +91,10 @@ def train_for_budgets(extra: list[str], budgets: list[float], work: Path, seed: 
             while pending and (run.step if in_steps else elapsed) >= pending[0]:
                 budget = pending.pop(0)
                 run.refresh_batchnorm()
-                snapshots.append((elapsed if in_steps else budget, run.step,
-                                  copy.deepcopy(run.rendering_model)))
+                generators = torch.get_rng_state(), np.random.get_state()
+                yield elapsed if in_steps else budget, run.step, run.rendering_model
+                torch.set_rng_state(generators[0])
+                np.random.set_state(generators[1])
                 run._train_mode()
             if not pending:
                 break
@@ -99,7 +102,6 @@ def train_for_budgets(extra: list[str], budgets: list[float], work: Path, seed: 
         run.epoch += 1
     if save:
         print(f"wrote {run.save()}", flush=True)
-    return snapshots
 
 
 def main() -> None:

@@ -142,7 +142,7 @@ def main() -> None:
     names = [n for n in ("detection_dlib", "dlib_similarity", "mouth_sync", "sharpness")
              if n in METRICS]
     scoring = argparse.Namespace(metrics=",".join(names), inception=None)
-    table, real_row = [], None
+    table, real_row, evaluations = [], None, {}
     with tempfile.TemporaryDirectory() as folder:
         previous = Path.cwd()
         os.chdir(folder)
@@ -153,8 +153,12 @@ def main() -> None:
                 for seconds, step, model in train_for_budgets(
                         ["--dataset", str(pairs), *LEVERS[lever], *keep], args.budget,
                         Path(folder), args.seed, in_steps=args.steps, save=bool(keep)):
-                    evaluation = evaluation_for(scoring, info, "test", model.args,
-                                                torch.device("cpu"), None)
+                    # the real faces, analysed once for each size and speech length
+                    key = (model.args.image_size, model.args.audio_samples)
+                    if key not in evaluations:
+                        evaluations[key] = evaluation_for(scoring, info, "test", model.args,
+                                                          torch.device("cpu"), None)
+                    evaluation = evaluations[key]
                     fake = evaluation.suite.analyse(evaluation.generate(model))
                     table.append({"lever": lever, "budget s": round(seconds), "steps": step,
                                   **scores(evaluation, fake, retrieval, long_clips)})
