@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -125,8 +126,9 @@ def main() -> None:
                         help="a clip this long makes its speaker one mouth sync is measured on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save_path", type=Path,
-                        help="keep each lever's checkpoint at its last budget in "
-                             "SAVE_PATH/<lever>/ (for runtime.py --evaluate and --inference)")
+                        help="keep each lever's run folder, with its checkpoint at the last "
+                             "budget, as SAVE_PATH/<lever>/ (runtime.py --evaluate "
+                             "--pre_trained_gen SAVE_PATH/<lever>)")
     parser.add_argument("--work", type=Path, default=REPO / "data" / ".cache" / "real_video")
     parser.add_argument("--fixture", type=Path, default=FIXTURE)
     args = parser.parse_args()
@@ -143,16 +145,17 @@ def main() -> None:
              if n in METRICS]
     scoring = argparse.Namespace(metrics=",".join(names), inception=None)
     table, real_row, evaluations = [], None, {}
+    kept = args.save_path.resolve() if args.save_path else None
     with tempfile.TemporaryDirectory() as folder:
         previous = Path.cwd()
         os.chdir(folder)
         try:
             for lever in args.levers:
-                keep = (["--save_path", str(args.save_path.resolve() / re.sub(r"\W+", "_", lever))]
-                        if args.save_path else [])
+                run_name = re.sub(r"\W+", "_", lever)
                 for seconds, step, model in train_for_budgets(
-                        ["--dataset", str(pairs), *LEVERS[lever], *keep], args.budget,
-                        Path(folder), args.seed, in_steps=args.steps, save=bool(keep)):
+                        ["--dataset", str(pairs), *LEVERS[lever], "--save_path", run_name],
+                        args.budget, Path(folder), args.seed, in_steps=args.steps,
+                        save=kept is not None):
                     # the real faces, analysed once for each size and speech length
                     key = (model.args.image_size, model.args.audio_samples)
                     if key not in evaluations:
@@ -166,6 +169,10 @@ def main() -> None:
                     if real_row is None:
                         real_row = {"lever": "real test faces",
                                     **scores(evaluation, evaluation.real, retrieval, long_clips)}
+                if kept:
+                    shutil.copytree(Path(folder, "checkpoints", run_name), kept / run_name,
+                                    dirs_exist_ok=True)
+                    print(f"kept {kept / run_name}", flush=True)
         finally:
             os.chdir(previous)
     speakers = len(retrieval)
