@@ -17,7 +17,6 @@ the real test faces' own values are printed under the table.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import tempfile
@@ -69,13 +68,19 @@ def background_roughness(faces: np.ndarray) -> float:
                   + np.abs(np.diff(corners, axis=2)).mean()) / 2)
 
 
-def train_for_budgets(extra: list[str], budgets: list[float], work: Path, seed: int):
-    """Snapshots of the rendering model at each budget: [(seconds, step, model)]."""
+def train_for_budgets(extra: list[str], budgets: list[float], work: Path, seed: int,
+                      in_steps: bool = False, save: bool = False):
+    """Yields the rendering model at each budget as it is reached, to be scored before the
+    next is asked for (the random generators are restored after, so scoring does not change
+    the training that follows): (seconds, step, model). Budgets are seconds of batches, or
+    (in_steps) steps, which a busy machine cannot shift; seconds is the budget, or with
+    in_steps the seconds the steps took. `save` writes a checkpoint at the last budget into
+    the run folder (--save_path in `extra`) for --evaluate and --inference."""
     options = runtime.config_for(
         ["--save_path", "bench", "--no_visdom", "--num_workers", "0", "--seed", str(seed),
          "--epochs", "1000", *extra])
     run = trainer.Trainer(options, torch.device("cpu"), runtime.dataset_path(options))
-    snapshots, elapsed, pending = [], 0.0, sorted(budgets)
+    elapsed, pending = 0.0, sorted(budgets)
     while pending:
         run._train_mode()
         run.order.start(run.epoch, 0)
@@ -83,15 +88,20 @@ def train_for_budgets(extra: list[str], budgets: list[float], work: Path, seed: 
         for batch in run.train_loader:
             run.train_batch(batch)
             elapsed += time.perf_counter() - started
-            while pending and elapsed >= pending[0]:
+            while pending and (run.step if in_steps else elapsed) >= pending[0]:
+                budget = pending.pop(0)
                 run.refresh_batchnorm()
-                snapshots.append((pending.pop(0), run.step, copy.deepcopy(run.rendering_model)))
+                generators = torch.get_rng_state(), np.random.get_state()
+                yield elapsed if in_steps else budget, run.step, run.rendering_model
+                torch.set_rng_state(generators[0])
+                np.random.set_state(generators[1])
                 run._train_mode()
             if not pending:
                 break
             started = time.perf_counter()
         run.epoch += 1
-    return snapshots
+    if save:
+        print(f"wrote {run.save()}", flush=True)
 
 
 def main() -> None:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,6 +56,11 @@ LEVERS = {
     "demo command": ["--batch_size", "16", "--lr_G", "0.0002", "--generator", "hybrid", "--ema"],
     "hybrid generator": ["--generator", "hybrid"],
     "ema": ["--ema"],
+    "demo command, frames encoder": ["--batch_size", "16", "--lr_G", "0.0002", "--generator",
+                                     "hybrid", "--ema", "--speech_encoder", "filterbank_frames"],
+    "demo command, frames encoder, mouth L1": [
+        "--batch_size", "16", "--lr_G", "0.0002", "--generator", "hybrid", "--ema",
+        "--speech_encoder", "filterbank_frames", "--mouth_coef", "50"],
     "wav2pix (segan, dcgan)": ["--speech_encoder", "segan", "--generator", "dcgan",
                                "--gdl_coef", "0"],
 }
@@ -108,13 +115,20 @@ def scores(evaluation, fake, retrieval, long_clips) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levers", nargs="+", default=["defaults"], choices=list(LEVERS))
-    parser.add_argument("--budget", type=float, default=1800, help="training seconds per lever")
+    parser.add_argument("--budget", type=float, nargs="+", default=[1800],
+                        help="training seconds per lever; several give a row each (one run)")
+    parser.add_argument("--steps", action="store_true",
+                        help="--budget counts steps, not seconds: for a machine others share")
     parser.add_argument("--frames_per_second", type=float, default=10)
     parser.add_argument("--min_speech", type=float, default=4.0,
                         help="seconds of video a speaker needs to count in recall@K")
     parser.add_argument("--long_clip", type=float, default=10.0,
                         help="a clip this long makes its speaker one mouth sync is measured on")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save_path", type=Path,
+                        help="keep each lever's run folder, with its checkpoint at the last "
+                             "budget, as SAVE_PATH/<lever>/ (runtime.py --evaluate "
+                             "--pre_trained_gen SAVE_PATH/<lever>)")
     parser.add_argument("--work", type=Path, default=REPO / "data" / ".cache" / "real_video")
     parser.add_argument("--fixture", type=Path, default=FIXTURE)
     args = parser.parse_args()
@@ -130,24 +144,35 @@ def main() -> None:
     names = [n for n in ("detection_dlib", "dlib_similarity", "mouth_sync", "sharpness")
              if n in METRICS]
     scoring = argparse.Namespace(metrics=",".join(names), inception=None)
-    table, real_row = [], None
+    table, real_row, evaluations = [], None, {}
+    kept = args.save_path.resolve() if args.save_path else None
     with tempfile.TemporaryDirectory() as folder:
         previous = Path.cwd()
         os.chdir(folder)
         try:
             for lever in args.levers:
-                [(seconds, step, model)] = train_for_budgets(
-                    ["--dataset", str(pairs), *LEVERS[lever]], [args.budget], Path(folder),
-                    args.seed)
-                evaluation = evaluation_for(scoring, info, "test", model.args,
-                                            torch.device("cpu"), None)
-                fake = evaluation.suite.analyse(evaluation.generate(model))
-                table.append({"lever": lever, "budget s": round(seconds), "steps": step,
-                              **scores(evaluation, fake, retrieval, long_clips)})
-                print(table[-1], flush=True)
-                if real_row is None:
-                    real_row = {"lever": "real test faces",
-                                **scores(evaluation, evaluation.real, retrieval, long_clips)}
+                run_name = re.sub(r"\W+", "_", lever)
+                for seconds, step, model in train_for_budgets(
+                        ["--dataset", str(pairs), *LEVERS[lever], "--save_path", run_name],
+                        args.budget, Path(folder), args.seed, in_steps=args.steps,
+                        save=kept is not None):
+                    # the real faces, analysed once for each size and speech length
+                    key = (model.args.image_size, model.args.audio_samples)
+                    if key not in evaluations:
+                        evaluations[key] = evaluation_for(scoring, info, "test", model.args,
+                                                          torch.device("cpu"), None)
+                    evaluation = evaluations[key]
+                    fake = evaluation.suite.analyse(evaluation.generate(model))
+                    table.append({"lever": lever, "budget s": round(seconds), "steps": step,
+                                  **scores(evaluation, fake, retrieval, long_clips)})
+                    print(table[-1], flush=True)
+                    if real_row is None:
+                        real_row = {"lever": "real test faces",
+                                    **scores(evaluation, evaluation.real, retrieval, long_clips)}
+                if kept:
+                    shutil.copytree(Path(folder, "checkpoints", run_name), kept / run_name,
+                                    dirs_exist_ok=True)
+                    print(f"kept {kept / run_name}", flush=True)
         finally:
             os.chdir(previous)
     speakers = len(retrieval)

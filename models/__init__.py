@@ -30,6 +30,8 @@ CONDITIONS = ("speech", "none", "embedding")
 # plus one line here; the attribute stays `speech_encoder` (a checkpoint key) whichever it is.
 SPEECH_ENCODERS = {"segan": (SpeechEncoder, SpeechEncoderConfig),
                    "filterbank": (FilterbankEncoder, FilterbankEncoderConfig),
+                   "filterbank_frames": (FilterbankEncoder,
+                                         partial(FilterbankEncoderConfig, keep_frames=True)),
                    "ge2e": (GE2EEncoder, GE2EEncoderConfig),
                    "ge2e_finetune": (GE2EEncoder, partial(GE2EEncoderConfig, finetune=True))}
 GENERATORS = {"dcgan": (FaceGenerator, FaceGeneratorConfig),

@@ -30,6 +30,17 @@ class FilterbankEncoderConfig:
     frame_hop: int = 16             # x filter_stride: 10 ms frames after smoothing
     channels: tuple = (128, 128, 256)
     sample_rate: int = 16000
+    keep_frames: bool = False       # also every frame in order: when each sound falls
+
+
+def feature_frames(config: FilterbankEncoderConfig) -> int:
+    """Frames of the last conv's map for a window of config.audio_samples: the filterbank's
+    stride, the smoothing hop (padding half a hop) and each conv's stride 2 (padding 2)."""
+    frames = -(-config.audio_samples // config.filter_stride)
+    frames = (frames + config.frame_hop // 2 * 2 - 2 * config.frame_hop) // config.frame_hop + 1
+    for _ in config.channels:
+        frames = (frames - 1) // 2 + 1
+    return frames
 
 
 def mel(hz: torch.Tensor) -> torch.Tensor:
@@ -67,7 +78,8 @@ class FilterbankEncoder(nn.Module):
                        nn.BatchNorm1d(out_channels), nn.LeakyReLU(0.2, True)]
             in_channels = out_channels
         self.convs = nn.Sequential(*layers)
-        self.project = nn.Sequential(nn.Linear(2 * in_channels, 256), nn.BatchNorm1d(256),
+        pooled = (2 + (feature_frames(config) if config.keep_frames else 0)) * in_channels
+        self.project = nn.Sequential(nn.Linear(pooled, 256), nn.BatchNorm1d(256),
                                      nn.LeakyReLU(0.2), nn.Linear(256, config.embedding_dim))
         dcgan_init(self)
         with torch.no_grad():
@@ -83,5 +95,7 @@ class FilterbankEncoder(nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         features = self.convs(self.input_norm(self.log_bands(waveform)))   # (B, C, frames / 8)
-        pooled = torch.cat([features.mean(2), features.std(2)], dim=1)      # (B, 2C)
-        return self.project(pooled)                                         # (B, E)
+        pooled = [features.mean(2), features.std(2)]                       # (B, C) each
+        if self.config.keep_frames:
+            pooled.append(features.flatten(1))                             # (B, C * frames)
+        return self.project(torch.cat(pooled, dim=1))                      # (B, E)

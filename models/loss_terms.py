@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 from models.losses import (AdversarialLoss, feature_matching_loss, gradient_difference_loss,
-                           reconstruction_l1, speaker_softmax_loss)
+                           mouth_l1, reconstruction_l1, speaker_softmax_loss)
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,10 @@ LOSS_TERMS = (
              "gdl_coef", 50, "weight of the gradient difference loss to the true face (Mathieu "
              "et al. 2016): neighbouring-pixel differences matched, against texture (0: off, as "
              "wav2pix)", "further", before=0.0, computed_at_zero=False),
+    LossTerm("g_mouth", lambda half: mouth_l1(half.fake, half.real),
+             "mouth_coef", 0, "weight of L1 to the true face inside the mouth's box alone "
+             "(models.losses.MOUTH_BOX), on top of --l1_coef: whether the mouth opens when the "
+             "true one does", "further", before=0.0, computed_at_zero=False),
 )
 
 

@@ -9,7 +9,7 @@ import torch
 
 import runtime
 from models import SPEECH_ENCODERS, ModelArgs, SpeechToFace
-from models.filterbank_encoder import FilterbankEncoder, FilterbankEncoderConfig
+from models.filterbank_encoder import FilterbankEncoder, FilterbankEncoderConfig, feature_frames
 from models.ge2e_encoder import ge2e_weights_path
 from models.loading import generator_from_checkpoint
 from utils import UserError, load_checkpoint
@@ -54,6 +54,25 @@ def test_the_filterbank_pools_over_time_so_any_length_gives_one_embedding(second
     encoder = FilterbankEncoder(FilterbankEncoderConfig(audio_samples=samples)).eval()
     with torch.no_grad():
         assert encoder(torch.randn(3, 1, samples)).shape == (3, 128)
+
+
+@pytest.mark.parametrize("samples", [4800, 8000, 12345, 16000, 32000])
+def test_the_frames_encoder_keeps_every_frame_in_order_beside_the_statistics(samples):
+    """filterbank_frames appends the last conv's map, frame by frame, to the mean and std:
+    its projection is sized by feature_frames, and the same sounds in another order give
+    another embedding (the statistics alone are blind to the order of frames)."""
+    config = FilterbankEncoderConfig(audio_samples=samples, keep_frames=True)
+    encoder = FilterbankEncoder(config).eval()
+    channels = config.channels[-1]
+    with torch.no_grad():
+        features = encoder.convs(encoder.input_norm(encoder.log_bands(torch.randn(2, 1, samples))))
+        assert features.shape[2] == feature_frames(config)
+        assert encoder.project[0].in_features == (2 + features.shape[2]) * channels
+        reversed_features = features.flip(2)
+        pooled = [torch.cat([f.mean(2), f.std(2), f.flatten(1)], 1)
+                  for f in (features, reversed_features)]
+        assert torch.allclose(pooled[0][:, :2 * channels], pooled[1][:, :2 * channels], atol=1e-5)
+        assert not torch.allclose(encoder.project(pooled[0]), encoder.project(pooled[1]))
 
 
 def test_the_filterbank_starts_as_mel_bands_whose_log_energy_follows_a_tone():

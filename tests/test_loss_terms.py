@@ -9,8 +9,8 @@ import torch
 import runtime
 from models import ModelArgs, SpeechToFace, loss_terms
 from models.gan_step import GanStep
-from models.losses import (ADVERSARIAL_LOSSES, AdversarialLoss, critic_generator_loss,
-                           wasserstein_critic_loss)
+from models.losses import (ADVERSARIAL_LOSSES, MOUTH_BOX, AdversarialLoss,
+                           critic_generator_loss, mouth_l1, wasserstein_critic_loss)
 from utils import SINGLE_PROCESS, UserError
 
 SPEAKERS = 4
@@ -25,14 +25,27 @@ def with_toy_term(monkeypatch):
 
 
 def test_the_registry_holds_todays_terms_flags_and_old_checkpoint_weights():
-    assert loss_terms.loss_term_names() == ("g_adv", "g_l1", "g_fm", "g_softmax", "g_gdl")
-    assert loss_terms.loss_term_flags() == ("l1_coef", "l2_coef", "softmax_coef", "gdl_coef")
-    assert runtime.BEFORE_THEY_EXISTED["gdl_coef"] == 0.0
-    saved = vars(runtime.build_parser().parse_args([]))
+    assert loss_terms.loss_term_names() == ("g_adv", "g_l1", "g_fm", "g_softmax", "g_gdl",
+                                            "g_mouth")
+    assert loss_terms.loss_term_flags() == ("l1_coef", "l2_coef", "softmax_coef", "gdl_coef",
+                                            "mouth_coef")
+    assert runtime.BEFORE_THEY_EXISTED["gdl_coef"] == runtime.BEFORE_THEY_EXISTED["mouth_coef"] == 0
+    saved = vars(runtime.build_parser().parse_args(["--mouth_coef", "7"]))
     del saved["gdl_coef"]                 # options saved before --gdl_coef existed
     options = runtime.merge_resumed_options(runtime.build_parser().parse_args([]), saved, set())
     assert loss_terms.loss_term_weights(options) == {"g_adv": 1.0, "g_l1": 50, "g_fm": 100,
-                                                     "g_softmax": 20, "g_gdl": 0.0}
+                                                     "g_softmax": 20, "g_gdl": 0.0, "g_mouth": 7}
+
+
+def test_the_mouth_term_sees_the_mouths_box_alone():
+    real = torch.zeros(2, 3, 64, 64)
+    (top, bottom), (left, right) = MOUTH_BOX
+    outside, inside = real.clone(), real.clone()
+    outside[..., :round(top * 64) - 1, :] = 1.0               # the eyes and the forehead
+    inside[..., round(0.77 * 64), round(0.5 * 64)] = 1.0     # one pixel at the mouth's centre
+    assert mouth_l1(outside, real) == 0 and mouth_l1(inside, real) > 0
+    box_pixels = (round(bottom * 64) - round(top * 64)) * (round(right * 64) - round(left * 64))
+    assert mouth_l1(inside, real) == pytest.approx(1 / box_pixels)  # one pixel of the box
 
 
 def test_a_new_term_gets_its_flag_and_its_check(with_toy_term, capsys):
