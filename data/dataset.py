@@ -162,7 +162,7 @@ class SpeechFaceDataset(Dataset):
             return [self[key] for key in keys]
         rows, seeds = np.array(keys, dtype=np.uint64).T
         rows = rows.astype(np.int64)
-        waveforms, faces = self._read_blocks(rows)
+        waveforms, faces = read_by_block(self._rows(), rows, self.block_rows)
         wrong_draws, crop_draws = item_draws(seeds, 2)
         by_speaker, first, count = own_spans(self.speaker_ids[rows])
         pick = below(wrong_draws, len(rows) - count)
@@ -171,20 +171,6 @@ class SpeechFaceDataset(Dataset):
         return [(self._condition_of(waveforms[i], starts[i], row),
                  face_tensor(faces[i], self.image_size), torch.tensor(self.speaker_ids[row]),
                  face_tensor(faces[wrong[i]], self.image_size)) for i, row in enumerate(rows)]
-
-    def _read_blocks(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The stored waveforms and faces of `rows`, one slice read per block they fall in."""
-        split, size = self._rows(), self.block_rows
-        waveforms = np.empty((len(rows), self.window_samples), np.int16)
-        faces = np.empty((len(rows), *split["faces"].shape[1:]), np.uint8)
-        blocks = rows // size
-        for block in np.unique(blocks):
-            inside = np.flatnonzero(blocks == block)
-            offsets = rows[inside] - block * size
-            span = slice(block * size, block * size + offsets.max() + 1)
-            waveforms[inside] = split["waveforms"][span][offsets]
-            faces[inside] = split["faces"][span][offsets]
-        return waveforms, faces
 
     def _condition_of(self, stored: np.ndarray, start: int, row: int) -> torch.Tensor:
         """Pair `row`'s condition, its speech cut from its `stored` window at `start`."""
@@ -202,6 +188,23 @@ class SpeechFaceDataset(Dataset):
             index, wrong, start = key, self.wrong_row(key), None
         return (self.condition(index, start), self.face(index),
                 torch.tensor(self.speaker_ids[index]), self.face(wrong))
+
+
+def read_by_block(split, rows: np.ndarray, block_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The stored waveforms and faces of `rows` (any order) of an open split group: one
+    slice read per block of `block_rows` consecutive rows they fall in, up to the last of
+    them in that block."""
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    waveforms = np.empty((len(rows), *split["waveforms"].shape[1:]), np.int16)
+    faces = np.empty((len(rows), *split["faces"].shape[1:]), np.uint8)
+    for block in np.unique(ordered // block_rows):
+        start = block * block_rows
+        low, high = np.searchsorted(ordered, [start, start + block_rows])
+        span, offsets = slice(start, ordered[high - 1] + 1), ordered[low:high] - start
+        waveforms[order[low:high]] = split["waveforms"][span][offsets]
+        faces[order[low:high]] = split["faces"][span][offsets]
+    return waveforms, faces
 
 
 def fits_in_memory(size: int) -> bool:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from data.audio import PRE_EMPHASIS
-from data.dataset import SpeechFaceDataset, own_spans
+from data.dataset import SpeechFaceDataset, own_spans, read_by_block
 
 FREE_MEMORY_SHARE = 0.25    # auto: the split may take this share of the GPU's free memory
 READ_BLOCK_ROWS = 1024      # a stripe is read this many rows of the file at a time (45 MB)
@@ -65,23 +65,11 @@ def shard_of(dataset: SpeechFaceDataset, rows: np.ndarray) -> SpeechFaceDataset:
     if dataset._arrays is not None:
         shard._arrays = {key: values[rows] for key, values in dataset._arrays.items()}
     else:
-        shard._arrays = read_rows(dataset, rows)
+        with h5py.File(dataset.path, "r") as f:
+            waveforms, faces = read_by_block(f[dataset.split], rows, READ_BLOCK_ROWS)
+        shard._arrays = {"waveforms": waveforms, "faces": faces}
     shard._by_speaker, shard._own_first, shard._own_count = own_spans(shard.speaker_ids)
     return shard
-
-
-def read_rows(dataset: SpeechFaceDataset, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The waveforms and faces of sorted `rows`, read in consecutive blocks of the file."""
-    with h5py.File(dataset.path, "r") as f:
-        group = f[dataset.split]
-        arrays = {key: np.empty((len(rows), *group[key].shape[1:]), group[key].dtype)
-                  for key in ("waveforms", "faces")}
-        for start in range(0, group["speaker_ids"].shape[0], READ_BLOCK_ROWS):
-            low, high = np.searchsorted(rows, [start, start + READ_BLOCK_ROWS])
-            if high > low:
-                for key, values in arrays.items():
-                    values[low:high] = group[key][start:start + READ_BLOCK_ROWS][rows[low:high] - start]
-    return arrays
 
 
 class DeviceBatches:
