@@ -54,6 +54,20 @@ def tiny_pairs_once(tmp_path_factory) -> Path:
     return write_tiny_pairs(tmp_path_factory.mktemp("tiny_once"))
 
 
+def trainer_with_one_batch(pairs: Path, *flags: str):
+    """A Trainer on `pairs` (small fast settings plus `flags`, run folder in the current
+    folder) that has trained on the first batch of its loader, and that batch's figures."""
+    import runtime
+    import trainer
+    options = runtime.config_for([
+        "--dataset", str(pairs), "--audio_seconds", "0.3", "--batch_size", "4",
+        "--num_workers", "0", "--no_visdom", "--precision", "fp32", "--speech_encoder", "segan",
+        "--generator", "dcgan", *flags])
+    run = trainer.Trainer(options, torch.device("cpu"), pairs)
+    run.order.start(0, 0)
+    return run, run.train_batch(next(iter(run.train_loader)))
+
+
 def write_wav(path, seconds: float, rate: int = 16000, channels: int = 1,
               subtype: str = "PCM_16", amplitude: float = 0.5) -> Path:
     t = np.arange(int(seconds * rate)) / rate

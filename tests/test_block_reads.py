@@ -2,16 +2,14 @@
 order that is a pure function of (seed, epoch), whatever the number of workers."""
 from __future__ import annotations
 
-from itertools import islice
 
 import torch
 from torch.utils.data import DataLoader
 
-import runtime
-import trainer
 from data.dataset import SpeechFaceDataset
 from data.order import BlockOrder, seed_worker, training_order
 from data.schema import validate_pair_file
+from tests.conftest import trainer_with_one_batch
 
 CPU = torch.device("cpu")
 
@@ -60,12 +58,7 @@ def test_block_batches_are_the_orders_rows_whatever_the_workers(tiny_pairs):
 
 def test_a_run_trains_from_block_reads(tiny_pairs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    options = runtime.config_for([
-        "--dataset", str(tiny_pairs), "--save_path", "blocks", "--read_blocks", "2",
-        "--audio_seconds", "0.3", "--batch_size", "4", "--num_workers", "0", "--no_visdom",
-        "--precision", "fp32", "--speech_encoder", "segan", "--generator", "dcgan"])
-    run = trainer.Trainer(options, CPU, tiny_pairs)
+    run, figures = trainer_with_one_batch(tiny_pairs, "--save_path", "blocks",
+                                          "--read_blocks", "2")
     assert isinstance(run.order, BlockOrder) and run.train_loader.dataset.block_rows == 2
-    run.order.start(0, 0)
-    for batch in islice(run.train_loader, 1):
-        assert run.train_batch(batch) is not None
+    assert figures is not None
