@@ -22,7 +22,7 @@ from tqdm import tqdm
 from data.audio import SAMPLE_RATE
 from data.dataset import SpeechFaceDataset, held_out_split, in_chunks, spread_over_speakers
 from data.device_batches import DeviceBatches, hold_on_device
-from data.order import seed_worker, training_order
+from data.order import BlockOrder, seed_worker, training_order
 from data.schema import PairFileInfo, validate_pair_file
 from models import ModelArgs, SpeechToFace
 from models.blocks import BATCH_NORMS
@@ -128,7 +128,7 @@ class Trainer:
         self.order = training_order(len(dataset), o.batch_size, o.seed, self.ranks.rank,
                                     processes, draws, sharded=held == "shard",
                                     block_rows=o.read_blocks)
-        dataset.block_rows = getattr(self.order, "block_rows", 0)
+        dataset.block_rows = self.order.block_rows if isinstance(self.order, BlockOrder) else 0
         if held:
             if self.ranks.is_main:
                 share = " (each process its share)" if held == "shard" and not draws else ""
