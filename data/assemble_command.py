@@ -5,7 +5,7 @@ from __future__ import annotations
 from data import video_parts as parts
 from data import videos_command
 from data.prepare_common import HelpFormatter, PrepareError, PrepareReport
-from data.video_shards import shard_owners
+from data.video_shards import shard_owners, weights
 
 ASSEMBLE_HELP = """\
 Write OUT from the parts that `videos SRC OUT --shard K/N` prepared, K = 1..N, into
@@ -28,20 +28,20 @@ def run(options) -> PrepareReport:
     """OUT from the parts, once every readable video of SRC has one and no other is there."""
     out, found, report = videos_command.begin(options)
     store = parts.PartStore(out, videos_command.window_settings(options))
-    shards = _check_folder(options, found.videos, store)
+    shards, shard_by = _check_folder(options, found.videos, store)
     summaries = {source.label: store.finished(source) for source in found.videos}
     unprepared = [source for source in found.videos if summaries[source.label] is None]
     missing = videos_command.probe_each(unprepared, report)  # the others are broken
     if missing:
-        raise PrepareError(_missing_message(options, found.videos, missing, shards, store))
+        raise PrepareError(_missing_message(options, found.videos, missing, (shards, shard_by), store))
     sources = [source for source in found.videos if summaries[source.label] is not None]
     videos_command.require_readable(sources, report)
     return videos_command.assemble(options, sources, summaries, store, report)
 
 
-def _check_folder(options, every_video: list, store) -> int | None:
-    """The shard count the parts were made by (None: by runs without --shard), once they
-    were made with these settings and none is of a video outside `every_video`."""
+def _check_folder(options, every_video: list, store) -> tuple:
+    """(shard count, --shard_by) the parts were made by (None: by runs without --shard),
+    once they were made with these settings and none is of a video outside `every_video`."""
     kept = store.kept_record()
     changed = store.changed(kept)
     if changed:
@@ -53,19 +53,21 @@ def _check_folder(options, every_video: list, store) -> int | None:
         raise PrepareError(f"{store.folder}: holds parts of {videos} not in {options.src}: "
                            f"{_some(foreign)}; remove those files, or assemble the list of "
                            "videos they were made from")
-    return kept.get("shards")
+    return kept.get("shards"), kept.get("shard_by", "bytes")  # bytes: before --shard_by
 
 
-def _missing_message(options, every_video: list, missing: list, shards: int | None, store) -> str:
+def _missing_message(options, every_video: list, missing: list, sharding: tuple, store) -> str:
     """How many videos have no part, which, and the command that makes them."""
+    shards, shard_by = sharding
     labels = _some([source.label for source in missing])
     head = f"{len(missing)} of {len(every_video)} videos have no finished part in {store.folder}"
     if not shards:  # made by runs without --shard: the plain run finishes and assembles
         return f"{head} ({labels}); run `{videos_command.command_line(options, 'videos')}`"
-    owners = shard_owners(every_video, shards)
+    owners = shard_owners(weights(every_video, shard_by), shards)
     which = sorted({owners[source.label] for source in missing})
     shard = f"{which[0]}/{shards}" if len(which) == 1 else f"K/{shards}"
-    again = videos_command.command_line(options, "videos", "--shard", shard)
+    by = ["--shard_by", shard_by] if shard_by != "duration" else []
+    again = videos_command.command_line(options, "videos", "--shard", shard, *by)
     for_each = "" if len(which) == 1 else f" for K in {', '.join(map(str, which))}"
     return (f"{head} ({labels}; of shard{'s' * (len(which) > 1)} "
             f"{', '.join(f'{k}/{shards}' for k in which)}); run `{again}`{for_each}, then assemble again")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-import torch
 
 from data.schema import SAMPLE_RATE
 from utils import UserError
@@ -56,6 +55,8 @@ def resample(waveform: np.ndarray, orig_rate: int, new_rate: int = SAMPLE_RATE) 
     orig_rate = tractable_rate(orig_rate, new_rate)
     if orig_rate == new_rate:
         return waveform.astype(np.float32, copy=False)
+    import torch  # here, not above: commands that never resample start without it
+
     functional = import_torchaudio().functional
     tensor = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
     return functional.resample(tensor, orig_rate, new_rate).numpy()

@@ -64,13 +64,14 @@ class PartStore:
         self.record = self.folder / "settings.json"
         self.settings = {"part_version": PART_VERSION, **dataclasses.asdict(settings)}
 
-    def open(self, shards: int | None = None) -> str | None:
+    def open(self, shards: int | None = None, shard_by: str = "duration") -> str | None:
         """Make the folder, or reuse it. A run alone (`shards` None) starts over where the
         parts were made with other settings and returns a note saying so; one of `shards`
-        shards refuses instead, as the others may be writing there."""
-        wanted = {**self.settings, "shards": shards} if shards else self.settings
+        shards (shared out by `shard_by`) refuses instead, as the others may be writing there."""
+        sharding = {"shards": shards, "shard_by": shard_by} if shards else {}
+        wanted = {**self.settings, **sharding}
         self.folder.mkdir(parents=True, exist_ok=True)
-        changed = self.changed(_create_once(self.record, wanted), shards)
+        changed = self.changed(_create_once(self.record, wanted), sharding)
         if changed and shards:
             raise PrepareError(f"{self.folder}: made with other settings ({changed}); give every "
                                "shard the same options, or remove that folder to start over")
@@ -93,12 +94,16 @@ class PartStore:
             raise PrepareError(f"{self.folder}: no parts to assemble (no readable {self.record.name}); "
                                "prepare the videos first with `videos ... --shard K/N`") from None
 
-    def changed(self, kept: dict, shards: int | None = None) -> str:
-        """The settings the record holds other values of (their names), '' if none; a shard
-        count differs only where both give one."""
+    def changed(self, kept: dict, sharding: dict | None = None) -> str:
+        """The settings the record holds other values of (their names), '' if none; the
+        sharding differs only where both give one (a record from before --shard_by was
+        shared out by bytes)."""
         names = [k for k in self.settings if kept.get(k) != self.settings[k]]
-        if shards and kept.get("shards", shards) != shards:
-            names.append(f"{kept['shards']} shards there, {shards} here")
+        if sharding and kept.get("shards", sharding["shards"]) != sharding["shards"]:
+            names.append(f"{kept['shards']} shards there, {sharding['shards']} here")
+        elif sharding and "shards" in kept and kept.get("shard_by", "bytes") != sharding["shard_by"]:
+            names.append(f"shared out by {kept.get('shard_by', 'bytes')} there, "
+                         f"by {sharding['shard_by']} here")
         return ", ".join(names)
 
     def path(self, source) -> Path:

@@ -25,7 +25,6 @@ import signal
 import sys
 
 import cv2
-import torch
 
 from data import video as videos
 from data import video_parts as parts
@@ -59,6 +58,7 @@ def _start_worker(settings: videos.WindowSettings) -> None:
     global _INSPECTOR
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C and stops the pool
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stopping the pool must stop us, whatever the parent set
+    import torch  # here, not above: `assemble` imports this module and needs no torch
     torch.set_num_threads(1)  # before any torch op (see above)
     if _INSPECTOR is None:  # spawned: a fresh process, nothing inherited
         cv2.setNumThreads(1)

@@ -17,7 +17,7 @@ import pytest
 
 from data import prepare, video_parts
 from data import video as videos
-from data.video_shards import shard_owners
+from data.video_shards import shard_owners, weights
 from tests.test_prepare_videos import REPO, video_folder
 
 SETTINGS = ["--face_size", "64", "--test_fraction", "0.3", "--vad", "off"]
@@ -64,12 +64,21 @@ def shard(src: Path, out: Path, k: int, n: int, *extra) -> list:
     return ["videos", src, out, *SETTINGS, "--shard", f"{k}/{n}", *extra]
 
 
-def assemble_as_told(stdout: str) -> tuple[int, str, str]:
-    """Run the command a shard's last line says to run next."""
+def told_to_assemble(stdout: str) -> list:
+    """The arguments of the command a shard's last line says to run next."""
     told = stdout.strip().splitlines()[-1].split(": ", 1)[1]
     words = shlex.split(told)
     assert words[:4] == ["python", "-m", "data.prepare", "assemble"], told
-    return run(words[3:])
+    return words[3:]
+
+
+def assemble_as_told(stdout: str) -> tuple[int, str, str]:
+    return run(told_to_assemble(stdout))
+
+
+# `python -m data.prepare ARGS` in a fresh process, which exits 3 if torch was imported
+WITHOUT_TORCH = ("import sys; from data import prepare; code = prepare.main(sys.argv[1:]); "
+                 "sys.exit(3 if 'torch' in sys.modules else code)")
 
 
 # ---------------------------------------------------------------- the same file
@@ -85,16 +94,18 @@ def test_two_shards_at_once_then_assemble_write_the_file_one_run_writes(tmp_path
     assert not out.exists()  # a shard writes parts only
     assert len(list((tmp_path / "o.h5.parts").glob("*.h5"))) == 6
     assert all("next, once all 2 shards are done: python -m data.prepare assemble" in o for o, _ in finished)
-    code, stdout, stderr = assemble_as_told(finished[0][0])
-    assert code == 0, stderr
+    # assemble imports no torch: it starts in well under a second
+    assembled = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, *told_to_assemble(finished[0][0])],
+                               cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert assembled.returncode == 0, assembled.stderr[-500:]
     assert sha256(out) == clips.sha
     assert not (tmp_path / "o.h5.parts").exists()  # removed once OUT is written
 
 
-def test_three_shards_in_turn_then_assemble_write_the_file_one_run_writes(tmp_path, clips):
+def test_three_shards_by_bytes_in_turn_then_assemble_write_the_file_one_run_writes(tmp_path, clips):
     out = tmp_path / "o.h5"
     for k in (1, 2, 3):
-        code, stdout, stderr = run(shard(clips.all, out, k, 3, "--workers", 2))
+        code, stdout, stderr = run(shard(clips.all, out, k, 3, "--workers", 2, "--shard_by", "bytes"))
         assert code == 0, stderr
         assert f"shard {k}/3: prepared " in stdout, stdout
     code, _, stderr = assemble_as_told(stdout)
@@ -125,12 +136,14 @@ def test_assemble_refuses_foreign_and_missing_parts_and_loses_nothing(tmp_path, 
     assert code == 2 and "made with other settings (frames_per_second)" in error_line(stderr)
     code, _, stderr = run(shard(clips.all, out, 1, 3))
     assert code == 2 and "(2 shards there, 3 here)" in error_line(stderr)
+    code, _, stderr = run(shard(clips.all, out, 1, 2, "--shard_by", "bytes"))
+    assert code == 2 and "(shared out by duration there, by bytes here)" in error_line(stderr)
     assert sorted(parts.glob("*.h5")) == made
 
     # a part missing: how many, which video, which shard, and the command that makes it
     sources = videos.find_videos(clips.all).videos
     lost = sources[0]
-    owner = shard_owners(sources, 2)[lost.label]
+    owner = shard_owners(weights(sources, "duration"), 2)[lost.label]
     video_parts.PartStore(out, videos.WindowSettings()).path(lost).unlink()
     code, _, stderr = run(["assemble", clips.all, out, *SETTINGS])
     assert code == 2 and not out.exists(), stderr
@@ -162,18 +175,25 @@ def test_bad_shard_values_are_one_line(tmp_path, value):
 
 # ---------------------------------------------------------------- the shares
 
-def test_shares_cover_every_video_once_and_balance_bytes(tmp_path):
+def test_shares_cover_every_video_once_and_balance_the_weights():
     sizes = [5, 90, 7, 40, 40, 3, 61, 12, 8, 30, 1, 0]
-    sources = []
-    for index, size in enumerate(sizes):
-        path = tmp_path / f"{index:02d}.mp4"
-        path.write_bytes(b"x" * size)
-        sources.append(SimpleNamespace(label=path.name, path=path))
+    weight = {f"{index:02d}.mp4": size for index, size in enumerate(sizes)}
     for count in (1, 2, 3, 5, 20):
-        owners = shard_owners(sources, count)
-        assert owners == shard_owners(list(reversed(sources)), count)  # the list's order aside
-        assert sorted(owners) == sorted(s.label for s in sources)
+        owners = shard_owners(weight, count)
+        assert owners == shard_owners(dict(reversed(weight.items())), count)  # order aside
+        assert sorted(owners) == sorted(weight)
         assert set(owners.values()) <= set(range(1, count + 1))
-        loads = [sum(size for size, s in zip(sizes, sources) if owners[s.label] == k)
+        loads = [sum(w for label, w in weight.items() if owners[label] == k)
                  for k in range(1, count + 1)]
         assert max(loads) - min(loads) <= max(sizes), (count, loads)  # greedy's bound
+
+
+def test_weights_are_tenths_of_a_second_or_bytes(tmp_path, clips):
+    sources = videos.find_videos(clips.all).videos
+    assert set(weights(sources, "duration").values()) == {30}  # six 3 s clips
+    assert weights(sources, "bytes") == {s.label: s.path.stat().st_size for s in sources}
+    # a file without a readable length weighs its bytes at the others' seconds per byte
+    odd = tmp_path / "odd.mp4"
+    odd.write_bytes(sources[0].path.read_bytes()[:1000])
+    mixed = weights([*sources, SimpleNamespace(label="odd", path=odd)], "duration")
+    assert mixed["odd"] == round(1000 * 30 * 6 / sum(s.path.stat().st_size for s in sources))
