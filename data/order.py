@@ -172,20 +172,54 @@ class BlockOrder(EpochOrder):
     SpeechFaceDataset.__getitems__ reads with one HDF5 read per run and column instead of
     one per pair. Fewer places of the file meet in a batch (a run is mostly one speaker's,
     often one video's), the price of 3-6 times the pairs/s from a file larger than memory
-    (benchmarks/loader_scale.py); a pure function of
-    (seed, epoch) like EpochOrder, so resume stays exact. Under N processes a process's rows
-    of a block are every N-th, so it reads N times the rows it uses."""
+    (benchmarks/loader_scale.py); a pure function of (seed, epoch) like EpochOrder, so
+    resume stays exact.
+
+    Under N processes each takes whole blocks, every N-th of the shuffle, so no two read
+    the same block and none reads a row it does not use (taking every N-th row, as
+    EpochOrder does, would make each read whole blocks for 1/N of their rows). The last,
+    partial block is completed from the split's first rows and the shuffle from its first
+    blocks, as DistributedSampler pads, so every process has as many rows: an epoch repeats
+    fewer than N x block_rows pairs. Step k's batches together are then not the single
+    process's step-k batch, unlike EpochOrder's."""
 
     def __init__(self, num_rows: int, seed: int, block_rows: int, rank: int = 0,
                  world_size: int = 1):
         super().__init__(num_rows, seed, rank, world_size)
         self.block_rows = block_rows
+        self.blocks = -(-num_rows // block_rows)
+
+    @property
+    def epoch_length(self) -> int:
+        if self.world_size == 1:
+            return self.num_rows
+        return -(-self.blocks // self.world_size) * self.world_size * self.block_rows
 
     def permutation(self, epoch: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
-        blocks = torch.randperm(-(-self.num_rows // self.block_rows), generator=generator)
-        rows = (blocks[:, None] * self.block_rows + torch.arange(self.block_rows)).flatten()
+        """The single process's rows of epoch `epoch`: every block once, shuffled."""
+        rows = self._rows_of(self._shuffled_blocks(epoch))
         return rows[rows < self.num_rows]
+
+    def _shuffled_blocks(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+        return torch.randperm(self.blocks, generator=generator)
+
+    def _rows_of(self, blocks: torch.Tensor) -> torch.Tensor:
+        return (blocks[:, None] * self.block_rows + torch.arange(self.block_rows)).flatten()
+
+    def process_rows(self, epoch: int) -> np.ndarray:
+        """This process's rows of epoch `epoch`, `share` of them, in runs of whole blocks."""
+        if self.world_size == 1:
+            return self.permutation(epoch).numpy()
+        blocks = self._shuffled_blocks(epoch)
+        padded = torch.cat([blocks, blocks[:-len(blocks) % self.world_size]])
+        return (self._rows_of(padded[self.rank::self.world_size]) % self.num_rows).numpy()
+
+    def __iter__(self):
+        indices = np.arange(self.pairs_done // self.world_size, self.share)
+        positions = indices * self.world_size + self.rank       # as EpochOrder numbers them
+        rows = self.process_rows(self.epoch)[indices]
+        yield from zip(rows.tolist(), item_seeds(self.seed, self.epoch, positions).tolist())
 
 
 def training_order(num_rows: int, batch_size: int, seed: int, rank: int = 0,

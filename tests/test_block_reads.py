@@ -2,7 +2,8 @@
 order that is a pure function of (seed, epoch), whatever the number of workers."""
 from __future__ import annotations
 
-
+import numpy as np
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -23,6 +24,26 @@ def test_a_block_order_shuffles_aligned_runs():
         assert following == row + 1 if following % 4 else following % 4 == 0
     assert torch.equal(order.permutation(0), BlockOrder(10, 1, 4).permutation(0))
     assert not torch.equal(order.permutation(0), order.permutation(1))
+
+
+@pytest.mark.parametrize("rows, block_rows, processes", [(100, 8, 2), (100, 16, 3), (96, 16, 2)])
+def test_processes_read_whole_blocks_of_their_own(rows, block_rows, processes):
+    orders = [BlockOrder(rows, 5, block_rows, rank, processes) for rank in range(processes)]
+    taken = [order.process_rows(2) for order in orders]
+    assert {len(mine) for mine in taken} == {orders[0].share}        # as many steps each
+    assert set(np.concatenate(taken)) == set(range(rows))            # every row each epoch
+    blocks = [set(mine // block_rows) for mine in taken]
+    for mine, read in zip(taken, blocks):
+        # runs of whole blocks: a process uses every row of the blocks it reads (bar the
+        # last, partial block and the rows that complete it)
+        assert len(mine) >= (len(read) - 2) * block_rows
+    shared = set.union(*[a & b for i, a in enumerate(blocks) for b in blocks[i + 1:]])
+    assert len(shared) < processes       # only the blocks repeated to even the shares out
+    # resume mid-epoch: the rest of the epoch, as the uninterrupted process reads it
+    whole, resumed = orders[1], BlockOrder(rows, 5, block_rows, 1, processes)
+    whole.start(2)
+    resumed.start(2, pairs_done=processes * 3)
+    assert list(resumed) == list(whole)[3:]
 
 
 def loader_batches(tiny_pairs, workers: int, epoch: int, pairs_done: int):
