@@ -129,6 +129,7 @@ class Trainer:
                                     processes, draws, sharded=held == "shard",
                                     block_rows=o.read_blocks)
         dataset.block_rows = self.order.block_rows if isinstance(self.order, BlockOrder) else 0
+        dataset.wrong_faces = o.wrong_faces == "loader"     # batch: the model ignores them
         if held:
             if self.ranks.is_main:
                 share = " (each process its share)" if held == "shard" and not draws else ""

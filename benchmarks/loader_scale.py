@@ -145,6 +145,7 @@ def training_loader(path: Path, workers: int, rule: str, block_rows: int = 0):
     dataset = SpeechFaceDataset(info, "train", WINDOW, FACE, train=True, in_memory=in_memory)
     order = training_order(len(dataset), BATCH, seed=0, block_rows=block_rows)
     dataset.block_rows = block_rows
+    dataset.wrong_faces = False     # as trainer.py reads for the default --wrong_faces batch
     order.start(0, 0)
     loader = DataLoader(dataset, batch_size=BATCH, sampler=order, drop_last=True,
                         num_workers=workers, persistent_workers=workers > 0,

@@ -52,6 +52,9 @@ class SpeechFaceDataset(Dataset):
         self.audio_samples, self.image_size = audio_samples, image_size
         self._file, self._arrays, self.condition_kind = None, None, condition
         self.block_rows = 0     # set to a BlockOrder's block_rows to read batches by block
+        # False: an item's wrong face is its own face, not read (`--wrong_faces batch` takes
+        # the wrong pairs from the batch), saving one of a pair's three HDF5 reads
+        self.wrong_faces = True
         if condition == "embedding":
             require_embeddings(info)
         try:
@@ -186,8 +189,9 @@ class SpeechFaceDataset(Dataset):
                                                    np.array([item_seed], dtype=np.uint64))
         else:
             index, wrong, start = key, self.wrong_row(key), None
-        return (self.condition(index, start), self.face(index),
-                torch.tensor(self.speaker_ids[index]), self.face(wrong))
+        face = self.face(index)
+        return (self.condition(index, start), face, torch.tensor(self.speaker_ids[index]),
+                self.face(wrong) if self.wrong_faces else face)
 
 
 def read_by_block(split, rows: np.ndarray, block_rows: int) -> tuple[np.ndarray, np.ndarray]:

@@ -86,3 +86,23 @@ def test_a_run_from_before_the_option_resumes_with_the_loaders_wrong_faces(tiny_
     assert runtime.main(["--resume", "before.pt", "--save_path", "resumed", "--max_steps", "2"]) == 0
     resumed = json.loads((tmp_path / "checkpoints" / "resumed" / "options.json").read_text())
     assert resumed["wrong_faces"] == "loader" and resumed["gdl_coef"] == 0
+
+
+def test_the_loader_reads_wrong_faces_only_for_the_loader_mode(tiny_pairs, tmp_path, monkeypatch):
+    """Under --wrong_faces batch an item's wrong slot is its own face (no third HDF5 read),
+    its other parts as before; --wrong_faces loader reads another speaker's face."""
+    from tests.conftest import trainer_with_one_batch
+    monkeypatch.chdir(tmp_path)
+    runs = {mode: trainer_with_one_batch(tiny_pairs, "--save_path", mode, "--wrong_faces", mode)[0]
+            for mode in ("batch", "loader")}
+    assert [runs[mode].train_loader.dataset.wrong_faces for mode in runs] == [False, True]
+    key = next(iter(runs["batch"].order))
+    plain, read = (runs[mode].train_loader.dataset[key] for mode in ("batch", "loader"))
+    assert torch.equal(plain[3], plain[1]) and not torch.equal(read[3], read[1])
+    for mine, theirs in zip(plain[:3], read[:3]):           # the same crop, face and speaker
+        assert torch.equal(mine, theirs)
+    # a step under --wrong_faces batch ignores the wrong slot: any faces there, same figures
+    condition, real, speakers, _ = batch(6)
+    figures = [gan_step("--wrong_faces", "batch", defer_d_check=False)(
+        (condition, real, speakers, wrong), 1) for wrong in (real, torch.zeros_like(real))]
+    assert figures[0] == figures[1]
