@@ -35,6 +35,7 @@ from models.loading import (check_resume_architecture, finetune_base, load_pretr
 from models.metrics import best_metric
 from models.metrics.evaluation import EVAL_SAMPLES, SplitEvaluation, evaluation_for
 from models.metrics.suite import format_table
+from models.mouth_reader import mouth_reader_for
 from models.panels import GAN_PANELS
 from models.precise_batchnorm import PreciseBatchNorm
 from models.run_state import EpochProgress, NonFiniteGuard, TrainingDiverged  # noqa: F401
@@ -98,6 +99,10 @@ class Trainer:
         if options.batchnorm == "sync":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.gan_step = training_step(self.model, options, device, ranks)
+        if options.mouth_open_coef:     # fitted once; a resumed run reads it back
+            self.gan_step.mouth_reader = mouth_reader_for(
+                lambda: self._dataset("train", train=False, in_memory=False), self.speaker_names,
+                options.seed, device, saved=resume is not None and "mouth_reader" in resume)
         self.reports = RunReports(self) if ranks.is_main else None
         self.epoch, self.step = 0, 0
         self._init_run_state(resume)

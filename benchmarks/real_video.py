@@ -50,17 +50,21 @@ from models.metrics.mouth import mouth_sync_scores  # noqa: E402
 
 FIXTURE = REPO.parent / "shared" / "fixtures" / "realvids-dev"
 RECALL_KS = (1, 5, 10)
+DEMO = ["--batch_size", "16", "--lr_G", "0.0002", "--generator", "hybrid", "--ema"]
+DEMO_FRAMES = [*DEMO, "--speech_encoder", "filterbank_frames"]
 # name -> runtime.py options over its defaults
 LEVERS = {
     "defaults": [],
-    "demo command": ["--batch_size", "16", "--lr_G", "0.0002", "--generator", "hybrid", "--ema"],
+    "demo command": DEMO,
     "hybrid generator": ["--generator", "hybrid"],
     "ema": ["--ema"],
-    "demo command, frames encoder": ["--batch_size", "16", "--lr_G", "0.0002", "--generator",
-                                     "hybrid", "--ema", "--speech_encoder", "filterbank_frames"],
-    "demo command, frames encoder, mouth L1": [
-        "--batch_size", "16", "--lr_G", "0.0002", "--generator", "hybrid", "--ema",
-        "--speech_encoder", "filterbank_frames", "--mouth_coef", "50"],
+    "demo command, frames encoder": DEMO_FRAMES,
+    "demo command, frames encoder, mouth L1": [*DEMO_FRAMES, "--mouth_coef", "50"],
+    "frames encoder, mouth reader": [*DEMO_FRAMES, "--mouth_open_coef", "10"],
+    "frames encoder, SAGAN discriminator": [*DEMO_FRAMES, "--discriminator", "sagan"],
+    "frames encoder, classifier weight 5": [*DEMO_FRAMES, "--softmax_coef", "5"],
+    "frames encoder, hinge loss": [*DEMO_FRAMES, "--loss", "hinge"],
+    "demo command, GE2E fine-tuned": [*DEMO, "--speech_encoder", "ge2e_finetune"],
     "wav2pix (segan, dcgan)": ["--speech_encoder", "segan", "--generator", "dcgan",
                                "--gdl_coef", "0"],
 }

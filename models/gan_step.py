@@ -112,6 +112,7 @@ class GanStep:
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
         # After DDP has broadcast rank 0's weights, so every process averages the same ones.
         self.ema = GeneratorEma(model, options.ema_decay) if options.ema else None
+        self.mouth_reader = None    # with --mouth_open_coef: the trainer fits or restores it
         self.undo_d = UndoableStep(self.optimizer_d, self.scaler_d)
         self.statistics = TensorSnapshot()     # BN's and spectral norm's, taken back with a bad step
         self.defer_d_check = device.type == "cuda"
@@ -218,6 +219,8 @@ class GanStep:
                  "grad_scalers": {"d": self.scaler_d.state_dict(), "g": self.scaler_g.state_dict()}}
         if self.ema:
             state.update(ema=self.ema.state_dict(), ema_updates=self.ema.updates)
+        if self.mouth_reader is not None:
+            state["mouth_reader"] = self.mouth_reader.state_dict()
         return state
 
     def load_state_dict(self, checkpoint: dict) -> None:
@@ -234,6 +237,8 @@ class GanStep:
             saved = checkpoint.get("grad_scalers", {}).get(key)
             if saved and scaler.is_enabled():     # an fp32 or bf16 run saved an empty state
                 scaler.load_state_dict(saved)
+        if self.mouth_reader is not None and "mouth_reader" in checkpoint:
+            self.mouth_reader.load_state_dict(checkpoint["mouth_reader"])
         if self.ema and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"], checkpoint["ema_updates"])
         elif self.ema:
@@ -287,7 +292,7 @@ class GanStep:
             g_scores, g_features = discriminator(fake, embedding)
             self.model.projection_discriminator.requires_grad_(True)
             half = GeneratorHalf(fake, real, g_scores, g_features, real_features, logits,
-                                 speaker_id, self.adversarial)
+                                 speaker_id, self.adversarial, self.mouth_reader)
             terms = {term.name: term.compute(half) for term in self.loss_terms}
             g_loss = sum(self.coefficients[name] * term for name, term in terms.items())
         if self.model.conditioned:

@@ -12,6 +12,7 @@ import torch
 
 from models.losses import (AdversarialLoss, feature_matching_loss, gradient_difference_loss,
                            mouth_l1, reconstruction_l1, speaker_softmax_loss)
+from models.mouth_reader import mouth_open_loss
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class GeneratorHalf:
     logits: torch.Tensor | None     # (B, K) speaker classifier's; None without a condition
     speaker_id: torch.Tensor        # (B,)
     adversarial: AdversarialLoss    # --loss
+    mouth_reader: torch.nn.Module | None = None     # with --mouth_open_coef
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ LOSS_TERMS = (
              "mouth_coef", 0, "weight of L1 to the true face inside the mouth's box alone "
              "(models.losses.MOUTH_BOX), on top of --l1_coef: whether the mouth opens when the "
              "true one does", "further", before=0.0, computed_at_zero=False),
+    LossTerm("g_mouth_open", lambda half: mouth_open_loss(half.mouth_reader, half.fake, half.real),
+             "mouth_open_coef", 0, "weight of L1 between how open the generated and the true "
+             "face's mouths are, read by a small network fitted to the train faces' lips before "
+             "training (models/mouth_reader.py)", "further", before=0.0, computed_at_zero=False),
 )
 
 

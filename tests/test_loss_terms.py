@@ -26,15 +26,17 @@ def with_toy_term(monkeypatch):
 
 def test_the_registry_holds_todays_terms_flags_and_old_checkpoint_weights():
     assert loss_terms.loss_term_names() == ("g_adv", "g_l1", "g_fm", "g_softmax", "g_gdl",
-                                            "g_mouth")
+                                            "g_mouth", "g_mouth_open")
     assert loss_terms.loss_term_flags() == ("l1_coef", "l2_coef", "softmax_coef", "gdl_coef",
-                                            "mouth_coef")
-    assert runtime.BEFORE_THEY_EXISTED["gdl_coef"] == runtime.BEFORE_THEY_EXISTED["mouth_coef"] == 0
+                                            "mouth_coef", "mouth_open_coef")
+    for flag in ("gdl_coef", "mouth_coef", "mouth_open_coef"):
+        assert runtime.BEFORE_THEY_EXISTED[flag] == 0
     saved = vars(runtime.build_parser().parse_args(["--mouth_coef", "7"]))
     del saved["gdl_coef"]                 # options saved before --gdl_coef existed
     options = runtime.merge_resumed_options(runtime.build_parser().parse_args([]), saved, set())
     assert loss_terms.loss_term_weights(options) == {"g_adv": 1.0, "g_l1": 50, "g_fm": 100,
-                                                     "g_softmax": 20, "g_gdl": 0.0, "g_mouth": 7}
+                                                     "g_softmax": 20, "g_gdl": 0.0, "g_mouth": 7,
+                                                     "g_mouth_open": 0}
 
 
 def test_the_mouth_term_sees_the_mouths_box_alone():

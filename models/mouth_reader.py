@@ -1,0 +1,122 @@
+"""`--mouth_open_coef`: a small network that reads how open a face's mouth is, fitted to the
+train split's real faces before training, then frozen; G's loss term `g_mouth_open` is the
+L1 between its reading of the generated face and of the true frame.
+
+Why: the whole-face L1 spends almost nothing on the mouth, and L1 on the mouth's pixels
+(`--mouth_coef`) is met best by the mean of the mouths a window of speech may go with, a
+half-open blur. One number per face, how open, is what mouth sync scores, and what the
+speech predicts: on realvids-dev a predictor fitted from the train windows' log-mel frames
+alone follows the real test mouths at 0.41 within speaker (benchmarks/mouth_ceiling.py),
+where the generator's faces follow them at 0.13-0.16.
+
+The labels are the openness measure the `mouth_sync` metric uses on the file (dlib's inner
+lips, or the demo faces' mouth contrast), read from up to FIT_FACES train faces at the
+model's size; faces dlib finds no lips on are left out. The reader sees the mouth's box
+(models.losses.MOUTH_BOX) only, and reads z-scores of the openness.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.losses import MOUTH_BOX
+from utils import UserError
+
+FIT_FACES = 3000        # labelling a face costs dlib about 4 ms
+FIT_STEPS = 600
+MIN_FACES = 32
+BOX_SIZE = (16, 24)     # the mouth's box resampled to (rows, columns)
+
+
+def mouth_box(faces: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) faces -> (B, 3, 16, 24): the box the mouth lies in."""
+    size = faces.shape[-1]
+    (top, bottom), (left, right) = MOUTH_BOX
+    box = faces[..., round(top * size):round(bottom * size), round(left * size):round(right * size)]
+    return F.interpolate(box, size=BOX_SIZE, mode="bilinear", align_corners=False, antialias=True)
+
+
+class MouthReader(nn.Module):
+    """(B, 3, S, S) faces in [-1, 1] -> (B,) how open each mouth is (z-scored)."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 1))
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        return self.read_boxes(mouth_box(faces))
+
+    def read_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
+        return self.net(boxes.float())[:, 0]
+
+
+def mouth_open_loss(reader: MouthReader, fake_faces: torch.Tensor, real_faces: torch.Tensor):
+    """L1 between the reader's openness of the generated faces and of the true frames."""
+    with torch.no_grad():
+        target = reader(real_faces)
+    return F.l1_loss(reader(fake_faces), target)
+
+
+def fit_mouth_reader(faces: torch.Tensor, openness: np.ndarray, seed: int,
+                     steps: int = FIT_STEPS) -> MouthReader:
+    """A frozen MouthReader fitted (Adam, L1, batch 64) to `openness` (N,) of `faces`
+    (N, 3, S, S) in [-1, 1]; rows with a NaN label are left out. A pure function of its
+    arguments on one device."""
+    known = torch.from_numpy(np.isfinite(openness))
+    if int(known.sum()) < MIN_FACES:
+        raise UserError(f"--mouth_open_coef: a mouth was measured on {int(known.sum())} of the "
+                        f"{len(openness)} train faces read (dlib's lips), fewer than {MIN_FACES}; "
+                        "train on faces with visible mouths, or leave --mouth_open_coef at 0")
+    boxes = mouth_box(faces[known])         # once: the fit reads boxes alone
+    labels = torch.from_numpy(openness[known.numpy()]).float()
+    labels = (labels - labels.mean()) / labels.std().clamp_min(1e-6)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        reader = MouthReader()
+    optimizer = torch.optim.Adam(reader.parameters(), lr=2e-3)
+    for _ in range(steps):
+        batch = torch.randint(len(boxes), (min(64, len(boxes)),), generator=generator)
+        loss = F.l1_loss(reader.read_boxes(boxes[batch]), labels[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return reader.eval().requires_grad_(False)
+
+
+def sample_rows(num_rows: int, seed: int, count: int = FIT_FACES) -> np.ndarray:
+    """Sorted rows of a split to fit the reader on: all, or `count` drawn by the seed."""
+    if num_rows <= count:
+        return np.arange(num_rows)
+    return np.sort(np.random.default_rng(seed).choice(num_rows, count, replace=False))
+
+
+def measure_openness(faces: np.ndarray, demo: bool) -> np.ndarray:
+    """uint8 (N, S, S, 3) faces -> (N,) openness as the mouth_sync metric measures it on this
+    file: the demo faces' mouth contrast, or dlib's inner lips (NaN where none are found)."""
+    from models.metrics.mouth import demo_mouth_openness, landmark_mouth_openness
+    if demo:
+        return demo_mouth_openness(faces)
+    from models.metrics.face_analysis import DlibFaces
+    return landmark_mouth_openness(DlibFaces().landmark_points(faces))
+
+
+def mouth_reader_for(train_split, speaker_names: list[str], seed: int, device,
+                     saved: bool = False) -> MouthReader:
+    """The frozen reader of a run on `device`: fitted on `sample_rows` of `train_split()` (a
+    data.dataset.SpeechFaceDataset, faces at the model's size), or, where the checkpoint
+    resumed holds one (`saved`), an empty one its weights are loaded into."""
+    if saved:
+        return MouthReader().requires_grad_(False).eval().to(device)
+    dataset = train_split()
+    rows = sample_rows(len(dataset), seed)
+    faces = torch.stack([dataset.face(int(row)) for row in rows])
+    pixels = ((faces + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    demo = all(name.startswith("demo_") for name in speaker_names)   # as the metric decides
+    return fit_mouth_reader(faces, measure_openness(pixels, demo), seed).to(device)
