@@ -48,17 +48,22 @@ def command(core: int | None, *args) -> list:
     return [*pinned, sys.executable, "-m", "data.prepare", *map(str, args)]
 
 
-def run_at_once(commands: list) -> float:
-    """Wall seconds from starting every command together until the last one ends."""
+def run_at_once(commands: list) -> list[float]:
+    """Wall seconds from starting every command together until each one ends."""
     environment = {**os.environ, **ONE_THREAD}
     start = time.perf_counter()
     processes = [subprocess.Popen(c, cwd=REPO, env=environment, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True) for c in commands]
+                                  stderr=subprocess.DEVNULL) for c in commands]
+    ended = [None] * len(processes)
+    while None in ended:
+        for index, process in enumerate(processes):
+            if ended[index] is None and process.poll() is not None:
+                ended[index] = time.perf_counter() - start
+        time.sleep(0.02)
     for process, line in zip(processes, commands):
-        _, stderr = process.communicate()
         if process.returncode != 0:
-            raise RuntimeError(f"{' '.join(line)} failed ({process.returncode}): {stderr[-800:]}")
-    return time.perf_counter() - start
+            raise RuntimeError(f"{' '.join(line)} failed ({process.returncode}); run it alone to see why")
+    return ended
 
 
 def sha256(path: Path) -> str:
@@ -73,6 +78,8 @@ def main() -> None:
     parser.add_argument("--src", type=Path, default=REALVIDS)
     parser.add_argument("--frames_per_second", type=float, default=2,
                         help="data.prepare's option, given to every run")
+    parser.add_argument("--shard_by", default="duration", choices=("duration", "bytes"),
+                        help="data.prepare's option, given to the shards")
     options = parser.parse_args()
     fps = ["--frames_per_second", options.frames_per_second]
     cores = os.cpu_count() or 1
@@ -80,15 +87,17 @@ def main() -> None:
         root = Path(folder)
         clips = linked_clips(options.src, options.clips, root / "v")
         load = os.getloadavg()[0]
-        one = run_at_once([command(0, "videos", root / "v", root / "one.h5", "--workers", 1, *fps)])
-        shards = run_at_once([command(k % cores, "videos", root / "v", root / "sharded.h5",
-                                      "--shard", f"{k + 1}/{options.shards}", *fps)
-                              for k in range(options.shards)])
-        assemble = run_at_once([command(0, "assemble", root / "v", root / "sharded.h5", *fps)])
+        [one] = run_at_once([command(0, "videos", root / "v", root / "one.h5", "--workers", 1, *fps)])
+        each = run_at_once([command(k % cores, "videos", root / "v", root / "sharded.h5",
+                                    "--shard", f"{k + 1}/{options.shards}",
+                                    "--shard_by", options.shard_by, *fps)
+                            for k in range(options.shards)])
+        [assemble] = run_at_once([command(0, "assemble", root / "v", root / "sharded.h5", *fps)])
         same = sha256(root / "one.h5") == sha256(root / "sharded.h5")
-    n = options.shards
+    n, shards = options.shards, max(each)
     print(f"{clips} clips of {options.src}, --frames_per_second {options.frames_per_second:g}, "
-          f"{cores} cores, load average {load:.2f} at the start\n")
+          f"--shard_by {options.shard_by}, {cores} cores, load average {load:.2f} at the start; "
+          f"each shard's seconds: {', '.join(f'{s:.1f}' for s in each)}\n")
     print("| mode | processes | wall s | ratio to one | sha256 equal |")
     print("| --- | --- | --- | --- | --- |")
     print(f"| one run, --workers 1 | 1 | {one:.1f} | 1.00 | |")
