@@ -61,6 +61,7 @@ LEVERS = {
     "demo command, frames encoder": DEMO_FRAMES,
     "demo command, frames encoder, mouth L1": [*DEMO_FRAMES, "--mouth_coef", "50"],
     "frames encoder, mouth reader": [*DEMO_FRAMES, "--mouth_open_coef", "10"],
+    "frames encoder, mouth reader 2": [*DEMO_FRAMES, "--mouth_open_coef", "2"],
     "frames encoder, SAGAN discriminator": [*DEMO_FRAMES, "--discriminator", "sagan"],
     "frames encoder, classifier weight 5": [*DEMO_FRAMES, "--softmax_coef", "5"],
     "frames encoder, hinge loss": [*DEMO_FRAMES, "--loss", "hinge"],
