@@ -10,7 +10,7 @@ from data.dataset import SpeechFaceDataset
 from data.demo import demo_dataset_path
 from data.schema import validate_pair_file
 from models.metrics.mouth import correlation
-from models.mouth_reader import fit_mouth_reader, measure_openness, mouth_open_loss
+from models.mouth_reader import READ_RANGE, fit_mouth_reader, measure_openness, mouth_open_loss
 from tests.conftest import assert_identical
 from utils import load_checkpoint
 
@@ -37,6 +37,16 @@ def test_the_reader_reads_mouths_it_was_not_fitted_on():
     assert mouth_open_loss(reader, test[:8], test[:8]) == 0
     mouth_open_loss(reader, fake, test[8:16]).backward()
     assert fake.grad[..., :30, :].abs().sum() == 0 and fake.grad[..., 40:60, 22:42].abs().sum() > 0
+    # a face unlike any it was fitted on (an untrained G's) is read as far as READ_RANGE, no
+    # further, and gives no gradient there
+    wild = (test[:8] * 40).clamp(-40, 40).requires_grad_(True)
+    with torch.no_grad():
+        assert reader(wild).abs().max() > READ_RANGE
+    loss = mouth_open_loss(reader, wild, test[8:16])
+    assert loss <= 2 * READ_RANGE
+    loss.backward()
+    outside = (reader(wild).abs() > READ_RANGE).detach()
+    assert outside.any() and wild.grad[outside].abs().sum() == 0
 
 
 def test_faces_without_lips_are_refused_in_one_line(tiny_pairs, tmp_path, monkeypatch, capsys):
