@@ -112,14 +112,17 @@ def reconstruction_l1(fake_faces, real_faces):
 MOUTH_BOX = ((0.60, 0.94), (0.34, 0.66))
 
 
+def mouth_of(faces: torch.Tensor) -> torch.Tensor:
+    """(..., S, S) faces -> the MOUTH_BOX part of each."""
+    size = faces.shape[-1]
+    (top, bottom), (left, right) = MOUTH_BOX
+    return faces[..., round(top * size):round(bottom * size), round(left * size):round(right * size)]
+
+
 def mouth_l1(fake_faces, real_faces):
     """L1 to the true face inside MOUTH_BOX alone: the mouth is about 4% of the crop, so the
     whole-face L1 spends almost nothing on whether it opens when the true one does."""
-    size = fake_faces.shape[-1]
-    (top, bottom), (left, right) = MOUTH_BOX
-    rows, columns = slice(round(top * size), round(bottom * size)), slice(round(left * size),
-                                                                         round(right * size))
-    return F.l1_loss(fake_faces[..., rows, columns], real_faces[..., rows, columns])
+    return F.l1_loss(mouth_of(fake_faces), mouth_of(real_faces))
 
 
 def gradient_difference_loss(fake_faces, real_faces):

@@ -24,7 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.losses import MOUTH_BOX
+from models.losses import mouth_of
+from models.metrics.mouth import measure_openness, openness_measure_for
 from utils import UserError
 
 FIT_FACES = 3000        # labelling a face costs dlib about 4 ms
@@ -36,10 +37,8 @@ BOX_SIZE = (16, 24)     # the mouth's box resampled to (rows, columns)
 
 def mouth_box(faces: torch.Tensor) -> torch.Tensor:
     """(B, 3, S, S) faces -> (B, 3, 16, 24): the box the mouth lies in."""
-    size = faces.shape[-1]
-    (top, bottom), (left, right) = MOUTH_BOX
-    box = faces[..., round(top * size):round(bottom * size), round(left * size):round(right * size)]
-    return F.interpolate(box, size=BOX_SIZE, mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(mouth_of(faces), size=BOX_SIZE, mode="bilinear", align_corners=False,
+                         antialias=True)
 
 
 class MouthReader(nn.Module):
@@ -101,16 +100,6 @@ def sample_rows(num_rows: int, seed: int, count: int = FIT_FACES) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(num_rows, count, replace=False))
 
 
-def measure_openness(faces: np.ndarray, demo: bool) -> np.ndarray:
-    """uint8 (N, S, S, 3) faces -> (N,) openness as the mouth_sync metric measures it on this
-    file: the demo faces' mouth contrast, or dlib's inner lips (NaN where none are found)."""
-    from models.metrics.mouth import demo_mouth_openness, landmark_mouth_openness
-    if demo:
-        return demo_mouth_openness(faces)
-    from models.metrics.face_analysis import DlibFaces
-    return landmark_mouth_openness(DlibFaces().landmark_points(faces))
-
-
 def mouth_reader_for(train_split, speaker_names: list[str], seed: int, device,
                      saved: bool = False) -> MouthReader:
     """The frozen reader of a run on `device`: fitted on `sample_rows` of `train_split()` (a
@@ -122,5 +111,5 @@ def mouth_reader_for(train_split, speaker_names: list[str], seed: int, device,
     rows = sample_rows(len(dataset), seed)
     faces = torch.stack([dataset.face(int(row)) for row in rows])
     pixels = ((faces + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-    demo = all(name.startswith("demo_") for name in speaker_names)   # as the metric decides
-    return fit_mouth_reader(faces, measure_openness(pixels, demo), seed).to(device)
+    openness = measure_openness(pixels, openness_measure_for(speaker_names))
+    return fit_mouth_reader(faces, openness, seed).to(device)

@@ -9,8 +9,8 @@ import runtime
 from data.dataset import SpeechFaceDataset
 from data.demo import demo_dataset_path
 from data.schema import validate_pair_file
-from models.metrics.mouth import correlation
-from models.mouth_reader import READ_RANGE, fit_mouth_reader, measure_openness, mouth_open_loss
+from models.metrics.mouth import correlation, measure_openness
+from models.mouth_reader import READ_RANGE, fit_mouth_reader, mouth_open_loss
 from tests.conftest import assert_identical
 from utils import load_checkpoint
 
@@ -26,12 +26,12 @@ def faces_of(split: str) -> tuple[torch.Tensor, np.ndarray]:
 def test_the_reader_reads_mouths_it_was_not_fitted_on():
     train, train_pixels = faces_of("train")
     test, test_pixels = faces_of("test")
-    reader = fit_mouth_reader(train[:800], measure_openness(train_pixels[:800], demo=True), seed=0,
+    reader = fit_mouth_reader(train[:800], measure_openness(train_pixels[:800], "demo"), seed=0,
                               steps=200)
     assert not any(p.requires_grad for p in reader.parameters())
     with torch.no_grad():
         read = reader(test).numpy()
-    assert correlation(read, measure_openness(test_pixels, demo=True)) >= 0.8
+    assert correlation(read, measure_openness(test_pixels, "demo")) >= 0.8
     # the term: zero on the true faces themselves, and G's gradient reaches only the mouth
     fake = test[:8].clone().requires_grad_(True)
     assert mouth_open_loss(reader, test[:8], test[:8]) == 0

@@ -13,6 +13,7 @@ from models.metrics import parse_metric_names
 from models.metrics.attributes import attribute_agreement_for, labelled_metrics
 from models.metrics.frechet import load_inception
 from models.metrics.identity_classifier import identity_classifier_for
+from models.metrics.mouth import openness_measure_for
 from models.metrics.registry import needs_of, unconditional_names
 from models.metrics.suite import FaceMetrics
 from utils import UserError, to_uint8_images
@@ -63,11 +64,10 @@ def metric_suite(names: list[str], info: PairFileInfo, device, inception_path, s
     if "classifier" in needs:
         classifier = identity_classifier_for(info.path, lambda: read_faces(info, "train"),
                                              len(info.speaker_names), device)
-    demo = all(name.startswith("demo_") for name in info.speaker_names)   # data/demo.py's
     attributes = (attribute_agreement_for(info, split, rows, device)
                   if "attribute_labels" in needs else None)
-    return FaceMetrics(names, device, classifier, inception, "demo" if demo else "landmarks",
-                       attributes)
+    return FaceMetrics(names, device, classifier, inception,
+                       openness_measure_for(info.speaker_names), attributes)
 
 
 def inception_network(path, device):

@@ -74,12 +74,27 @@ def mouth_sync_scores(generated: np.ndarray, real: np.ndarray, loudness: np.ndar
     return scores
 
 
-def mouth_openness(faces: np.ndarray, suite) -> np.ndarray:
-    """(N,) openness by the suite's measure: "demo" (the mouth box's contrast) or
-    "landmarks" (dlib's lips)."""
-    if suite.mouth_measure == "demo":
+def openness_measure_for(speaker_names: list[str]) -> str:
+    """"demo" for the demo set's speakers (data/demo.py names them demo_*), else "landmarks"."""
+    return "demo" if all(name.startswith("demo_") for name in speaker_names) else "landmarks"
+
+
+def measure_openness(faces: np.ndarray, measure: str, dlib=None) -> np.ndarray:
+    """uint8 (N, S, S, 3) faces -> (N,) openness by `measure`: "demo" (the mouth box's
+    contrast) or "landmarks" (dlib's lips, NaN where none are found; `dlib` a DlibFaces, a
+    new one if None)."""
+    if measure == "demo":
         return demo_mouth_openness(faces)
-    return landmark_mouth_openness(suite.dlib.landmark_points(faces))
+    if dlib is None:
+        from models.metrics.face_analysis import DlibFaces
+        dlib = DlibFaces()
+    return landmark_mouth_openness(dlib.landmark_points(faces))
+
+
+def mouth_openness(faces: np.ndarray, suite) -> np.ndarray:
+    """(N,) openness by the suite's measure, with the suite's dlib models."""
+    dlib = suite.dlib if suite.mouth_measure == "landmarks" else None   # loaded on first use
+    return measure_openness(faces, suite.mouth_measure, dlib)
 
 
 @register_metric("mouth_sync",
