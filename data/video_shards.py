@@ -62,9 +62,9 @@ def tenths_of_a_second(source) -> int | None:
 
 
 def weights(sources: list, shard_by: str) -> dict:
-    """label -> the video's weight. A video whose length is unknown weighs its bytes at the
-    set's tenths of a second per byte; one that does not open weighs nothing (its shard
-    only reports it broken)."""
+    """label -> the video's weight. A video whose length is unknown (no length in its
+    header, or a file that does not open, which its shard reports broken) weighs its bytes
+    at the set's tenths of a second per byte."""
     sizes = {source.label: file_size(source) for source in sources}
     if shard_by == "bytes":
         return sizes
