@@ -38,11 +38,12 @@ from models.metrics.suite import format_table
 from models.mouth_reader import mouth_reader_for
 from models.panels import GAN_PANELS
 from models.precise_batchnorm import PreciseBatchNorm
-from models.run_state import EpochProgress, NonFiniteGuard, TrainingDiverged  # noqa: F401
-from utils import (SINGLE_PROCESS, Ranks, StoppedBySignal, StopSignals, UserError, Visualizer,
+from models.run_state import (EpochProgress, NonFiniteGuard, TrainingDiverged,  # noqa: F401
+                              check_place_in_epoch)
+from utils import (SINGLE_PROCESS, Ranks, StoppedBySignal, StopSignals, Visualizer,
                    face_grid, prepare_output_dir, save_checkpoint, seed_everything)
 from utils import (check_resumable, checkpoint_name, prune_checkpoints, remove_partial_files,
-                   restore_rng_states, rng_states, save_checkpoint_file, trim_log)
+                   restore_rank_rng_states, rng_states, save_checkpoint_file, trim_log)
 
 SAMPLE_FACES = 16            # held-out pairs drawn in every epoch's grid
 TRAIN_SAMPLE_FACES = 8      # training pairs drawn beside them
@@ -310,7 +311,8 @@ class Trainer:
             trim_log(self.run_dir / "log.jsonl", self.step, self.epoch)  # what it logs again
             print(f"resuming {source} at epoch {self.epoch + 1}, step {self.step}, "
                   f"{self.progress.pairs_done} pairs into the epoch")
-        restore_rng(state, self.ranks)   # last: building the networks drew from them
+        # last: building the networks drew from them
+        restore_rank_rng_states(state, self.ranks.rank, self.ranks.world_size)
 
     def save(self) -> Path | None:
         """Checkpoint where the run stands (every process calls it at the same step; rank 0
@@ -354,28 +356,6 @@ class Trainer:
                 self._save_if_healthy()
             else:
                 self._save_at_epoch_end = True
-
-
-def check_place_in_epoch(pairs_done: int, processes: int, checkpoint: dict, source) -> None:
-    """Each process resumes at pairs_done / N of its share: N must divide it."""
-    if pairs_done % processes:
-        raise UserError(f"{source}: it stopped {pairs_done} pairs into an epoch, "
-                        f"which {processes} processes cannot share out evenly; resume it "
-                        f"with {checkpoint.get('world_size', 1)} processes, or from a "
-                        "checkpoint at an epoch's end")
-
-
-def restore_rng(state: dict, ranks: Ranks) -> None:
-    """Rank 0 (or the one process) takes the saved generators; rank r of a run saved with
-    as many processes takes its own, else it keeps its fresh seed + rank."""
-    rank, others = ranks.rank, state.get("rng_other_ranks", [])
-    if rank == 0:
-        restore_rng_states(state["rng"])
-        if len(others) + 1 < ranks.world_size:
-            print(f"note: the checkpoint holds the random generators of {len(others) + 1} "
-                  "processes; the others start from --seed + rank, so their noise differs")
-    elif rank <= len(others):
-        restore_rng_states(others[rank - 1])
 
 
 # ---------------------------------------------------------------- what the main process shows

@@ -59,3 +59,12 @@ class NonFiniteGuard:
                 f"{self.in_a_row} steps in a row had a non-finite loss (step {step}: "
                 f"{describe_losses(losses)}); stopped, {kept}; lower --lr_D / --lr_G "
                 "or check the data, then --resume from it")
+
+
+def check_place_in_epoch(pairs_done: int, processes: int, checkpoint: dict, source) -> None:
+    """Each process resumes at pairs_done / N of its share: N must divide it."""
+    if pairs_done % processes:
+        raise UserError(f"{source}: it stopped {pairs_done} pairs into an epoch, "
+                        f"which {processes} processes cannot share out evenly; resume it "
+                        f"with {checkpoint.get('world_size', 1)} processes, or from a "
+                        "checkpoint at an epoch's end")

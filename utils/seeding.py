@@ -38,3 +38,17 @@ def restore_rng_states(states: dict) -> None:
         else:
             print(f"note: the checkpoint holds {len(states['cuda'])} CUDA generator states for "
                   f"{torch.cuda.device_count()} devices; CUDA randomness will differ")
+
+
+def restore_rank_rng_states(state: dict, rank: int, world_size: int) -> None:
+    """A checkpoint's generators for process `rank` of `world_size`: rank 0 (or the one
+    process) takes the saved ones; rank r of a run saved with as many processes takes its
+    own, else it keeps its fresh seed + rank."""
+    others = state.get("rng_other_ranks", [])
+    if rank == 0:
+        restore_rng_states(state["rng"])
+        if len(others) + 1 < world_size:
+            print(f"note: the checkpoint holds the random generators of {len(others) + 1} "
+                  "processes; the others start from --seed + rank, so their noise differs")
+    elif rank <= len(others):
+        restore_rng_states(others[rank - 1])
