@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data import demo  # noqa: E402
+from data import demo, demo_faces  # noqa: E402
 from data.schema import SAMPLE_RATE  # noqa: E402
 from tests.media import encode_video  # noqa: E402
 
@@ -53,9 +53,9 @@ def talking_videos(root: Path, clips: int, seconds: int, seed: int) -> None:
         speech = demo.speak(speaker.voice, clips * seconds, SAMPLE_RATE, rng).reshape(clips, -1)
         loudness = [frame_loudness(clip, seconds * FPS) for clip in speech]
         level = np.percentile(np.concatenate(loudness), 95)          # as the demo set's mouths
-        templates = demo.face_templates(speaker.look, FACE)
+        templates = demo_faces.face_templates(speaker.look, FACE)
         for number, (clip, loud) in enumerate(zip(speech, loudness)):
-            faces = demo.pose_frames(templates, np.clip(loud / level, 0, 1), rng, FACE)
+            faces = demo_faces.pose_frames(templates, np.clip(loud / level, 0, 1), rng, FACE)
             frames = np.full((len(faces), FACE + 96, FACE + 160, 3), WALL, np.uint8)
             frames[:, 48:48 + FACE, 80:80 + FACE] = faces
             encode_video(root / f"talk_{index}" / f"clip{number}.mp4", frames,

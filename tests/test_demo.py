@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import data.demo as demo
+import data.demo_faces as demo_faces
 from data.demo import DEMO_SPEAKERS, demo_dataset_path, demo_speakers, synthesize_demo
 from data.schema import SAMPLE_RATE, validate_pair_file
 
@@ -120,7 +121,7 @@ def test_mouth_opens_with_loudness(small_demo):
     centre = waveforms.shape[1] // 2
     middle = waveforms[:, centre - 4000:centre + 4000].astype(np.float64)  # the centre 0.5 s
     loudness = np.sqrt(np.mean(middle ** 2, axis=1))
-    row = int((demo.MOUTH_Y * demo.FACE_ZOOM + 1) / 2 * 64)  # the mouth in 64x64 frames
+    row = int((demo_faces.MOUTH_Y * demo_faces.FACE_ZOOM + 1) / 2 * 64)  # the mouth in 64x64 frames
     mouth = faces[:, row - 5:row + 6, 26:39].astype(np.float64)  # with room for the jitter
     for s in range(8):
         own = ids == s
