@@ -18,13 +18,13 @@ import torch
 
 import trainer
 from data.audio import SAMPLE_RATE
-from models import (CONDITIONS, DISCRIMINATORS, GENERATORS, IMAGE_SIZES, SPEECH_ENCODERS, ModelArgs,
-                    inference)
+from models import IMAGE_SIZES, ModelArgs, inference
+from models.augment import augmentation_names
 from models.compiled import COMPILE_MODES
 from models.loss_terms import add_loss_term_options, loss_term_defaults_before, loss_term_flags
 from models.losses import ADVERSARIAL_LOSSES
 from models.precision import PRECISIONS, choose_precision, hardware_of
-from models.wrong_pairs import WRONG_FACES
+from models.variant_options import add_variant_options, check_variant_options, resolve_variants
 from utils import (LOG_TO, SINGLE_PROCESS, Config, OneLineParser, Ranks, UserError, check_resumable,
                    choose_device, load_checkpoint, process_group, ranks_from_environment,
                    log_to_help, resume_checkpoint_path)
@@ -153,90 +153,6 @@ def check_evaluation_options(options) -> None:
                         "Inception-v3 file such as inception-2015-12-05.pt")
 
 
-# ---------------------------------------------------------------- GAN variants
-
-UNCONDITIONAL_NOISE_DIM = 100    # DCGAN's noise size (Radford et al. 2016)
-
-
-def add_variant_options(parser: argparse.ArgumentParser) -> None:
-    variants = parser.add_argument_group("GAN variants and fine-tuning")
-    variants.add_argument("--loss", default="lsgan", choices=tuple(ADVERSARIAL_LOSSES),
-                          help="adversarial loss: least squares (wav2pix), non-saturating "
-                               "BCE, Wasserstein with gradient penalty, or hinge")
-    variants.add_argument("--d_iters", type=int, default=None,
-                          help="discriminator steps per generator step, each on its own batch; "
-                               "None: 5 for wgan-gp, else 1")
-    variants.add_argument("--gp_coef", type=float, default=10.0,
-                          help="weight of the wgan-gp gradient penalty")
-    variants.add_argument("--cls", dest="cls", action="store_true", default=True,
-                          help="GAN-CLS wrong-pair term: D learns to reject a face of another "
-                               "speaker under the current condition (Reed et al. 2016)")
-    variants.add_argument("--no_cls", dest="cls", action="store_false",
-                          help="turn the wrong-pair term off (cls)")
-    variants.add_argument("--wrong_faces", default="batch", choices=WRONG_FACES,
-                          help="the wrong pairs' faces: batch: the batch's real faces of other "
-                               "speakers, scored from D's features of them (a third less D "
-                               "work); loader: one more face read per pair (wav2pix's way)")
-    variants.add_argument("--condition", default="speech", choices=CONDITIONS,
-                          help="what G draws from: speech; none (unconditional DCGAN on "
-                               "noise); embedding (the pair file's <split>/embeddings vectors)")
-    variants.add_argument("--speech_encoder", default="filterbank", choices=tuple(SPEECH_ENCODERS),
-                          help="filterbank: learnable mel band-pass filters, log energies, "
-                               "convolutions and mean+std pooling over time; segan: wav2pix's "
-                               "strided convolutions flattened (to reproduce wav2pix); ge2e: "
-                               "Resemblyzer's pretrained GE2E speaker encoder, frozen, with a "
-                               "learned projection (ge2e_finetune trains it too)")
-    variants.add_argument("--generator", default="resize", choices=tuple(GENERATORS),
-                          help="resize: nearest x2 then 3x3 convolutions (no checkerboard); "
-                               "bilinear: bilinear x2 then 3x3 convolutions; hybrid: nearest "
-                               "up to 16x16, bilinear from there; "
-                               "dcgan: stride-2 transposed convolutions (wav2pix); adain: the "
-                               "condition sets every layer's AdaIN scale and shift, with "
-                               "self-attention at 32x32")
-    variants.add_argument("--discriminator", default="dcgan", choices=tuple(DISCRIMINATORS),
-                          help="dcgan, or sagan: with a self-attention block at 32x32")
-    variants.add_argument("--finetune", default=None, metavar="CKPT",
-                          help="fine-tune a trained checkpoint (or run folder) on --dataset, "
-                               "adding its new speakers to the speaker classifier")
-    variants.add_argument("--finetune_steps", type=int, default=200,
-                          help="with --finetune: training steps (batches drawn with replacement)")
-    variants.add_argument("--num_faces", type=int, default=64,
-                          help="with --inference on an unconditional model: faces to draw")
-
-
-def check_variant_options(options) -> None:
-    if options.d_iters is not None and options.d_iters < 1:
-        raise UserError(f"--d_iters is the number of discriminator steps per generator step "
-                        f"and must be at least 1, got {options.d_iters}")
-    if not (math.isfinite(options.gp_coef) and options.gp_coef >= 0):
-        raise UserError(f"--gp_coef must be zero or positive, got {options.gp_coef}")
-    for name in ("finetune_steps", "num_faces"):
-        if getattr(options, name) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(options, name)}")
-    if options.finetune and (options.inference or options.evaluate):
-        raise UserError("--finetune trains; render or evaluate the fine-tuned run afterwards")
-    if options.finetune and not options.dataset:
-        raise UserError("--finetune needs --dataset NEW.h5 holding the new speakers' pairs")
-    if options.finetune and (options.pre_trained_gen or options.pre_trained_disc):
-        raise UserError("--finetune already starts every network from its checkpoint; "
-                        "drop --pre_trained_gen and --pre_trained_disc")
-    from_checkpoint = (options.resume or options.inference or options.evaluate or options.finetune
-                       or options.pre_trained_gen)
-    if options.speech_encoder.startswith("ge2e") and options.condition == "speech" and not from_checkpoint:
-        from models.ge2e_encoder import ge2e_weights_path
-        ge2e_weights_path()     # a new model needs the wheel's weights; a checkpoint holds them
-
-
-def resolve_variants(options) -> None:
-    """Fill the defaults that depend on other options, so options.json records them."""
-    if options.d_iters is None:
-        options.d_iters = ADVERSARIAL_LOSSES[options.loss].critic_steps
-    if options.condition == "none" and options.noise_dim == 0 and not options.inference:
-        print(f"note: --condition none draws faces from noise alone; using --noise_dim "
-              f"{UNCONDITIONAL_NOISE_DIM}")
-        options.noise_dim = UNCONDITIONAL_NOISE_DIM
-
-
 # ---------------------------------------------------------------- scaling up: torchrun, --batchnorm
 
 def add_scaling_options(parser: argparse.ArgumentParser) -> None:
@@ -306,7 +222,9 @@ def check_cuda_graph(options, device, ranks) -> None:
                 "no --precision fp16 (its loss scaler decides on the host)":
                     options.precision == "fp16",
                 "no --compile": options.compile != "off",
-                "--batchnorm local or frozen": options.batchnorm == "sync"}
+                "--batchnorm local or frozen": options.batchnorm == "sync",
+                "no --augment (its draws are untested inside a recording)":
+                    bool(augmentation_names(options.augment))}
     for needed, refused in refusals.items():
         if refused:
             raise UserError(f"--cuda_graph needs {needed}; drop --cuda_graph or change that")

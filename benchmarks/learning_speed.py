@@ -33,6 +33,7 @@ import trainer  # noqa: E402
 from benchmarks.train_speed import print_table  # noqa: E402
 from data.schema import validate_pair_file  # noqa: E402
 from models.metrics.evaluation import evaluation_for  # noqa: E402
+from utils.checkpoints import load_checkpoint  # noqa: E402
 
 # name -> options over runtime.py's defaults; each row past the first changes one lever of
 # the README's demo command (batch 16, G's learning rate doubled, the hybrid generator, the
@@ -69,17 +70,24 @@ def background_roughness(faces: np.ndarray) -> float:
 
 
 def train_for_budgets(extra: list[str], budgets: list[float], work: Path, seed: int,
-                      in_steps: bool = False, save: bool = False):
+                      in_steps: bool = False, save: bool = False, resume: Path | None = None):
     """Yields the rendering model at each budget as it is reached, to be scored before the
     next is asked for (the random generators are restored after, so scoring does not change
     the training that follows): (seconds, step, model). Budgets are seconds of batches, or
     (in_steps) steps, which a busy machine cannot shift; seconds is the budget, or with
     in_steps the seconds the steps took. `save` writes a checkpoint at the last budget into
-    the run folder (--save_path in `extra`) for --evaluate and --inference."""
+    the run folder (--save_path in `extra`) for --evaluate and --inference. `resume`: a
+    checkpoint this wrote, to train on from its step (networks, optimisers, random state; the
+    epoch it stopped in starts over) towards budgets past it, counted from step 0."""
     options = runtime.config_for(
         ["--save_path", "bench", "--no_visdom", "--num_workers", "0", "--seed", str(seed),
          "--epochs", "1000", *extra])
-    run = trainer.Trainer(options, torch.device("cpu"), runtime.dataset_path(options))
+    checkpoint = None
+    if resume is not None:
+        options = options.replace(resume=str(resume))
+        checkpoint = load_checkpoint(resume)
+    run = trainer.Trainer(options, torch.device("cpu"), runtime.dataset_path(options),
+                          resume=checkpoint)
     elapsed, pending = 0.0, sorted(budgets)
     while pending:
         run._train_mode()

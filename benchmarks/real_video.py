@@ -63,6 +63,9 @@ LEVERS = {
     "frames encoder, mouth reader": [*DEMO_FRAMES, "--mouth_open_coef", "10"],
     "frames encoder, mouth reader 2": [*DEMO_FRAMES, "--mouth_open_coef", "2"],
     "frames encoder, SAGAN discriminator": [*DEMO_FRAMES, "--discriminator", "sagan"],
+    "frames encoder, DiffAugment": [*DEMO_FRAMES, "--augment", "color,translation,cutout"],
+    "frames encoder, mouth reader, DiffAugment": [*DEMO_FRAMES, "--mouth_open_coef", "10",
+                                                  "--augment", "color,translation,cutout"],
     "frames encoder, classifier weight 5": [*DEMO_FRAMES, "--softmax_coef", "5"],
     "frames encoder, hinge loss": [*DEMO_FRAMES, "--loss", "hinge"],
     "demo command, GE2E fine-tuned": [*DEMO, "--speech_encoder", "ge2e_finetune"],
@@ -134,9 +137,14 @@ def main() -> None:
                         help="keep each lever's run folder, with its checkpoint at the last "
                              "budget, as SAVE_PATH/<lever>/ (runtime.py --evaluate "
                              "--pre_trained_gen SAVE_PATH/<lever>)")
+    parser.add_argument("--resume", type=Path, metavar="CHECKPOINT",
+                        help="with one lever and --steps: train it on from the checkpoint "
+                             "--save_path kept for it to each --budget (steps from 0)")
     parser.add_argument("--work", type=Path, default=REPO / "data" / ".cache" / "real_video")
     parser.add_argument("--fixture", type=Path, default=FIXTURE)
     args = parser.parse_args()
+    if args.resume and (len(args.levers) != 1 or not args.steps):
+        raise SystemExit("--resume continues one lever's run: pass one --levers and --steps")
     if not args.fixture.is_dir():
         raise SystemExit(f"no {args.fixture}: pass --fixture FOLDER of <speaker>/<clip> videos")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -160,7 +168,8 @@ def main() -> None:
                 for seconds, step, model in train_for_budgets(
                         ["--dataset", str(pairs), *LEVERS[lever], "--save_path", run_name],
                         args.budget, Path(folder), args.seed, in_steps=args.steps,
-                        save=kept is not None):
+                        save=kept is not None,
+                        resume=args.resume.resolve() if args.resume else None):
                     # the real faces, analysed once for each size and speech length
                     key = (model.args.image_size, model.args.audio_samples)
                     if key not in evaluations:

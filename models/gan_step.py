@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 
 from models import SpeechToFace
+from models.augment import augmentation
 from models.compiled import CompiledHalves
 from models.ema import GeneratorEma
 from models.loss_terms import GeneratorHalf, computed_terms, loss_term_weights
@@ -134,6 +135,13 @@ class GanStep:
         self.wrong_from_batch = options.wrong_faces == "batch"
         self.coefficients = loss_term_weights(options)
         self.loss_terms = computed_terms(self.model.conditioned, self.coefficients)
+        self.augment = augmentation(options.augment)    # None: D sees the faces as they are
+
+    def seen_by_d(self, faces: torch.Tensor) -> torch.Tensor:
+        """The faces as D sees them: under --augment, each one augmented."""
+        if self.augment is None:
+            return faces
+        return self.augment(faces).contiguous(memory_format=self.compiled.memory_format)
 
     def autocast(self):
         return autocast(self.options.precision, self.device, self.autocast_cache)
@@ -266,7 +274,7 @@ class GanStep:
         faces = [real, fake, wrong] if self.wrong_pairs and partners is None else [real, fake]
         extra = () if partners is None else (partners,)
         with record_function("discriminator_forward"), self.autocast():
-            scores, features = self.discriminator(torch.cat(faces),
+            scores, features = self.discriminator(self.seen_by_d(torch.cat(faces)),
                                                   torch.cat([condition] * len(faces)), *extra)
             real_scores, fake_scores, *wrong_scores = scores.split(len(real))
             d_loss = self.adversarial.discriminator(real_scores, fake_scores, *wrong_scores)
@@ -289,7 +297,7 @@ class GanStep:
         discriminator = self.compiled.plain_discriminator
         with record_function("generator_losses_forward"), self.autocast():
             self.model.projection_discriminator.requires_grad_(False)  # no weight gradients
-            g_scores, g_features = discriminator(fake, embedding)
+            g_scores, g_features = discriminator(self.seen_by_d(fake), embedding)
             self.model.projection_discriminator.requires_grad_(True)
             half = GeneratorHalf(fake, real, g_scores, g_features, real_features, logits,
                                  speaker_id, self.adversarial, self.mouth_reader)

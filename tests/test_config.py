@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import runtime
+from models.variant_options import UNCONDITIONAL_NOISE_DIM
 from utils import Config, load_checkpoint
 
 
@@ -44,4 +45,4 @@ def test_the_run_records_the_options_it_trained_with(tiny_pairs, tmp_path, monke
     saved = load_checkpoint(tmp_path / "checkpoints/frozen/latest.pt")["options"]
     assert recorded == saved
     assert recorded["precision"] != "auto" and recorded["d_iters"] == 1
-    assert recorded["noise_dim"] == runtime.UNCONDITIONAL_NOISE_DIM     # --condition none's
+    assert recorded["noise_dim"] == UNCONDITIONAL_NOISE_DIM     # --condition none's

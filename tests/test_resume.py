@@ -112,6 +112,17 @@ def test_resume_inside_an_epoch_is_bit_identical(workdir, reference):
     assert_same_run(reference, workdir / "checkpoints" / "resumed")
 
 
+def test_resume_of_an_augmented_run_is_bit_identical(workdir):
+    """--augment draws from the random generators a checkpoint restores."""
+    assert cli(workdir, *fresh_run(workdir, "--augment", "color,translation,cutout",
+                                   "--save_path", "augmented", "--num_workers", "0",
+                                   "--checkpoint_every_steps", "3")) == 0
+    straight = workdir / "checkpoints" / "augmented"
+    assert cli(workdir, "--resume", straight / INSIDE_EPOCH_2,
+               "--save_path", "augmented_resumed") == 0
+    assert_same_run(straight, workdir / "checkpoints" / "augmented_resumed")
+
+
 def test_the_encoder_backward_is_exact_where_onednn_is_not():
     """At 0.3 s the last encoder block convolves 5 zero-padded samples with a kernel of 15.
     There oneDNN's convolution backward (torch 2.13, CPU) returns input gradients that change
