@@ -204,13 +204,20 @@ def check_scaling_options(options) -> None:
     if not 0 < options.ema_decay < 1:
         raise UserError(f"--ema_decay must be between 0 and 1 (such as 0.999), "
                         f"got {options.ema_decay}")
-    penalised = ADVERSARIAL_LOSSES[options.loss].gradient_penalty
-    if options.precision == "fp16" and penalised:
-        raise UserError(f"--precision fp16 does not scale {options.loss}'s gradient penalty, "
+    penalty = penalty_of(options)
+    if options.precision == "fp16" and penalty:
+        raise UserError(f"--precision fp16 does not scale {penalty}'s gradient penalty, "
                         "whose input gradients would underflow; use --precision bf16 or fp32")
-    if options.compile != "off" and penalised:
-        raise UserError(f"--compile cannot train {options.loss}: its gradient penalty needs a "
+    if options.compile != "off" and penalty:
+        raise UserError(f"--compile cannot train {penalty}: its gradient penalty needs a "
                         "double backward, which torch.compile does not support; drop --compile")
+
+
+def penalty_of(options) -> str | None:
+    """What puts a gradient penalty (a double backward) into D's loss: the loss, or R1."""
+    if ADVERSARIAL_LOSSES[options.loss].gradient_penalty:
+        return options.loss
+    return "--r1_coef" if options.r1_coef else None
 
 
 def check_cuda_graph(options, device, ranks) -> None:
@@ -218,6 +225,7 @@ def check_cuda_graph(options, device, ranks) -> None:
     refusals = {"a GPU (this run is on the CPU)": device.type != "cuda",
                 "one process (this is a torchrun run)": ranks.distributed,
                 f"no --loss {options.loss}": ADVERSARIAL_LOSSES[options.loss].gradient_penalty,
+                "no --r1_coef (a double backward)": bool(options.r1_coef),
                 "--d_iters 1": options.d_iters != 1,
                 "no --precision fp16 (its loss scaler decides on the host)":
                     options.precision == "fp16",

@@ -16,7 +16,7 @@ from models.augment import augmentation
 from models.compiled import CompiledHalves
 from models.ema import GeneratorEma
 from models.loss_terms import GeneratorHalf, computed_terms, loss_term_weights
-from models.losses import ADVERSARIAL_LOSSES, gradient_penalty
+from models.losses import ADVERSARIAL_LOSSES, gradient_penalty, r1_penalty
 from models.precision import AUTOCAST_DTYPES, autocast
 from models.step_undo import TensorSnapshot, UndoableStep
 from models.wrong_pairs import wrong_partners
@@ -270,7 +270,7 @@ class GanStep:
         """-> (D's loss, its figures, D's trunk features of the real pairs). Real pairs up,
         generated [and wrong] pairs down (the passes run as one batch; with `partners` the
         wrong pairs are the real faces under other conditions, models/wrong_pairs.py);
-        a loss with a gradient penalty (wgan-gp) adds it."""
+        a loss with a gradient penalty (wgan-gp) adds it, and --r1_coef R1."""
         faces = [real, fake, wrong] if self.wrong_pairs and partners is None else [real, fake]
         extra = () if partners is None else (partners,)
         with record_function("discriminator_forward"), self.autocast():
@@ -287,6 +287,11 @@ class GanStep:
                 values["d_gp"] = gradient_penalty(lambda x, c: plain(x, c)[0], real, fake,
                                                   condition)
                 d_loss = d_loss + self.options.gp_coef * values["d_gp"]
+            if self.options.r1_coef:
+                plain = self.model.projection_discriminator
+                values["d_r1"] = r1_penalty(lambda x, c: plain(x, c)[0], self.seen_by_d(real),
+                                            condition)
+                d_loss = d_loss + self.options.r1_coef / 2 * values["d_r1"]
         return d_loss, {"d_loss": d_loss, **values}, features[:len(real)].detach()
 
     def generator_losses(self, real, fake, embedding, logits, speaker_id, real_features):

@@ -78,6 +78,14 @@ def gradient_penalty(critic: Callable, real_faces, fake_faces, condition):
     return ((gradient.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
+def r1_penalty(critic: Callable, real_faces, condition):
+    """R1 (Mescheder et al. 2018, eq. 9 without its 1/2): E[||grad_x D(x, c)||_2^2] at the
+    real pairs, which keeps D flat where the data is. Graph kept, as gradient_penalty's."""
+    faces = real_faces.detach().requires_grad_(True)
+    gradient, = torch.autograd.grad(critic(faces, condition).sum(), faces, create_graph=True)
+    return gradient.flatten(1).square().sum(dim=1).mean()
+
+
 @dataclass(frozen=True)
 class AdversarialLoss:
     discriminator: Callable

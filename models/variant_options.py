@@ -25,6 +25,10 @@ def add_variant_options(parser: argparse.ArgumentParser) -> None:
                                "None: 5 for wgan-gp, else 1")
     variants.add_argument("--gp_coef", type=float, default=10.0,
                           help="weight of the wgan-gp gradient penalty")
+    variants.add_argument("--r1_coef", type=float, default=0.0,
+                          help="R1 (Mescheder et al. 2018): D's loss adds r1_coef/2 x the "
+                               "squared norm of its gradient at the real pairs (as D sees "
+                               "them); 0: off")
     variants.add_argument("--cls", dest="cls", action="store_true", default=True,
                           help="GAN-CLS wrong-pair term: D learns to reject a face of another "
                                "speaker under the current condition (Reed et al. 2016)")
@@ -69,8 +73,9 @@ def check_variant_options(options) -> None:
     if options.d_iters is not None and options.d_iters < 1:
         raise UserError(f"--d_iters is the number of discriminator steps per generator step "
                         f"and must be at least 1, got {options.d_iters}")
-    if not (math.isfinite(options.gp_coef) and options.gp_coef >= 0):
-        raise UserError(f"--gp_coef must be zero or positive, got {options.gp_coef}")
+    for name in ("gp_coef", "r1_coef"):
+        if not (math.isfinite(getattr(options, name)) and getattr(options, name) >= 0):
+            raise UserError(f"--{name} must be zero or positive, got {getattr(options, name)}")
     unknown = set(augmentation_names(options.augment)) - set(AUGMENTATIONS)
     if unknown:
         named = ", ".join(repr(name) for name in sorted(unknown))

@@ -10,7 +10,7 @@ import runtime
 from models import ModelArgs, SpeechToFace, loss_terms
 from models.gan_step import GanStep
 from models.losses import (ADVERSARIAL_LOSSES, MOUTH_BOX, AdversarialLoss,
-                           critic_generator_loss, mouth_l1, wasserstein_critic_loss)
+                           critic_generator_loss, mouth_l1, r1_penalty, wasserstein_critic_loss)
 from utils import SINGLE_PROCESS, UserError
 
 SPEAKERS = 4
@@ -107,3 +107,26 @@ def test_a_new_penalised_loss_cannot_be_recorded_as_a_cuda_graph(penalised_loss)
     runtime.resolve_variants(options)
     with pytest.raises(UserError, match="--cuda_graph needs no --loss wgan-lp"):
         runtime.check_processes_and_device(options, torch.device("cuda"), SINGLE_PROCESS)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--compile"], "--compile cannot train --r1_coef: its gradient penalty needs a double "),
+    (["--precision", "fp16"], "--precision fp16 does not scale --r1_coef's gradient penalty"),
+    (["--r1_coef", "-1"], "--r1_coef must be zero or positive, got -1.0"),
+])
+def test_r1_is_refused_where_a_gradient_penalty_is(flags, message):
+    options = runtime.build_parser().parse_args(["--r1_coef", "10", *flags])
+    with pytest.raises(UserError, match=message):
+        runtime.check_options(options)
+
+
+def test_r1_is_the_squared_input_gradient_at_the_real_faces_and_joins_ds_loss():
+    weights = torch.randn(3, 8, 8)
+    linear = lambda faces, condition: (faces * weights).flatten(1).sum(dim=1)  # noqa: E731
+    penalty = r1_penalty(linear, torch.randn(4, 3, 8, 8), None)
+    assert torch.isclose(penalty, weights.square().sum())
+    plain, with_r1 = one_step(), one_step("--r1_coef", "10")
+    assert with_r1["d_r1"] > 0 and "d_r1" not in plain
+    # the same draws up to D's loss: it grows by exactly r1_coef / 2 times the penalty
+    assert with_r1["d_real"] == plain["d_real"]
+    assert with_r1["d_loss"] == pytest.approx(plain["d_loss"] + 5 * with_r1["d_r1"], rel=1e-5)
