@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="speech the encoder reads per face, 0.3 to 4 s")
     ours.add_argument("--noise_dim", type=int, default=0,
                       help="noise vector size fed to G beside the speech (0: none, as wav2pix)")
+    ours.add_argument("--balance", default="none", choices=("none", "speakers"),
+                      help="speakers: every speaker takes an equal share of each epoch's "
+                           "pairs, however many pairs it has; none: each pair once an epoch")
     add_loss_term_options(ours, "further")
     ours.add_argument("--checkpoint_every", type=int, default=10, help="epochs between checkpoints")
     ours.add_argument("--max_steps", type=int, default=0,

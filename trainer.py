@@ -130,10 +130,13 @@ class Trainer:
         # Fine-tuning: every step in one epoch of draws, so the held-out scores and the
         # checkpoint come once, at the end.
         draws = o.max_steps * o.batch_size * processes if self.base else None
-        held = hold_on_device(o.data_on_device, dataset, self.device, processes)
-        self.order = training_order(len(dataset), o.batch_size, o.seed, self.ranks.rank,
-                                    processes, draws, sharded=held == "shard",
-                                    block_rows=o.read_blocks)
+        # auto never shards a balanced order (each process draws from the whole split)
+        held = hold_on_device(o.data_on_device, dataset, self.device,
+                              processes if o.balance == "none" else 1)
+        self.order = training_order(
+            len(dataset), o.batch_size, o.seed, self.ranks.rank, processes, draws,
+            sharded=held == "shard", block_rows=o.read_blocks,
+            balanced_ids=dataset.speaker_ids if o.balance == "speakers" else None)
         dataset.block_rows = self.order.block_rows if isinstance(self.order, BlockOrder) else 0
         dataset.wrong_faces = o.wrong_faces == "loader"     # batch: the model ignores them
         if held:

@@ -33,6 +33,7 @@ from utils import UserError
 
 GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)   # splitmix64's step: 2**64 / the golden ratio
 SHARD_STREAM = 2**40    # keys the stripes' shuffle apart from every epoch number's
+BALANCE_STREAM = 2**41  # keys --balance speakers' draws apart from the plain shuffle's
 
 
 def derive_seed(*parts: int) -> int:
@@ -222,14 +223,41 @@ class BlockOrder(EpochOrder):
         yield from zip(rows.tolist(), item_seeds(self.seed, self.epoch, positions).tolist())
 
 
+class SpeakerBalancedOrder(EpochOrder):
+    """--balance speakers: epochs as long as the split, in which every speaker takes an equal
+    share of the positions (the remainder one more each for speakers the epoch picks), its
+    rows cycled through in fresh shuffles: a speaker with 30 pairs is seen as often as one
+    with 300, each of its pairs ten times as often. A pure function of (seed, epoch), read
+    by processes as EpochOrder's permutation is, so resume stays exact."""
+
+    def __init__(self, speaker_ids: np.ndarray, seed: int, rank: int = 0, world_size: int = 1):
+        super().__init__(len(speaker_ids), seed, rank, world_size)
+        self.speaker_rows = [np.flatnonzero(speaker_ids == s) for s in np.unique(speaker_ids)]
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        rng = np.random.default_rng(derive_seed(self.seed, epoch, BALANCE_STREAM))
+        speakers = len(self.speaker_rows)
+        quota = np.full(speakers, self.num_rows // speakers)
+        quota[rng.permutation(speakers)[:self.num_rows % speakers]] += 1
+        picks = [np.concatenate([rng.permutation(rows) for _ in range(-(-count // len(rows)))])
+                 [:count] for rows, count in zip(self.speaker_rows, quota)]
+        order = np.concatenate(picks)
+        return torch.from_numpy(order[rng.permutation(len(order))])
+
+
 def training_order(num_rows: int, batch_size: int, seed: int, rank: int = 0,
                    processes: int = 1, draws: int | None = None,
-                   sharded: bool = False, block_rows: int = 0) -> EpochOrder:
+                   sharded: bool = False, block_rows: int = 0,
+                   balanced_ids: np.ndarray | None = None) -> EpochOrder:
     """This process's resumable order over a train split of `num_rows` pairs: with `draws`
     (fine-tuning a handful of pairs) epochs of that many draws with replacement, else
     shuffles of the split (of this process's stripe of it when `sharded`, of blocks of
-    `block_rows` consecutive rows with `block_rows`), which must then hold a batch for
-    every process."""
+    `block_rows` consecutive rows with `block_rows`, speaker-balanced over `balanced_ids`,
+    the split's speaker ids, when given), which must then hold a batch for every process."""
+    if balanced_ids is not None and (draws or sharded or block_rows):
+        used = "--finetune" if draws else "--data_on_device shard" if sharded else "--read_blocks"
+        raise UserError(f"--balance speakers draws its own order; it cannot be combined with "
+                        f"{used}: drop one of them")
     if draws:
         return EpochDraws(num_rows, seed, draws, rank, processes)
     if batch_size > num_rows // processes:
@@ -241,6 +269,8 @@ def training_order(num_rows: int, batch_size: int, seed: int, rank: int = 0,
         return ShardOrder(num_rows, seed, rank, processes)
     if block_rows:
         return BlockOrder(num_rows, seed, block_rows, rank, processes)
+    if balanced_ids is not None:
+        return SpeakerBalancedOrder(balanced_ids, seed, rank, processes)
     return EpochOrder(num_rows, seed, rank, processes)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from data.dataset import SpeechFaceDataset
-from data.order import EpochOrder, item_draws, item_seeds
+from data.order import EpochOrder, SpeakerBalancedOrder, item_draws, item_seeds
 from data.schema import validate_pair_file, write_pair_file
 from tests.conftest import make_pairs
 
@@ -67,3 +67,35 @@ def test_crop_starts_cover_the_window_in_training_and_are_the_centre_at_evaluati
     assert np.array_equal(np.unique(starts), np.arange(8000 - 4800 + 1))
     held_out = SpeechFaceDataset(info, "valid", 4800, 40, train=False).crop_starts(draws)
     assert (held_out == 1600).all()
+
+
+def test_a_balanced_epoch_gives_every_speaker_an_equal_share_of_its_positions():
+    speaker_ids = np.repeat([0, 1, 2], [90, 9, 1])       # 90, 9 and 1 pairs
+    order = SpeakerBalancedOrder(speaker_ids, seed=3)
+    rows = order.permutation(0).numpy()
+    assert len(rows) == 100
+    shares = np.bincount(speaker_ids[rows], minlength=3)
+    assert shares.max() - shares.min() <= 1 and shares.sum() == 100
+    # a speaker's rows cycle through whole shuffles: each of its 9 pairs 3 or 4 times
+    seen = np.bincount(rows[speaker_ids[rows] == 1], minlength=99)[90:99]
+    assert seen.min() >= 3 and seen.max() <= 4
+    assert np.array_equal(SpeakerBalancedOrder(speaker_ids, seed=3).permutation(0), rows)
+    assert not np.array_equal(order.permutation(1).numpy(), rows)
+    order.start(epoch=1, pairs_done=4)
+    keys = list(order)
+    assert [row for row, _ in keys] == order.permutation(1).numpy()[4:].tolist()
+    for rank in (0, 1):     # processes split it as they split the plain shuffle
+        share = SpeakerBalancedOrder(speaker_ids, seed=3, rank=rank, world_size=2)
+        share.start(epoch=1, pairs_done=4)
+        assert list(share) == keys[rank::2]
+
+
+def test_balance_is_refused_beside_orders_of_its_own(tiny_pairs, tmp_path, monkeypatch, capsys):
+    import runtime
+    monkeypatch.chdir(tmp_path)
+    assert runtime.main(["--dataset", str(tiny_pairs), "--balance", "speakers",
+                         "--read_blocks", "2", "--batch_size", "2", "--audio_seconds", "0.5",
+                         "--no_visdom"]) == 2
+    assert capsys.readouterr().err == ("error: --balance speakers draws its own order; it "
+                                       "cannot be combined with --read_blocks: drop one of "
+                                       "them\n")

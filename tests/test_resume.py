@@ -112,9 +112,11 @@ def test_resume_inside_an_epoch_is_bit_identical(workdir, reference):
     assert_same_run(reference, workdir / "checkpoints" / "resumed")
 
 
-def test_resume_of_an_augmented_run_is_bit_identical(workdir):
-    """--augment draws from the random generators a checkpoint restores."""
+def test_resume_of_an_augmented_balanced_run_is_bit_identical(workdir):
+    """--augment draws from the random generators a checkpoint restores; --balance speakers'
+    order is a function of seed and epoch."""
     assert cli(workdir, *fresh_run(workdir, "--augment", "color,translation,cutout",
+                                   "--balance", "speakers",
                                    "--save_path", "augmented", "--num_workers", "0",
                                    "--checkpoint_every_steps", "3")) == 0
     straight = workdir / "checkpoints" / "augmented"
