@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="speech the encoder reads per face, 0.3 to 4 s")
     ours.add_argument("--noise_dim", type=int, default=0,
                       help="noise vector size fed to G beside the speech (0: none, as wav2pix)")
+    ours.add_argument("--lr_E", type=float, default=None,
+                      help="learning rate of the speech encoder alone (0 freezes it); "
+                           "default: --lr_G's")
     ours.add_argument("--balance", default="none", choices=("none", "speakers"),
                       help="speakers: every speaker takes an equal share of each epoch's "
                            "pairs, however many pairs it has; none: each pair once an epoch")
@@ -260,6 +263,8 @@ def check_options(options) -> None:
     for name, value in positive.items():
         if not (math.isfinite(value) and value > 0):
             raise UserError(f"{name} must be a positive number, got {value}")
+    if options.lr_E is not None and not (math.isfinite(options.lr_E) and options.lr_E >= 0):
+        raise UserError(f"--lr_E must be zero or positive, got {options.lr_E}")
     for name in loss_term_flags():
         value = getattr(options, name)
         if not (math.isfinite(value) and value >= 0):

@@ -16,7 +16,11 @@ Predictors, each trained on the train split's within-speaker openness:
   50 ms), its penalty chosen on the train split (speakers held out in turn);
 - cnn: a small 1-D convolutional network on the same log-mel frames, trained with L1 on
   the within-speaker z-scored openness, early-stopped on a held-out tenth of train; one row
-  per seed, their mean, and that mean averaged with the ridge's prediction.
+  per seed, their mean, and that mean averaged with the ridge's prediction;
+- with --phones (needs `pip install pocketsphinx==5.1.1`, whose wheel carries an English
+  acoustic model and phone language model): each window decoded into phones, and a ridge
+  on the phone at each of 9 lags (the frame +-0.2 s, 50 ms apart), one-hot, with a
+  hand-set openness per phone (PHONE_OPENNESS); then that ridge averaged into the ensemble.
 
 The pair file is benchmarks/real_video.py's (`--split_by time`, 10 fps), made first if
 absent.
@@ -43,6 +47,17 @@ from models.metrics.face_analysis import DlibFaces  # noqa: E402
 from models.metrics.mouth import landmark_mouth_openness, mouth_sync_scores, within_speakers  # noqa: E402
 
 SAMPLE_RATE, HOP, BANDS, POOL = 16000, 160, 40, 5  # 10 ms hops pooled to 50 ms
+# CMU phones and silence, with how open a mouth saying each one is (0 shut .. 1 wide): a
+# viseme prior set by hand, not fitted; the ridge weighs it beside the one-hot phones.
+PHONE_OPENNESS = {
+    "AA": 1.0, "AE": 0.9, "AH": 0.85, "AO": 0.9, "AW": 0.9, "AY": 0.9, "HH": 0.6, "EH": 0.7,
+    "EY": 0.65, "OW": 0.7, "OY": 0.7, "ER": 0.5, "IH": 0.5, "UH": 0.5, "L": 0.5, "IY": 0.4,
+    "Y": 0.45, "K": 0.45, "G": 0.45, "NG": 0.4, "R": 0.4, "UW": 0.35, "TH": 0.35, "DH": 0.35,
+    "SH": 0.35, "ZH": 0.35, "CH": 0.35, "JH": 0.35, "T": 0.35, "D": 0.35, "N": 0.35,
+    "S": 0.3, "Z": 0.3, "W": 0.3, "F": 0.15, "V": 0.15, "SIL": 0.1, "M": 0.0, "B": 0.0,
+    "P": 0.0}
+PHONES = list(PHONE_OPENNESS)
+PHONE_LAGS = np.round(np.arange(-0.2, 0.201, 0.05), 3)     # seconds after the frame
 
 
 def load(path: Path, split: str, size: int) -> dict:
@@ -164,6 +179,8 @@ def main() -> None:
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--long_clip", type=float, default=10.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--phones", action="store_true",
+                        help="add predictors from a phone decode (needs pocketsphinx)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     pairs = args.pairs or prepared(args.work, FIXTURE, 10)
@@ -205,11 +222,56 @@ def main() -> None:
     add(f"cnn, mean of the {len(ensemble)} seeds", np.mean(ensemble, axis=0))
     add("cnn mean and ridge, averaged", (standardised(np.mean(ensemble, axis=0), test["speakers"])
                                          + standardised(predicted, test["speakers"])) / 2)
+    if args.phones:
+        phones_train, phones_test = (phone_features(decoded_phones(split["waveforms"]),
+                                                    split["speakers"]) for split in (train, test))
+        spread = phones_train.std(axis=0) + 1e-3
+        by_phones, penalty = ridge((phones_train / spread)[known], target, speakers,
+                                   phones_test / spread)
+        add("ridge on decoded phones", by_phones, f"pocketsphinx; penalty {penalty:g}")
+        add("cnn mean, ridge and phone ridge, averaged",
+            sum(standardised(p, test["speakers"])
+                for p in (np.mean(ensemble, axis=0), predicted, by_phones)) / 3)
     add("the real openness itself", test["open"], "1 by definition")
     print(f"\n{pairs.name}: {known.sum()} train pairs with lips found, {len(test['open'])} test "
           f"pairs ({rows['long-clip speakers'].sum()} of the {len(long_ids)} long-clip speakers); "
           f"openness at {args.image_size} px; within-speaker correlation with the real openness")
     print_table(table, ["predictor", *rows, "note"], width=28)
+
+
+def decoded_phones(waveforms: np.ndarray) -> np.ndarray:
+    """(N, L) float windows -> int (N, L // HOP): the phone of each 10 ms frame (an index
+    into PHONES; noise and filler count as silence), each window decoded on its own."""
+    try:
+        import pocketsphinx
+    except ImportError:
+        raise SystemExit("--phones needs pocketsphinx: pip install pocketsphinx==5.1.1") from None
+    model = Path(pocketsphinx.get_model_path(), "en-us", "en-us-phone.lm.bin")
+    decoder = pocketsphinx.Decoder(allphone=str(model), loglevel="FATAL", beam=1e-20,
+                                   pbeam=1e-20, lw=2.0)
+    pcm = np.clip(np.round(waveforms * 32768), -32768, 32767).astype(np.int16)
+    frames = np.full((len(pcm), pcm.shape[1] // HOP), PHONES.index("SIL"), np.int64)
+    for row, window in enumerate(pcm):
+        decoder.start_utt()
+        decoder.process_raw(window.tobytes(), False, True)
+        decoder.end_utt()
+        for segment in decoder.seg():
+            frames[row, segment.start_frame:segment.end_frame + 1] = (
+                PHONES.index(segment.word) if segment.word in PHONES else PHONES.index("SIL"))
+    return frames
+
+
+def phone_features(frames: np.ndarray, speakers: np.ndarray) -> np.ndarray:
+    """The phone at each of PHONE_LAGS, one-hot, and its PHONE_OPENNESS; each column less
+    its speaker's mean."""
+    at = frames[:, np.clip(frames.shape[1] // 2 + np.round(PHONE_LAGS * 100).astype(int), 0,
+                           frames.shape[1] - 1)]                      # (N, lags)
+    one_hot = np.eye(len(PHONES))[at].reshape(len(at), -1)
+    features = np.hstack([one_hot, np.array(list(PHONE_OPENNESS.values()))[at]])
+    for speaker in np.unique(speakers):
+        mine = speakers == speaker
+        features[mine] -= features[mine].mean(axis=0)
+    return features
 
 
 def standardised_features(mel: np.ndarray, speakers: np.ndarray) -> np.ndarray:

@@ -66,6 +66,7 @@ LEVERS = {
     "frames encoder, DiffAugment": [*DEMO_FRAMES, "--augment", "color,translation,cutout"],
     "frames encoder, R1 0.1": [*DEMO_FRAMES, "--r1_coef", "0.1"],
     "frames encoder, speakers balanced": [*DEMO_FRAMES, "--balance", "speakers"],
+    "frames encoder, encoder lr 0.0005": [*DEMO_FRAMES, "--lr_E", "0.0005"],
     "frames encoder, mouth reader, DiffAugment": [*DEMO_FRAMES, "--mouth_open_coef", "10",
                                                   "--augment", "color,translation,cutout"],
     "frames encoder, classifier weight 5": [*DEMO_FRAMES, "--softmax_coef", "5"],

@@ -20,7 +20,7 @@ from models.losses import ADVERSARIAL_LOSSES, gradient_penalty, r1_penalty
 from models.precision import AUTOCAST_DTYPES, autocast
 from models.step_undo import TensorSnapshot, UndoableStep
 from models.wrong_pairs import wrong_partners
-from utils import SINGLE_PROCESS, Ranks
+from utils import SINGLE_PROCESS, Ranks, UserError
 
 
 class NonFiniteLoss(Exception):
@@ -102,7 +102,7 @@ class GanStep:
         # DDP, so not a layout fault), so no.
         adam = {"betas": (0.5, 0.999), "foreach": True,
                 "capturable": self.capturable_adam and device.type == "cuda"}
-        self.optimizer_g = torch.optim.Adam(model.generator_parameters(), options.lr_G, **adam)
+        self.optimizer_g = torch.optim.Adam(generator_groups(model, options), options.lr_G, **adam)
         self.optimizer_d = torch.optim.Adam(model.projection_discriminator.parameters(),
                                             options.lr_D, **adam)
         self.generator_side = distributed_data_parallel(GeneratorSide(model), ranks)
@@ -220,6 +220,10 @@ class GanStep:
         return {"lr_G": self.optimizer_g.param_groups[0]["lr"],
                 "lr_D": self.optimizer_d.param_groups[0]["lr"]}
 
+    def group_rates(self) -> list[float]:
+        """G's optimiser's learning rate per parameter group (generator_groups' order)."""
+        return [self.options.lr_G, self.options.lr_E][:len(self.optimizer_g.param_groups)]
+
     def state_dict(self) -> dict:
         """The optimisers, loss scalers and averaged generator, under a checkpoint's keys."""
         state = {"optimizer_g": self.optimizer_g.state_dict(),
@@ -236,10 +240,16 @@ class GanStep:
         given on the command line wins), its loss scalers (--precision fp16) and averaged
         generator. Call it after the model's weights are restored: a run that turns --ema
         on at resume starts its average from them."""
-        for optimizer, name, lr in ((self.optimizer_g, "optimizer_g", self.options.lr_G),
-                                    (self.optimizer_d, "optimizer_d", self.options.lr_D)):
+        for optimizer, name, rates in ((self.optimizer_g, "optimizer_g", self.group_rates()),
+                                       (self.optimizer_d, "optimizer_d", [self.options.lr_D])):
+            saved_groups = len(checkpoint[name]["param_groups"])
+            if saved_groups != len(optimizer.param_groups):
+                raise UserError(f"the checkpoint's {name} has {saved_groups} parameter "
+                                f"group(s), this run's {len(optimizer.param_groups)}: --lr_E "
+                                "splits the speech encoder into its own; resume with the "
+                                "--lr_E the run started with")
             optimizer.load_state_dict(checkpoint[name])
-            for group in optimizer.param_groups:
+            for group, lr in zip(optimizer.param_groups, rates):
                 group["lr"] = lr
         for scaler, key in ((self.scaler_d, "d"), (self.scaler_g, "g")):
             saved = checkpoint.get("grad_scalers", {}).get(key)
@@ -311,6 +321,17 @@ class GanStep:
         if self.model.conditioned:
             terms["speaker_acc"] = (logits.argmax(dim=1) == speaker_id).float().mean()
         return g_loss, {"g_loss": g_loss, **terms}
+
+
+def generator_groups(model: SpeechToFace, options) -> list[dict]:
+    """G's optimiser's parameter groups: one at --lr_G; with --lr_E the speech encoder in a
+    second at its own rate (one group otherwise, so checkpoints keep their layout)."""
+    if options.lr_E is None or not hasattr(model, "speech_encoder"):
+        return [{"params": list(model.generator_parameters()), "lr": options.lr_G}]
+    encoder = {id(p) for p in model.speech_encoder.parameters()}
+    return [{"params": [p for p in model.generator_parameters() if id(p) not in encoder],
+             "lr": options.lr_G},
+            {"params": list(model.speech_encoder.parameters()), "lr": options.lr_E}]
 
 
 def backward_and_step(loss, optimizer, scaler: torch.amp.GradScaler) -> None:

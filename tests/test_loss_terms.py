@@ -130,3 +130,24 @@ def test_r1_is_the_squared_input_gradient_at_the_real_faces_and_joins_ds_loss():
     # the same draws up to D's loss: it grows by exactly r1_coef / 2 times the penalty
     assert with_r1["d_real"] == plain["d_real"]
     assert with_r1["d_loss"] == pytest.approx(plain["d_loss"] + 5 * with_r1["d_r1"], rel=1e-5)
+
+
+def test_lr_e_sets_the_speech_encoders_rate_alone_and_a_resume_keeps_its_groups(tmp_path):
+    torch.manual_seed(0)
+    options = runtime.config_for(["--precision", "fp32", "--lr_E", "0"])
+    model = SpeechToFace(ModelArgs(image_size=64, num_speakers=SPEAKERS, audio_samples=4000))
+    step = GanStep(model, options, torch.device("cpu"), SINGLE_PROCESS)
+    encoder = [p.detach().clone() for p in model.speech_encoder.parameters()]
+    generator = [p.detach().clone() for p in model.face_generator.parameters()]
+    generator_ = torch.Generator().manual_seed(1)
+    faces = torch.rand(4, 3, 64, 64, generator=generator_) * 2 - 1
+    step((torch.randn(4, 1, 4000, generator=generator_), faces, torch.arange(4) % SPEAKERS,
+          faces.flip(0)), 1)
+    assert all(torch.equal(a, b) for a, b in zip(encoder, model.speech_encoder.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(generator, model.face_generator.parameters()))
+    saved = step.state_dict()
+    assert [group["lr"] for group in saved["optimizer_g"]["param_groups"]] == [0.0001, 0.0]
+    one_group = GanStep(model, runtime.config_for(["--precision", "fp32"]), torch.device("cpu"),
+                        SINGLE_PROCESS)
+    with pytest.raises(UserError, match="resume with the --lr_E the run started with"):
+        one_group.load_state_dict(saved)
