@@ -284,23 +284,22 @@ class GanStep:
         faces = [real, fake, wrong] if self.wrong_pairs and partners is None else [real, fake]
         extra = () if partners is None else (partners,)
         with record_function("discriminator_forward"), self.autocast():
-            scores, features = self.discriminator(self.seen_by_d(torch.cat(faces)),
-                                                  torch.cat([condition] * len(faces)), *extra)
+            seen = self.seen_by_d(torch.cat(faces))
+            scores, features = self.discriminator(seen, torch.cat([condition] * len(faces)),
+                                                  *extra)
             real_scores, fake_scores, *wrong_scores = scores.split(len(real))
             d_loss = self.adversarial.discriminator(real_scores, fake_scores, *wrong_scores)
             values = {"d_real": real_scores.mean(), "d_fake": fake_scores.mean()}
             if wrong_scores:
                 values["d_wrong"] = wrong_scores[0].mean()
+            # The penalties call the plain D: its gradients join the DDP pass's ones in the
+            # same backward.
+            critic = lambda x, c: self.model.projection_discriminator(x, c)[0]  # noqa: E731
             if self.adversarial.gradient_penalty:
-                # The plain D: its gradients join the DDP pass's ones in the same backward.
-                plain = self.model.projection_discriminator
-                values["d_gp"] = gradient_penalty(lambda x, c: plain(x, c)[0], real, fake,
-                                                  condition)
+                values["d_gp"] = gradient_penalty(critic, real, fake, condition)
                 d_loss = d_loss + self.options.gp_coef * values["d_gp"]
-            if self.options.r1_coef:
-                plain = self.model.projection_discriminator
-                values["d_r1"] = r1_penalty(lambda x, c: plain(x, c)[0], self.seen_by_d(real),
-                                            condition)
+            if self.options.r1_coef:    # at the real faces as this pass's D saw them
+                values["d_r1"] = r1_penalty(critic, seen[:len(real)], condition)
                 d_loss = d_loss + self.options.r1_coef / 2 * values["d_r1"]
         return d_loss, {"d_loss": d_loss, **values}, features[:len(real)].detach()
 
