@@ -315,7 +315,7 @@ def given_options(parser: argparse.ArgumentParser, argv) -> set[str]:
 NOT_RESUMED = ("resume", "inference", "pre_trained_gen", "pre_trained_disc", "audio")
 # Options a checkpoint written before they existed ran with: their default at that time.
 BEFORE_THEY_EXISTED = {"precision": "fp32", "speech_encoder": "segan", "wrong_faces": "loader",
-                       **loss_term_defaults_before()}
+                       "generator": "dcgan", **loss_term_defaults_before()}
 
 
 def merge_resumed_options(options, saved: dict, given: set[str]):

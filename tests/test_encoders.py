@@ -138,17 +138,19 @@ def test_each_encoder_trains_two_steps_records_itself_and_renders(encoder, tiny_
 
 def test_a_checkpoint_from_before_the_registry_loads_renders_the_same_and_resumes(
         tiny_pairs, tmp_path, monkeypatch):
-    """Checkpoints written before --speech_encoder hold no such entry: they are SEGAN models,
-    and --resume keeps them so (the new default would be refused as another architecture)."""
+    """Checkpoints written before --generator and --speech_encoder hold neither entry: they
+    are SEGAN encoders with DCGAN generators, and --resume keeps them so (today's defaults
+    would be refused as another architecture)."""
     monkeypatch.chdir(tmp_path)
     assert runtime.main(["--dataset", str(tiny_pairs), "--save_path", "old", "--speech_encoder",
                          "segan", "--generator", "dcgan", *FAST[:-4], "--epochs", "2",
                          "--checkpoint_every_steps", "1", "--max_steps", "1"]) == 0
     saved = load_checkpoint(tmp_path / "checkpoints" / "old" / "latest.pt")
-    del saved["model_args"]["speech_encoder"], saved["options"]["speech_encoder"]
+    for entry in ("speech_encoder", "generator"):
+        del saved["model_args"][entry], saved["options"][entry]
     torch.save(saved, tmp_path / "before.pt")
     model, _ = generator_from_checkpoint(tmp_path / "before.pt", torch.device("cpu"))
-    assert model.args.speech_encoder == "segan"
+    assert (model.args.speech_encoder, model.args.generator) == ("segan", "dcgan")
     reference, _ = generator_from_checkpoint(tmp_path / "checkpoints" / "old" / "latest.pt",
                                              torch.device("cpu"))
     speech = torch.randn(2, 1, 4800)
@@ -157,4 +159,4 @@ def test_a_checkpoint_from_before_the_registry_loads_renders_the_same_and_resume
     assert runtime.main(["--resume", "before.pt", "--save_path", "old_resumed",
                          "--max_steps", "2"]) == 0
     resumed = json.loads((tmp_path / "checkpoints" / "old_resumed" / "options.json").read_text())
-    assert resumed["speech_encoder"] == "segan"
+    assert (resumed["speech_encoder"], resumed["generator"]) == ("segan", "dcgan")
