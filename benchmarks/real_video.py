@@ -75,6 +75,8 @@ LEVERS = {
                                                   "--augment", "color,translation,cutout"],
     "frames encoder, classifier weight 5": [*DEMO_FRAMES, "--softmax_coef", "5"],
     "frames encoder, hinge loss": [*DEMO_FRAMES, "--loss", "hinge"],
+    "frames encoder, mouth reader, hinge loss": [*DEMO_FRAMES, "--mouth_open_coef", "10",
+                                                 "--loss", "hinge"],
     "frames encoder, no wrong pairs": [*DEMO_FRAMES, "--no_cls"],
     "frames encoder, 2 D steps": [*DEMO_FRAMES, "--d_iters", "2"],
     "demo command, GE2E fine-tuned": [*DEMO, "--speech_encoder", "ge2e_finetune"],
