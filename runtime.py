@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import fields
 import os
 import sys
 from pathlib import Path
@@ -313,9 +314,12 @@ def given_options(parser: argparse.ArgumentParser, argv) -> set[str]:
 
 
 NOT_RESUMED = ("resume", "inference", "pre_trained_gen", "pre_trained_disc", "audio")
-# Options a checkpoint written before they existed ran with: their default at that time.
-BEFORE_THEY_EXISTED = {"precision": "fp32", "speech_encoder": "segan", "wrong_faces": "loader",
-                       "generator": "dcgan", **loss_term_defaults_before()}
+# Options a checkpoint written before they existed ran with: their default at that time. The
+# networks' (--generator, --speech_encoder, ...) are ModelArgs' defaults, which are what such a
+# checkpoint was built with; its fields that are no option are never read.
+BEFORE_THEY_EXISTED = {"precision": "fp32", "wrong_faces": "loader",
+                       **{entry.name: entry.default for entry in fields(ModelArgs)},
+                       **loss_term_defaults_before()}
 
 
 def merge_resumed_options(options, saved: dict, given: set[str]):

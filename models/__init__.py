@@ -44,7 +44,8 @@ DISCRIMINATORS = {"dcgan": 0, "sagan": 32}   # the feature size D's self-attenti
 
 @dataclass
 class ModelArgs:
-    """Everything needed to rebuild the networks; stored in every checkpoint."""
+    """Everything needed to rebuild the networks; stored in every checkpoint. The defaults are
+    what a checkpoint that predates an entry was built with (runtime's resume reads them so)."""
     image_size: int = 64
     audio_samples: int = 16000
     num_speakers: int = 8
@@ -53,7 +54,6 @@ class ModelArgs:
     condition: str = "speech"       # speech | none | embedding: what G draws the face from
     condition_dim: int = 0          # E of the stored vectors when condition is "embedding"
     generator: str = "dcgan"        # dcgan | resize | bilinear | hybrid | adain
-    # The defaults are what a checkpoint that predates an entry was built with.
     speech_encoder: str = "segan"   # segan | filterbank | ge2e | ge2e_finetune (condition speech)
     discriminator: str = "dcgan"    # dcgan | sagan (self-attention at 32x32)
 
