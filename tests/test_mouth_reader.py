@@ -49,6 +49,24 @@ def test_the_reader_reads_mouths_it_was_not_fitted_on():
     assert outside.any() and wild.grad[outside].abs().sum() == 0
 
 
+def sway(reader, faces: torch.Tensor) -> float:
+    """Mean norm of the reading's gradient with respect to the face: what G's term gets."""
+    faces = faces.clone().requires_grad_(True)
+    reader(faces).sum().backward()
+    return float(faces.grad.flatten(1).norm(dim=1).mean())
+
+
+def test_the_fit_repeats_and_its_noise_steadies_the_reading():
+    train, train_pixels = faces_of("train")
+    test, _ = faces_of("test")
+    openness = measure_openness(train_pixels[:800], "demo")
+    noisy = fit_mouth_reader(train[:800], openness, seed=0, steps=200, noise=0.3)
+    again = fit_mouth_reader(train[:800], openness, seed=0, steps=200, noise=0.3)
+    assert_identical(noisy.state_dict(), again.state_dict(), "reader")
+    clean = fit_mouth_reader(train[:800], openness, seed=0, steps=200, noise=0)
+    assert sway(noisy, test[:128]) < 0.85 * sway(clean, test[:128])
+
+
 def test_faces_without_lips_are_refused_in_one_line(tiny_pairs, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code = runtime.main(["--dataset", str(tiny_pairs), "--mouth_open_coef", "1", "--no_visdom",
