@@ -55,7 +55,7 @@ def read(reader: MouthReader, pixels: np.ndarray) -> np.ndarray:
         return reader(faces).numpy()
 
 
-def test_faces(evaluation) -> np.ndarray:
+def real_test_faces(evaluation) -> np.ndarray:
     faces = torch.stack([evaluation.dataset.face(int(row)) for row in evaluation.rows])
     return to_uint8_images(faces)
 
@@ -77,7 +77,7 @@ def fits_table(fits: list[str], info, evaluation, rows, dlib) -> None:
     chosen = sample_rows(len(train), 0)
     faces = torch.stack([train.face(int(row)) for row in chosen])
     labels = measure_openness(to_uint8_images(faces), "landmarks", dlib)
-    real = test_faces(evaluation)
+    real = real_test_faces(evaluation)
     real_open = measure_openness(real, "landmarks", dlib)
     speakers = evaluation.speaker_ids[rows]
     table = []
@@ -129,7 +129,7 @@ def main() -> None:
         reader.load_state_dict(checkpoint["mouth_reader"])
         evaluation = evaluation_for(scoring, info, "test", model.args, torch.device("cpu"), None)
         if real is None:
-            real = test_faces(evaluation)
+            real = real_test_faces(evaluation)
             real_open = measure_openness(real, "landmarks", dlib)
             rows = np.isin(evaluation.speaker_ids, long_ids)
             speakers = evaluation.speaker_ids[rows]
