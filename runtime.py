@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import fields
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import torch

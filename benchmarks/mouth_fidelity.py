@@ -44,15 +44,15 @@ from models import ModelArgs  # noqa: E402
 from models.loading import generator_from_checkpoint  # noqa: E402
 from models.metrics.evaluation import evaluation_for  # noqa: E402
 from models.metrics.face_analysis import DlibFaces  # noqa: E402
+from models.metrics.identity_classifier import faces_to_input  # noqa: E402
 from models.metrics.mouth import correlation, measure_openness, within_speakers  # noqa: E402
 from models.mouth_reader import MouthReader, fit_mouth_reader, sample_rows  # noqa: E402
 from utils import to_uint8_images  # noqa: E402
 
 
 def read(reader: MouthReader, pixels: np.ndarray) -> np.ndarray:
-    faces = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
-        return reader(faces).numpy()
+        return reader(faces_to_input(pixels, pixels.shape[1])).numpy()
 
 
 def real_test_faces(evaluation) -> np.ndarray:
@@ -66,7 +66,7 @@ def within(a: np.ndarray, b: np.ndarray, speakers: np.ndarray) -> float:
 
 def sway(reader: MouthReader, pixels: np.ndarray) -> float:
     """Mean L2 norm of d(reading)/d(face) over the faces (pixels in [-1, 1])."""
-    faces = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1).requires_grad_()
+    faces = faces_to_input(pixels, pixels.shape[1]).requires_grad_()
     reader(faces).sum().backward()
     return float(faces.grad.flatten(1).norm(dim=1).mean())
 
@@ -76,7 +76,8 @@ def fits_table(fits: list[str], info, evaluation, rows, dlib) -> None:
     train = SpeechFaceDataset(info, "train", 16000, evaluation.dataset.image_size, train=False)
     chosen = sample_rows(len(train), 0)
     faces = torch.stack([train.face(int(row)) for row in chosen])
-    labels = measure_openness(to_uint8_images(faces), "landmarks", dlib)
+    train_pixels = to_uint8_images(faces)
+    labels = measure_openness(train_pixels, "landmarks", dlib)
     real = real_test_faces(evaluation)
     real_open = measure_openness(real, "landmarks", dlib)
     speakers = evaluation.speaker_ids[rows]
@@ -87,7 +88,7 @@ def fits_table(fits: list[str], info, evaluation, rows, dlib) -> None:
         reader = fit_mouth_reader(faces, labels, 0, steps=int(steps), noise=float(noise))
         table.append({"fit steps": int(steps), "noise": float(noise),
                       "fit s": round(time.perf_counter() - start, 1),
-                      "on train": within(read(reader, to_uint8_images(faces)), labels,
+                      "on train": within(read(reader, train_pixels), labels,
                                          train.speaker_ids[chosen]),
                       "reader on real": within(read(reader, real)[rows], real_open[rows], speakers),
                       "sway": sway(reader, real[rows])})

@@ -18,13 +18,12 @@ gradient pulled G away from faces (realvids-dev at 500 steps, benchmarks/README.
 #real_videopy: recall@1 0.42 unclamped against 0.76, mouth sync 0.18 against 0.25).
 
 The fit: FIT_STEPS Adam steps (fewer for fewer faces: FIT_EPOCHS passes over them) with
-FIT_NOISE Gaussian noise on every box shown. G learns
-to draw what the reader reads, so the reader must read the lips as dlib does and not be
-swayed by small pixel changes. On realvids-dev's real test mouths (benchmarks/
-mouth_fidelity.py --fits) 600 steps read at 0.80 of dlib, 4,000 at 0.91; the noise keeps
-0.91 and halves how far the reading moves with the pixels (the gradient G gets: 1.3
-against 2.6). 4,000 steps without the noise cost G's faces their detail (sharpness 0.28
-at 1,000 steps against 0.43 with 600 steps).
+FIT_NOISE Gaussian noise on every box shown. G learns to draw what the reader reads, so the
+reader must read the lips as dlib does and not be swayed by small pixel changes. On
+realvids-dev's real test mouths (benchmarks/mouth_fidelity.py --fits) 600 steps read at
+0.80 of dlib, 4,000 at 0.91; the noise keeps 0.91 and halves how far the reading moves
+with the pixels (the gradient G gets: 1.3 against 2.6). 4,000 steps without the noise cost
+G's faces their detail (sharpness 0.28 at 1,000 steps against 0.43 with 600 steps).
 """
 from __future__ import annotations
 
@@ -39,6 +38,7 @@ from utils import UserError
 
 FIT_FACES = 3000        # labelling a face costs dlib about 4 ms
 FIT_STEPS = 4000
+FIT_BATCH = 64
 FIT_EPOCHS = 220        # 4,000 steps of 64 are 220 passes over realvids-dev's 1,155 faces
 FIT_NOISE = 0.1         # Gaussian noise on the fitted boxes (pixels in [-1, 1])
 MIN_FACES = 32
@@ -79,7 +79,7 @@ def mouth_open_loss(reader: MouthReader, fake_faces: torch.Tensor, real_faces: t
 
 def fit_mouth_reader(faces: torch.Tensor, openness: np.ndarray, seed: int,
                      steps: int | None = None, noise: float = FIT_NOISE) -> MouthReader:
-    """A frozen MouthReader fitted (Adam, L1, batch 64, `noise` x Gaussian noise added to
+    """A frozen MouthReader fitted (Adam, L1, batch FIT_BATCH, `noise` x Gaussian noise added to
     each box) to `openness` (N,) of `faces` (N, 3, S, S) in [-1, 1] for `steps` (None:
     FIT_STEPS, or FIT_EPOCHS passes where that is fewer); rows with a NaN label are left
     out. A pure function of its arguments on one device."""
@@ -97,9 +97,9 @@ def fit_mouth_reader(faces: torch.Tensor, openness: np.ndarray, seed: int,
         reader = MouthReader()
     optimizer = torch.optim.Adam(reader.parameters(), lr=2e-3)
     if steps is None:
-        steps = min(FIT_STEPS, FIT_EPOCHS * -(-len(boxes) // 64))
+        steps = min(FIT_STEPS, FIT_EPOCHS * -(-len(boxes) // FIT_BATCH))
     for _ in range(steps):
-        batch = torch.randint(len(boxes), (min(64, len(boxes)),), generator=generator)
+        batch = torch.randint(len(boxes), (min(FIT_BATCH, len(boxes)),), generator=generator)
         shown = boxes[batch]
         if noise:
             shown = shown + noise * torch.randn(shown.shape, generator=generator)
