@@ -35,11 +35,11 @@ from models.loading import (check_resume_architecture, finetune_base, load_pretr
 from models.metrics import best_metric
 from models.metrics.evaluation import EVAL_SAMPLES, SplitEvaluation, evaluation_for
 from models.metrics.suite import format_table
-from models.mouth_reader import mouth_reader_for
+from models.mouth_refit import mouth_reader_for
 from models.panels import GAN_PANELS
 from models.precise_batchnorm import PreciseBatchNorm
 from models.run_state import (EpochProgress, NonFiniteGuard, TrainingDiverged,  # noqa: F401
-                              check_place_in_epoch)
+                              check_place_in_epoch, networks_finite)
 from utils import (SINGLE_PROCESS, Ranks, StoppedBySignal, StopSignals, Visualizer,
                    face_grid, prepare_output_dir, save_checkpoint, seed_everything)
 from utils import (check_resumable, checkpoint_name, prune_checkpoints, remove_partial_files,
@@ -62,16 +62,6 @@ class SampleSet:
         """`count` pairs of the dataset, speakers in turn, read once."""
         rows = spread_over_speakers(dataset.speaker_ids, count)
         return cls(*dataset.batch(rows), [speaker_names[dataset.speaker_ids[i]] for i in rows])
-
-
-def networks_finite(model: torch.nn.Module) -> bool:
-    """Whether every weight and statistic is finite. A 2-norm over all of them is fast (8 ms
-    for 18 M values, against 250 ms for isfinite) but overflows for absurd finite weights,
-    so only its "no" is checked exactly."""
-    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
-    if torch.nn.utils.get_total_norm(tensors, 2.0).isfinite():
-        return True
-    return all(t.isfinite().all() for t in tensors)
 
 
 # ---------------------------------------------------------------- the training loop
@@ -100,10 +90,12 @@ class Trainer:
         if options.batchnorm == "sync":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.gan_step = training_step(self.model, options, device, ranks)
-        if options.mouth_open_coef:     # fitted once; a resumed run reads it back
-            self.gan_step.mouth_reader = mouth_reader_for(
+        self.mouth_refit = None
+        if options.mouth_open_coef:     # fitted before training; a resumed run reads it back
+            self.gan_step.mouth_reader, self.mouth_refit = mouth_reader_for(
                 lambda: self._dataset("train", train=False, in_memory=False), self.speaker_names,
-                options.seed, device, saved=resume is not None and "mouth_reader" in resume)
+                options.seed, device, saved=resume is not None and "mouth_reader" in resume,
+                refit_every=options.mouth_refit_every)
         self.reports = RunReports(self) if ranks.is_main else None
         self.epoch, self.step = 0, 0
         self._init_run_state(resume)
@@ -210,6 +202,11 @@ class Trainer:
             return None
         self.step += 1
         self.guard.passed()
+        if self.mouth_refit and self.mouth_refit.due(self.step):
+            self.model.eval()       # the faces as the rendering model draws them
+            self.mouth_refit(self.step, self.rendering_model, self.gan_step.mouth_reader,
+                             self.ranks)
+            self._train_mode()
         if self.reports:
             self.reports.step(self.step, self.epoch + 1,
                               {**losses, **self.gan_step.learning_rates()})

@@ -79,6 +79,9 @@ LEVERS = {
                                                  "--loss", "hinge"],
     "frames encoder, mouth reader, hinge loss, mouth L1": [
         *DEMO_FRAMES, "--mouth_open_coef", "10", "--loss", "hinge", "--mouth_coef", "20"],
+    "frames encoder, mouth reader, hinge loss, mouth L1, reader refit": [
+        *DEMO_FRAMES, "--mouth_open_coef", "10", "--loss", "hinge", "--mouth_coef", "20",
+        "--mouth_refit_every", "100"],
     "frames encoder, no wrong pairs": [*DEMO_FRAMES, "--no_cls"],
     "frames encoder, 2 D steps": [*DEMO_FRAMES, "--d_iters", "2"],
     "demo command, GE2E fine-tuned": [*DEMO, "--speech_encoder", "ge2e_finetune"],

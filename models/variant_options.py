@@ -60,6 +60,11 @@ def add_variant_options(parser: argparse.ArgumentParser) -> None:
                           help="DiffAugment: every face D sees, real and generated, augmented "
                                "in both steps; comma-separated from "
                                f"{', '.join(AUGMENTATIONS)} (e.g. color,translation,cutout)")
+    variants.add_argument("--mouth_refit_every", type=int, default=0, metavar="STEPS",
+                          help="with --mouth_open_coef: every STEPS steps fit the mouth reader "
+                               "on, on the generator's own faces labelled by dlib's lips, so G "
+                               "cannot draw mouths only the reader reads as open "
+                               "(models/mouth_refit.py); 0: the reader stays frozen")
     variants.add_argument("--finetune", default=None, metavar="CKPT",
                           help="fine-tune a trained checkpoint (or run folder) on --dataset, "
                                "adding its new speakers to the speaker classifier")
@@ -84,6 +89,11 @@ def check_variant_options(options) -> None:
     for name in ("finetune_steps", "num_faces"):
         if getattr(options, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(options, name)}")
+    if options.mouth_refit_every < 0:
+        raise UserError(f"--mouth_refit_every must not be negative, got {options.mouth_refit_every}")
+    if options.mouth_refit_every and not options.mouth_open_coef:
+        raise UserError("--mouth_refit_every refits the mouth reader of --mouth_open_coef; "
+                        "give --mouth_open_coef (such as 10) or leave --mouth_refit_every at 0")
     if options.finetune and (options.inference or options.evaluate):
         raise UserError("--finetune trains; render or evaluate the fine-tuned run afterwards")
     if options.finetune and not options.dataset:

@@ -268,10 +268,14 @@ def agree(ranks):
     unchanged = all(torch.equal(a, b) for a, b in zip(before, run.model.parameters()))
     applied = run.train_batch(batch) is not None
     weights = float(sum(p.detach().double().sum() for p in run.model.parameters()))
+    reader = torch.nn.Linear(3, 1)       # each process its own; broadcast takes rank 0's
+    torch.nn.init.constant_(reader.weight, float(ranks.rank))
+    ranks.broadcast(reader)
     if ranks.rank == 1:                  # SIGTERM reached one process only
         run.signals.received = signal.SIGTERM
     return {"rank": ranks.rank, "skipped": skipped, "unchanged": unchanged, "applied": applied,
-            "guard": run.guard.in_a_row, "weights": weights, "stop": run.stop_requested()}
+            "guard": run.guard.in_a_row, "weights": weights, "stop": run.stop_requested(),
+            "broadcast": reader.weight.tolist()}
 
 
 # In a function, so the DDP modules go before the process group does: gloo (torch 2.13)
@@ -289,7 +293,8 @@ with process_group(torch.device("cpu")) as ranks:
 def test_processes_skip_a_non_finite_batch_and_stop_together(workdir, tmp_path):
     """A NaN in one process's share of the batch skips the step in both; a signal that
     reached one process stops both. Otherwise one would wait for the other in DDP's next
-    all-reduce."""
+    all-reduce. A broadcast module (the refitted mouth reader) holds rank 0's weights in
+    both."""
     script = tmp_path / "agree.py"
     script.write_text(AGREEMENT)
     result = torchrun(workdir, script, str(REPO))
@@ -300,6 +305,7 @@ def test_processes_skip_a_non_finite_batch_and_stop_together(workdir, tmp_path):
     for rank in ranks:
         assert rank["skipped"] and rank["unchanged"] and rank["applied"], rank
         assert rank["guard"] == 0 and rank["stop"] == 15
+        assert rank["broadcast"] == [[0.0, 0.0, 0.0]]     # rank 0's weights in both
     assert ranks[0]["weights"] == ranks[1]["weights"]
 
 

@@ -76,6 +76,12 @@ class Ranks:
         dist.all_reduce(largest, op=dist.ReduceOp.MAX)
         return int(largest.item())
 
+    def broadcast(self, module: torch.nn.Module) -> None:
+        """Rank 0's weights and buffers of `module` copied, in place, into every process's."""
+        if self.distributed:
+            for tensor in module.state_dict().values():
+                dist.broadcast(tensor, src=0)
+
     def gather(self, value) -> list:
         """Every process's `value` (picklable), in rank order."""
         if not self.distributed:
