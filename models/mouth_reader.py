@@ -88,9 +88,7 @@ def fit_mouth_reader(faces: torch.Tensor, openness: np.ndarray, seed: int,
         raise UserError(f"--mouth_open_coef: a mouth was measured on {int(known.sum())} of the "
                         f"{len(openness)} train faces read (dlib's lips), fewer than {MIN_FACES}; "
                         "train on faces with visible mouths, or leave --mouth_open_coef at 0")
-    boxes = mouth_box(faces[known])         # once: the fit reads boxes alone
-    labels = torch.from_numpy(openness[known.numpy()]).float()
-    labels = (labels - labels.mean()) / labels.std().clamp_min(1e-6)
+    boxes, labels, _, _ = labelled_boxes(faces, openness)   # once: the fit reads boxes alone
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -103,6 +101,16 @@ def fit_mouth_reader(faces: torch.Tensor, openness: np.ndarray, seed: int,
         return boxes[batch], labels[batch]
     fit_steps(reader, draw, steps, generator, noise)
     return reader.eval().requires_grad_(False)
+
+
+def labelled_boxes(faces: torch.Tensor, openness: np.ndarray, mean=None, std=None):
+    """The mouth boxes of the `faces` whose `openness` is known, their openness z-scored
+    (by the known labels' own mean and std unless given), and that mean and std."""
+    known = np.isfinite(openness)
+    labels = torch.from_numpy(openness[known]).float()
+    if mean is None:
+        mean, std = labels.mean(), labels.std().clamp_min(1e-6)
+    return mouth_box(faces[torch.from_numpy(known)]), (labels - mean) / std, mean, std
 
 
 def fit_steps(reader: MouthReader, draw, steps: int, generator: torch.Generator,
