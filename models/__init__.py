@@ -32,6 +32,8 @@ SPEECH_ENCODERS = {"segan": (SpeechEncoder, SpeechEncoderConfig),
                    "filterbank": (FilterbankEncoder, FilterbankEncoderConfig),
                    "filterbank_frames": (FilterbankEncoder,
                                          partial(FilterbankEncoderConfig, keep_frames=True)),
+                   "filterbank_centre": (FilterbankEncoder, partial(
+                       FilterbankEncoderConfig, keep_frames=True, centre_frames=5)),
                    "ge2e": (GE2EEncoder, GE2EEncoderConfig),
                    "ge2e_finetune": (GE2EEncoder, partial(GE2EEncoderConfig, finetune=True))}
 GENERATORS = {"dcgan": (FaceGenerator, FaceGeneratorConfig),

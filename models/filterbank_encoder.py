@@ -31,6 +31,7 @@ class FilterbankEncoderConfig:
     channels: tuple = (128, 128, 256)
     sample_rate: int = 16000
     keep_frames: bool = False       # also every frame in order: when each sound falls
+    centre_frames: int = 0          # with keep_frames: only this many middle frames (0: all)
 
 
 def feature_frames(config: FilterbankEncoderConfig) -> int:
@@ -78,13 +79,17 @@ class FilterbankEncoder(nn.Module):
                        nn.BatchNorm1d(out_channels), nn.LeakyReLU(0.2, True)]
             in_channels = out_channels
         self.convs = nn.Sequential(*layers)
-        pooled = (2 + (feature_frames(config) if config.keep_frames else 0)) * in_channels
+        pooled = (2 + (self.kept_frames() if config.keep_frames else 0)) * in_channels
         self.project = nn.Sequential(nn.Linear(pooled, 256), nn.BatchNorm1d(256),
                                      nn.LeakyReLU(0.2), nn.Linear(256, config.embedding_dim))
         dcgan_init(self)
         with torch.no_grad():
             self.filterbank.weight.copy_(mel_sinc_filters(config.filters, config.filter_taps,
                                                           config.sample_rate))
+
+    def kept_frames(self) -> int:
+        frames = feature_frames(self.config)
+        return min(self.config.centre_frames, frames) if self.config.centre_frames else frames
 
     def log_bands(self, waveform: torch.Tensor) -> torch.Tensor:
         """(B, 1, T) -> (B, filters, frames): log energy of each band per 10 ms frame."""
@@ -93,9 +98,15 @@ class FilterbankEncoder(nn.Module):
                               padding=self.config.frame_hop // 2)          # (B, F, T / 160)
         return torch.log(energy + 1e-6)
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        features = self.convs(self.input_norm(self.log_bands(waveform)))   # (B, C, frames / 8)
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, C, frames) -> (B, C * (2 + kept frames)): mean and std over time, then with
+        keep_frames the kept frames in order."""
         pooled = [features.mean(2), features.std(2)]                       # (B, C) each
         if self.config.keep_frames:
-            pooled.append(features.flatten(1))                             # (B, C * frames)
-        return self.project(torch.cat(pooled, dim=1))                      # (B, E)
+            start = (features.shape[2] - self.kept_frames()) // 2
+            pooled.append(features[:, :, start:start + self.kept_frames()].flatten(1))
+        return torch.cat(pooled, dim=1)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        features = self.convs(self.input_norm(self.log_bands(waveform)))   # (B, C, frames / 8)
+        return self.project(self.pool(features))                           # (B, E)

@@ -75,6 +75,28 @@ def test_the_frames_encoder_keeps_every_frame_in_order_beside_the_statistics(sam
         assert not torch.allclose(encoder.project(pooled[0]), encoder.project(pooled[1]))
 
 
+@pytest.mark.parametrize("samples", [4800, 16000, 32000])
+def test_the_centre_encoder_keeps_only_the_middle_frames_in_order(samples):
+    """filterbank_centre keeps the centre_frames frames around the window's middle, where the
+    pictured face's mouth is, and all of them when the window has fewer: frames further out
+    reach the embedding through the statistics alone."""
+    config = SPEECH_ENCODERS["filterbank_centre"][1](audio_samples=samples)
+    encoder = FilterbankEncoder(config).eval()
+    frames, channels = feature_frames(config), config.channels[-1]
+    kept = min(config.centre_frames, frames)
+    assert encoder.project[0].in_features == (2 + kept) * channels
+    features = torch.randn(2, channels, frames)
+    pooled = encoder.pool(features)
+    start = (frames - kept) // 2
+    assert start <= frames // 2 < start + kept
+    assert torch.equal(pooled[:, 2 * channels:].view(2, channels, kept),
+                       features[:, :, start:start + kept])
+    moved = features.clone()
+    moved[:, :, :start] = moved[:, :, :start].flip(2)
+    moved[:, :, start + kept:] = moved[:, :, start + kept:].flip(2)
+    assert torch.equal(encoder.pool(moved)[:, 2 * channels:], pooled[:, 2 * channels:])
+
+
 def test_the_filterbank_starts_as_mel_bands_whose_log_energy_follows_a_tone():
     """Each filter passes its own band: a pure tone lights the filter whose band holds it."""
     encoder = FilterbankEncoder(FilterbankEncoderConfig(audio_samples=16000)).eval()
