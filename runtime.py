@@ -238,8 +238,9 @@ def check_cuda_graph(options, device, ranks) -> None:
                     options.precision == "fp16",
                 "no --compile": options.compile != "off",
                 "--batchnorm local or frozen": options.batchnorm == "sync",
-                "no --augment (its draws are untested inside a recording)":
-                    bool(augmentation_names(options.augment))}
+                "no --augment or --speech_augment (their draws are untested inside a "
+                "recording)": bool(augmentation_names(options.augment)
+                                   + augmentation_names(options.speech_augment))}
     for needed, refused in refusals.items():
         if refused:
             raise UserError(f"--cuda_graph needs {needed}; drop --cuda_graph or change that")

@@ -78,14 +78,17 @@ def augmentation_names(policy: str) -> list[str]:
     return [name.strip() for name in policy.split(",")]
 
 
-def augmentation(policy: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The faces -> faces function --augment POLICY applies; None for none."""
-    steps = [AUGMENTATIONS[name] for name in augmentation_names(policy)]
+def augmentation(policy: str, registry: dict | None = None
+                 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The function POLICY applies, its registry's augmentations in order (the faces' by
+    default; models/speech_augment.py's for --speech_augment); None for none."""
+    registry = AUGMENTATIONS if registry is None else registry
+    steps = [registry[name] for name in augmentation_names(policy)]
     if not steps:
         return None
 
-    def augment(faces: torch.Tensor) -> torch.Tensor:
+    def augment(inputs: torch.Tensor) -> torch.Tensor:
         for step in steps:
-            faces = step(faces)
-        return faces
+            inputs = step(inputs)
+        return inputs
     return augment

@@ -13,6 +13,7 @@ from torch.profiler import record_function
 
 from models import SpeechToFace
 from models.augment import augmentation
+from models.speech_augment import SPEECH_AUGMENTATIONS
 from models.compiled import CompiledHalves
 from models.ema import GeneratorEma
 from models.loss_terms import GeneratorHalf, computed_terms, loss_term_weights
@@ -136,6 +137,7 @@ class GanStep:
         self.coefficients = loss_term_weights(options)
         self.loss_terms = computed_terms(self.model.conditioned, self.coefficients)
         self.augment = augmentation(options.augment)    # None: D sees the faces as they are
+        self.speech_augment = augmentation(options.speech_augment, SPEECH_AUGMENTATIONS)
 
     def seen_by_d(self, faces: torch.Tensor) -> torch.Tensor:
         """The faces as D sees them: under --augment, each one augmented."""
@@ -162,6 +164,8 @@ class GanStep:
                                                     for t in batch)
         real, wrong = (faces.contiguous(memory_format=self.compiled.memory_format)
                        for faces in (real, wrong))
+        if self.speech_augment is not None:
+            condition_input = self.speech_augment(condition_input)
         self.statistics.save(list(self.model.buffers()))
         self.compiled.step_begins()
         partners = (wrong_partners(speaker_id, self.options.seed, step)

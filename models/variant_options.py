@@ -8,6 +8,7 @@ import math
 
 from models import CONDITIONS, DISCRIMINATORS, GENERATORS, SPEECH_ENCODERS
 from models.augment import AUGMENTATIONS, augmentation_names
+from models.speech_augment import SPEECH_AUGMENTATIONS
 from models.losses import ADVERSARIAL_LOSSES
 from models.wrong_pairs import WRONG_FACES
 from utils import UserError
@@ -60,6 +61,11 @@ def add_variant_options(parser: argparse.ArgumentParser) -> None:
                           help="DiffAugment: every face D sees, real and generated, augmented "
                                "in both steps; comma-separated from "
                                f"{', '.join(AUGMENTATIONS)} (e.g. color,translation,cutout)")
+    variants.add_argument("--speech_augment", default="none", metavar="POLICY",
+                          help="every training window of speech changed before the encoder "
+                               "reads it, so the model learns what carries over to new speech "
+                               "(models/speech_augment.py); comma-separated from "
+                               f"{', '.join(SPEECH_AUGMENTATIONS)} (e.g. shift,noise,gain)")
     variants.add_argument("--mouth_refit_every", type=int, default=0, metavar="STEPS",
                           help="with --mouth_open_coef: every STEPS steps fit the mouth reader "
                                "on, on the generator's own faces labelled by dlib's lips, so G "
@@ -86,6 +92,14 @@ def check_variant_options(options) -> None:
         named = ", ".join(repr(name) for name in sorted(unknown))
         raise UserError(f"--augment {options.augment}: no augmentation {named}; name some of "
                         f"{', '.join(AUGMENTATIONS)}, or none")
+    unknown = set(augmentation_names(options.speech_augment)) - set(SPEECH_AUGMENTATIONS)
+    if unknown:
+        named = ", ".join(repr(name) for name in sorted(unknown))
+        raise UserError(f"--speech_augment {options.speech_augment}: no augmentation {named}; "
+                        f"name some of {', '.join(SPEECH_AUGMENTATIONS)}, or none")
+    if augmentation_names(options.speech_augment) and options.condition != "speech":
+        raise UserError(f"--speech_augment changes speech waveforms; --condition "
+                        f"{options.condition} reads none: leave --speech_augment at none")
     for name in ("finetune_steps", "num_faces"):
         if getattr(options, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(options, name)}")

@@ -101,6 +101,7 @@ def test_only_the_cuda_graph_option_chooses_it():
     (["--precision", "fp16"], "cuda", "no --precision fp16"),
     (["--compile"], "cuda", "no --compile"),
     (["--d_iters", "2"], "cuda", "--d_iters 1"),
+    (["--speech_augment", "noise"], "cuda", "no --augment or --speech_augment"),
 ])
 def test_runs_it_cannot_record_are_refused_in_one_line(flags, device, needs):
     options = runtime.build_parser().parse_args(["--cuda_graph", *flags])

@@ -113,9 +113,10 @@ def test_resume_inside_an_epoch_is_bit_identical(workdir, reference):
 
 
 def test_resume_of_an_augmented_balanced_run_is_bit_identical(workdir):
-    """--augment draws from the random generators a checkpoint restores; --balance speakers'
-    order is a function of seed and epoch."""
+    """--augment and --speech_augment draw from the random generators a checkpoint restores;
+    --balance speakers' order is a function of seed and epoch."""
     assert cli(workdir, *fresh_run(workdir, "--augment", "color,translation,cutout",
+                                   "--speech_augment", "shift,noise,gain",
                                    "--balance", "speakers",
                                    "--save_path", "augmented", "--num_workers", "0",
                                    "--checkpoint_every_steps", "3")) == 0
