@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=Path)
     parser.add_argument("--work", type=Path, default=REPO / "data" / ".cache" / "real_video")
     parser.add_argument("--long_clip", type=float, default=10.0)
+    parser.add_argument("--split", default="test", choices=["train", "test"],
+                        help="the pairs whose faces are drawn and read: train shows how much of "
+                             "a checkpoint's mouth sync holds on the speech it was trained on")
     args = parser.parse_args()
     pairs = args.pairs or prepared(args.work, FIXTURE, 10)
     info = validate_pair_file(pairs)
@@ -128,7 +131,8 @@ def main() -> None:
             raise SystemExit(f"{path} was trained without --mouth_open_coef: it holds no reader")
         reader = MouthReader().eval()
         reader.load_state_dict(checkpoint["mouth_reader"])
-        evaluation = evaluation_for(scoring, info, "test", model.args, torch.device("cpu"), None)
+        evaluation = evaluation_for(scoring, info, args.split, model.args, torch.device("cpu"),
+                                    None)
         if real is None:
             real = real_test_faces(evaluation)
             real_open = measure_openness(real, "landmarks", dlib)
@@ -143,7 +147,7 @@ def main() -> None:
                       "reader on real": within(real_read, real_open[rows], speakers),
                       "drawn": within(fake_read, fake_open[rows], speakers)})
         print(table[-1], flush=True)
-    print(f"\n{int(rows.sum())} test pairs of the {len(long_ids)} long-clip speakers of {pairs}")
+    print(f"\n{int(rows.sum())} {args.split} pairs of the {len(long_ids)} long-clip speakers of {pairs}")
     print_table(table, ["checkpoint", "mouth sync", "meant", "reader on real", "drawn"], width=18)
 
 

@@ -52,6 +52,8 @@ FIXTURE = REPO.parent / "shared" / "fixtures" / "realvids-dev"
 RECALL_KS = (1, 5, 10)
 DEMO = ["--batch_size", "16", "--lr_G", "0.0002", "--generator", "hybrid", "--ema"]
 DEMO_FRAMES = [*DEMO, "--speech_encoder", "filterbank_frames"]
+# The README's recipe for real video; a later repeat of an option overrides it.
+MOUTH_RECIPE = [*DEMO_FRAMES, "--mouth_open_coef", "10", "--loss", "hinge", "--mouth_coef", "20"]
 # name -> runtime.py options over its defaults
 LEVERS = {
     "defaults": [],
@@ -77,11 +79,19 @@ LEVERS = {
     "frames encoder, hinge loss": [*DEMO_FRAMES, "--loss", "hinge"],
     "frames encoder, mouth reader, hinge loss": [*DEMO_FRAMES, "--mouth_open_coef", "10",
                                                  "--loss", "hinge"],
-    "frames encoder, mouth reader, hinge loss, mouth L1": [
-        *DEMO_FRAMES, "--mouth_open_coef", "10", "--loss", "hinge", "--mouth_coef", "20"],
+    "frames encoder, mouth reader, hinge loss, mouth L1": MOUTH_RECIPE,
+    "frames encoder, mouth reader, hinge loss, mouth L1 50": [*MOUTH_RECIPE, "--mouth_coef", "50"],
+    "frames encoder, mouth reader 20, hinge loss, mouth L1": [*MOUTH_RECIPE,
+                                                             "--mouth_open_coef", "20"],
+    "centre frames encoder, mouth reader, hinge loss, mouth L1": [
+        *MOUTH_RECIPE, "--speech_encoder", "filterbank_centre"],
+    "frames encoder, mouth reader, hinge loss, mouth L1, speech augmented": [
+        *MOUTH_RECIPE, "--speech_augment", "shift,noise,gain"],
+    "centre frames encoder, mouth reader, hinge loss, mouth L1, speech augmented": [
+        *MOUTH_RECIPE, "--speech_encoder", "filterbank_centre", "--speech_augment",
+        "shift,noise,gain"],
     "frames encoder, mouth reader, hinge loss, mouth L1, reader refit": [
-        *DEMO_FRAMES, "--mouth_open_coef", "10", "--loss", "hinge", "--mouth_coef", "20",
-        "--mouth_refit_every", "100"],
+        *MOUTH_RECIPE, "--mouth_refit_every", "100"],
     "frames encoder, no wrong pairs": [*DEMO_FRAMES, "--no_cls"],
     "frames encoder, 2 D steps": [*DEMO_FRAMES, "--d_iters", "2"],
     "demo command, GE2E fine-tuned": [*DEMO, "--speech_encoder", "ge2e_finetune"],
@@ -149,6 +159,9 @@ def main() -> None:
     parser.add_argument("--long_clip", type=float, default=10.0,
                         help="a clip this long makes its speaker one mouth sync is measured on")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="fp32",
+                        help="runtime.py's --precision; fp32, as the targets are set, where "
+                             "'auto' would pick bf16 on a CPU that computes it natively")
     parser.add_argument("--save_path", type=Path,
                         help="keep each lever's run folder, with its checkpoint at the last "
                              "budget, as SAVE_PATH/<lever>/ (runtime.py --evaluate "
@@ -182,7 +195,8 @@ def main() -> None:
             for lever in args.levers:
                 run_name = re.sub(r"\W+", "_", lever)
                 for seconds, step, model in train_for_budgets(
-                        ["--dataset", str(pairs), *LEVERS[lever], "--save_path", run_name],
+                        ["--dataset", str(pairs), "--precision", args.precision,
+                         *LEVERS[lever], "--save_path", run_name],
                         args.budget, Path(folder), args.seed, in_steps=args.steps,
                         save=kept is not None,
                         resume=args.resume.resolve() if args.resume else None):
