@@ -1,6 +1,6 @@
 """Where a mouth-reader run loses mouth sync: in what G means to draw, or in the drawing.
 
-    python benchmarks/mouth_fidelity.py CHECKPOINT [CHECKPOINT ...] [--pairs FILE]
+    python benchmarks/mouth_fidelity.py CHECKPOINT [CHECKPOINT ...] [--pairs FILE] [--split train]
     python benchmarks/mouth_fidelity.py --fits 600:0 4000:0 4000:0.1    # readers alone
 
 For a checkpoint trained with `--mouth_open_coef` on benchmarks/real_video.py's pair file,

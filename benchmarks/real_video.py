@@ -52,7 +52,8 @@ FIXTURE = REPO.parent / "shared" / "fixtures" / "realvids-dev"
 RECALL_KS = (1, 5, 10)
 DEMO = ["--batch_size", "16", "--lr_G", "0.0002", "--generator", "hybrid", "--ema"]
 DEMO_FRAMES = [*DEMO, "--speech_encoder", "filterbank_frames"]
-# The README's recipe for real video; a later repeat of an option overrides it.
+# The mouth options on the frames encoder; a later repeat of an option overrides one. The
+# README's recipe for real video is the "centre ..., speech augmented" lever below.
 MOUTH_RECIPE = [*DEMO_FRAMES, "--mouth_open_coef", "10", "--loss", "hinge", "--mouth_coef", "20"]
 # name -> runtime.py options over its defaults
 LEVERS = {
