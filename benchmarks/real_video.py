@@ -81,13 +81,10 @@ LEVERS = {
     "frames encoder, mouth reader, hinge loss": [*DEMO_FRAMES, "--mouth_open_coef", "10",
                                                  "--loss", "hinge"],
     "frames encoder, mouth reader, hinge loss, mouth L1": MOUTH_RECIPE,
-    "frames encoder, mouth reader, hinge loss, mouth L1 50": [*MOUTH_RECIPE, "--mouth_coef", "50"],
     "frames encoder, mouth reader 20, hinge loss, mouth L1": [*MOUTH_RECIPE,
                                                              "--mouth_open_coef", "20"],
     "centre frames encoder, mouth reader, hinge loss, mouth L1": [
         *MOUTH_RECIPE, "--speech_encoder", "filterbank_centre"],
-    "frames encoder, mouth reader, hinge loss, mouth L1, speech augmented": [
-        *MOUTH_RECIPE, "--speech_augment", "shift,noise,gain"],
     "centre frames encoder, mouth reader, hinge loss, mouth L1, speech augmented": [
         *MOUTH_RECIPE, "--speech_encoder", "filterbank_centre", "--speech_augment",
         "shift,noise,gain"],
