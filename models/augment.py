@@ -78,11 +78,10 @@ def augmentation_names(policy: str) -> list[str]:
     return [name.strip() for name in policy.split(",")]
 
 
-def augmentation(policy: str, registry: dict | None = None
+def augmentation(policy: str, registry: dict = AUGMENTATIONS
                  ) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The function POLICY applies, its registry's augmentations in order (the faces' by
     default; models/speech_augment.py's for --speech_augment); None for none."""
-    registry = AUGMENTATIONS if registry is None else registry
     steps = [registry[name] for name in augmentation_names(policy)]
     if not steps:
         return None

@@ -79,17 +79,16 @@ class FilterbankEncoder(nn.Module):
                        nn.BatchNorm1d(out_channels), nn.LeakyReLU(0.2, True)]
             in_channels = out_channels
         self.convs = nn.Sequential(*layers)
-        pooled = (2 + (self.kept_frames() if config.keep_frames else 0)) * in_channels
+        frames = feature_frames(config)
+        # with keep_frames: the frames kept in order, the middle centre_frames or all of them
+        self.kept_frames = min(config.centre_frames or frames, frames) if config.keep_frames else 0
+        pooled = (2 + self.kept_frames) * in_channels
         self.project = nn.Sequential(nn.Linear(pooled, 256), nn.BatchNorm1d(256),
                                      nn.LeakyReLU(0.2), nn.Linear(256, config.embedding_dim))
         dcgan_init(self)
         with torch.no_grad():
             self.filterbank.weight.copy_(mel_sinc_filters(config.filters, config.filter_taps,
                                                           config.sample_rate))
-
-    def kept_frames(self) -> int:
-        frames = feature_frames(self.config)
-        return min(self.config.centre_frames, frames) if self.config.centre_frames else frames
 
     def log_bands(self, waveform: torch.Tensor) -> torch.Tensor:
         """(B, 1, T) -> (B, filters, frames): log energy of each band per 10 ms frame."""
@@ -102,9 +101,9 @@ class FilterbankEncoder(nn.Module):
         """(B, C, frames) -> (B, C * (2 + kept frames)): mean and std over time, then with
         keep_frames the kept frames in order."""
         pooled = [features.mean(2), features.std(2)]                       # (B, C) each
-        if self.config.keep_frames:
-            start = (features.shape[2] - self.kept_frames()) // 2
-            pooled.append(features[:, :, start:start + self.kept_frames()].flatten(1))
+        if self.kept_frames:
+            start = (features.shape[2] - self.kept_frames) // 2
+            pooled.append(features[:, :, start:start + self.kept_frames].flatten(1))
         return torch.cat(pooled, dim=1)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:

@@ -69,8 +69,9 @@ class ReaderRefit:
             from models.metrics.face_analysis import DlibFaces
             self._dlib = DlibFaces()
         openness = measure_openness(to_uint8_images(faces), self.measure, self._dlib)
-        if np.isfinite(openness).sum() < MIN_FACES:
-            return int(np.isfinite(openness).sum())
+        found = int(np.isfinite(openness).sum())
+        if found < MIN_FACES:
+            return found
         fake_boxes, fake_labels, _, _ = labelled_boxes(faces, openness, self.mean, self.std)
         generator, half = torch.Generator().manual_seed(seed), FIT_BATCH // 2
 

@@ -80,6 +80,15 @@ def add_variant_options(parser: argparse.ArgumentParser) -> None:
                           help="with --inference on an unconditional model: faces to draw")
 
 
+def check_policy(flag: str, policy: str, registry: dict) -> None:
+    """--FLAG POLICY names only augmentations of `registry` (or is none)."""
+    unknown = set(augmentation_names(policy)) - set(registry)
+    if unknown:
+        named = ", ".join(repr(name) for name in sorted(unknown))
+        raise UserError(f"--{flag} {policy}: no augmentation {named}; name some of "
+                        f"{', '.join(registry)}, or none")
+
+
 def check_variant_options(options) -> None:
     if options.d_iters is not None and options.d_iters < 1:
         raise UserError(f"--d_iters is the number of discriminator steps per generator step "
@@ -87,16 +96,8 @@ def check_variant_options(options) -> None:
     for name in ("gp_coef", "r1_coef"):
         if not (math.isfinite(getattr(options, name)) and getattr(options, name) >= 0):
             raise UserError(f"--{name} must be zero or positive, got {getattr(options, name)}")
-    unknown = set(augmentation_names(options.augment)) - set(AUGMENTATIONS)
-    if unknown:
-        named = ", ".join(repr(name) for name in sorted(unknown))
-        raise UserError(f"--augment {options.augment}: no augmentation {named}; name some of "
-                        f"{', '.join(AUGMENTATIONS)}, or none")
-    unknown = set(augmentation_names(options.speech_augment)) - set(SPEECH_AUGMENTATIONS)
-    if unknown:
-        named = ", ".join(repr(name) for name in sorted(unknown))
-        raise UserError(f"--speech_augment {options.speech_augment}: no augmentation {named}; "
-                        f"name some of {', '.join(SPEECH_AUGMENTATIONS)}, or none")
+    check_policy("augment", options.augment, AUGMENTATIONS)
+    check_policy("speech_augment", options.speech_augment, SPEECH_AUGMENTATIONS)
     if augmentation_names(options.speech_augment) and options.condition != "speech":
         raise UserError(f"--speech_augment changes speech waveforms; --condition "
                         f"{options.condition} reads none: leave --speech_augment at none")
