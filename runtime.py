@@ -19,12 +19,14 @@ import torch
 
 import trainer
 from data.audio import SAMPLE_RATE
+from data.schema import validate_pair_file
 from models import IMAGE_SIZES, ModelArgs, inference
 from models.augment import augmentation_names
 from models.compiled import COMPILE_MODES
 from models.loss_terms import add_loss_term_options, loss_term_defaults_before, loss_term_flags
 from models.losses import ADVERSARIAL_LOSSES
 from models.precision import PRECISIONS, choose_precision, hardware_of
+from models.recipes import RECIPES, apply_recipe
 from models.variant_options import add_variant_options, check_variant_options, resolve_variants
 from utils import (LOG_TO, SINGLE_PROCESS, Config, OneLineParser, Ranks, UserError, check_resumable,
                    choose_device, load_checkpoint, process_group, ranks_from_environment,
@@ -62,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="HDF5 pair file (see data/schema.py); default: the embedded demo set")
     ours.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ours.add_argument("--seed", type=int, default=0)
+    ours.add_argument("--recipe", default="auto", choices=("auto", *RECIPES),
+                      help="option values for a kind of data (docs/training.md#recipes); "
+                           "auto: video for pair files made from videos, else plain (the "
+                           "listed defaults); options given on the command line win")
     ours.add_argument("--audio_seconds", type=float, default=1.0,
                       help="speech the encoder reads per face, 0.3 to 4 s")
     ours.add_argument("--noise_dim", type=int, default=0,
@@ -170,9 +176,11 @@ def add_scaling_options(parser: argparse.ArgumentParser) -> None:
                          help="local: each process normalises with its own batch; sync: "
                               "SyncBatchNorm over all processes (CUDA only); frozen: use the "
                               "stored running statistics (fine-tuning with small batches)")
-    scaling.add_argument("--ema", action="store_true",
+    scaling.add_argument("--ema", dest="ema", action="store_true",
                          help="keep an exponential moving average of the generator side; "
                               "checkpoints save it, grids, evaluation and inference use it")
+    scaling.add_argument("--no_ema", dest="ema", action="store_false",
+                         help="no average (where --recipe video would keep one)")
     scaling.add_argument("--ema_decay", type=float, default=0.999,
                          help="weight of the old average at each generator step")
     scaling.add_argument("--precision", default="auto", choices=PRECISIONS,
@@ -318,7 +326,7 @@ NOT_RESUMED = ("resume", "inference", "pre_trained_gen", "pre_trained_disc", "au
 # Options a checkpoint written before they existed ran with: their default at that time. The
 # networks' (--generator, --speech_encoder, ...) are ModelArgs' defaults, which are what such a
 # checkpoint was built with; its fields that are no option are never read.
-BEFORE_THEY_EXISTED = {"precision": "fp32", "wrong_faces": "loader",
+BEFORE_THEY_EXISTED = {"precision": "fp32", "wrong_faces": "loader", "recipe": "plain",
                        **{entry.name: entry.default for entry in fields(ModelArgs)},
                        **loss_term_defaults_before()}
 
@@ -374,9 +382,28 @@ def resolve(options, device: torch.device, ranks: Ranks = SINGLE_PROCESS) -> Con
 def config_for(argv, device: torch.device = torch.device("cpu"),
                ranks: Ranks = SINGLE_PROCESS) -> Config:
     """The options a command line gives a run started in this process (tests, benchmarks)."""
-    options = build_parser().parse_args(argv)
+    parser = build_parser()
+    options = parser.parse_args(argv)
     check_options(options)
+    choose_recipe(options, given_options(parser, argv), ranks)
     return resolve(options, device, ranks)
+
+
+def choose_recipe(options, given: set[str], ranks: Ranks = SINGLE_PROCESS) -> None:
+    """--recipe for a new training run: its values for the options not given. A resumed run
+    has its checkpoint's; rendering and scoring read the model's from its checkpoint;
+    --finetune keeps the listed defaults under auto (no recipe was measured for it)."""
+    if options.inference or options.evaluate or options.resume:
+        return
+    if options.finetune and options.recipe == "auto":
+        options.recipe = "plain"
+    info = validate_pair_file(options.dataset) if options.dataset else None
+    line = apply_recipe(options, given, info and info.source,
+                        info.splits["train"].num_pairs if info else None)
+    if line:
+        check_options(options)      # the recipe's values beside the ones given
+        if ranks.is_main:
+            print(line)
 
 
 def clip_workers(requested: int) -> int:
@@ -421,6 +448,7 @@ def main(argv=None) -> int:
             checkpoint, options = resumed(parser, argv, options)
         device = choose_device(options.device)
         ranks = ranks_from_environment()
+        choose_recipe(options, given_options(parser, argv), ranks)
         config = resolve(options, device, ranks)
         check_processes_and_device(config, device, ranks)
         torch.backends.cudnn.benchmark = config.cudnn_benchmark and device.type == "cuda"

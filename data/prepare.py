@@ -53,6 +53,9 @@ def main(argv=None) -> int:
     counts = ", ".join(f"{s} {i.num_pairs}" for s, i in info.splits.items())
     print(f"wrote {info.path}: {counts} pairs; {len(info.speaker_names)} speakers; "
           f"{info.window_samples} samples of speech and {info.face_size} px faces per pair")
+    if info.source == "videos":
+        print(f"train on it with: python runtime.py --dataset {info.path} (a file made from "
+              f"videos trains with the video recipe: docs/training.md#recipes)")
     return 0
 
 

@@ -88,12 +88,14 @@ def check_output(out: Path, overwrite: bool) -> None:
         raise PrepareError(f"{out}: {folder} is a file, not a folder; choose another place for OUT")
 
 
-def open_writer(out: Path, speakers, window_samples: int, face_size: int) -> PairWriter:
+def open_writer(out: Path, speakers, window_samples: int, face_size: int,
+                source: str) -> PairWriter:
+    """The pair file's writer; `source` names the importer (the file's `source` attribute)."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out.parent):  # h5py's own refusal is a paragraph
             pass
-        return PairWriter(out, speakers, window_samples, face_size)
+        return PairWriter(out, speakers, window_samples, face_size, source=source)
     except OSError as error:
         reason = error.strerror or str(error)
         raise PrepareError(f"{out}: cannot write there ({reason}); choose a writable "

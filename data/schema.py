@@ -33,7 +33,9 @@ Optional labels (for ``--metrics attributes``, see data/attributes.py)
                                         ("class" or "number") and optionally `class_names`.
                                         Every split or none, with the same names and kinds.
 A root attribute ``speaker_groups`` (one string per speaker) may name the group of each
-held-out speaker (the unseen-speaker demo: "interp", "extrap").
+held-out speaker (the unseen-speaker demo: "interp", "extrap"). A root attribute ``source``
+(a string) may name what the pairs were made from: `data.prepare` writes "videos" or
+"wav2pix", and `runtime.py --recipe auto` trains a "videos" file with the real-video recipe.
 """
 from __future__ import annotations
 
@@ -75,6 +77,7 @@ class PairFileInfo:
     sample_rate: int
     splits: dict[str, SplitInfo] = field(default_factory=dict)
     speaker_groups: list[str] | None = None    # root attribute `speaker_groups`, if any
+    source: str | None = None                  # root attribute `source`, if any
 
     @property
     def window_samples(self) -> int:
@@ -104,9 +107,11 @@ class PairWriter:
 
     def __init__(self, path, speaker_names, window_samples: int, face_size: int,
                  sample_rate: int = SAMPLE_RATE, chunk_rows: int = 64,
-                 attributes: AttributeSpec | None = None, speaker_groups=None):
+                 attributes: AttributeSpec | None = None, speaker_groups=None,
+                 source: str | None = None):
         """`attributes`: the columns every append then gives labels for; `speaker_groups`:
-        one string per speaker (see data/attributes.py)."""
+        one string per speaker (see data/attributes.py); `source`: what the pairs are made
+        from (the root attribute)."""
         self.path = Path(path)
         self.attributes = attributes
         self._tmp = self.path.with_name(self.path.name + ".partial")
@@ -117,6 +122,8 @@ class PairWriter:
         self._file.attrs["format"] = FORMAT_NAME
         self._file.attrs["version"] = FORMAT_VERSION
         self._file.attrs["sample_rate"] = int(sample_rate)
+        if source is not None:
+            self._file.attrs["source"] = source
         self.set_speaker_names(speaker_names)
         if speaker_groups is not None:
             write_speaker_groups(self._file, speaker_groups)
@@ -212,16 +219,16 @@ class PairWriter:
 
 
 def write_pair_file(path, splits: dict, speaker_names, sample_rate: int = SAMPLE_RATE,
-                    embeddings: dict | None = None) -> Path:
+                    embeddings: dict | None = None, source: str | None = None) -> Path:
     """Write a whole pair file at once.
 
     `splits` maps a split name to (waveforms (N, L) int16, faces (N, S, S, 3) uint8,
     speaker_ids (N,)) and optionally a fourth item, the pair names. `embeddings` maps a
-    split name to its condition vectors, float32 (N, E).
+    split name to its condition vectors, float32 (N, E). `source`: the root attribute.
     """
     first = next(iter(splits.values()))
     with PairWriter(path, speaker_names, first[0].shape[1], first[1].shape[1],
-                    sample_rate=sample_rate) as writer:
+                    sample_rate=sample_rate, source=source) as writer:
         for split, arrays in splits.items():
             writer.append(split, *arrays, embeddings=(embeddings or {}).get(split))
     return Path(path)
@@ -389,7 +396,9 @@ def _describe(path, f: h5py.File) -> PairFileInfo:
     names = _speaker_names(path, f)
     if "train" not in f:
         _fail(path, "has no 'train' split")
-    info = PairFileInfo(path=path, speaker_names=names, sample_rate=int(rate))
+    source = _scalar_attr(f, "source")
+    info = PairFileInfo(path=path, speaker_names=names, sample_rate=int(rate),
+                        source=source if isinstance(source, str) else None)
     for split in SPLITS:
         if split in f:
             info.splits[split] = _check_split(path, f, split, len(names))

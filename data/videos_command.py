@@ -165,7 +165,8 @@ def assemble(options, sources, summaries: dict, store, report: PrepareReport) ->
                            options.valid_fraction, options.seed)
     settings = window_settings(options)
     by_time = TimeSplit(options.test_fraction, options.valid_fraction, settings.window_samples)
-    with open_writer(out, speakers, settings.window_samples, settings.face_size) as writer:
+    with open_writer(out, speakers, settings.window_samples, settings.face_size,
+                     source="videos") as writer:
         merge = PartMerger(store, writer, speakers, report, by_time)
         for source in sources:
             merge(source, summaries[source.label], splits[source.label])

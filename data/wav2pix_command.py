@@ -53,7 +53,8 @@ def run(options) -> PrepareReport:
     report = PrepareReport(lone_files=layout.lone_files, notes=layout.ignored)
     window_samples = round(options.window_seconds * SAMPLE_RATE)
     aligner = FaceCropper(FaceSettings("hog", True, options.face_size, 0.0)) if options.align else None
-    with open_writer(out, layout.speakers, window_samples, options.face_size) as writer:
+    with open_writer(out, layout.speakers, window_samples, options.face_size,
+                     source="wav2pix") as writer:
         sink = PairSink(writer, layout.speakers, report)
         for pair in tqdm(pairs, desc="pairs", unit="pair"):
             try:

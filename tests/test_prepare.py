@@ -8,6 +8,7 @@ detector; the fixture test runs the real detector on real faces.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def test_fixture_import_counts_colours_speakers_and_splits(tmp_path, capsys):
     code, stdout, stderr = run_cli(["wav2pix", source, out], capsys)
     assert code == 0, stderr
     info = validate_pair_file(out)
-    assert info.speaker_names == ["jaimealtozano", "javiermuniz"]
+    assert info.speaker_names == ["jaimealtozano", "javiermuniz"] and info.source == "wav2pix"
     assert {s: i.num_pairs for s, i in info.splits.items()} == {"train": 72, "valid": 8, "test": 20}
     assert (info.window_samples, info.face_size) == (16000, 128)
     for split in ("train", "valid", "test"):
@@ -261,6 +262,7 @@ def test_videos_folder_skips_broken_file_and_splits_by_video(tmp_path, capsys, c
     assert code == 0, stderr
     info = validate_pair_file(out)
     assert info.speaker_names == ["ann", "ben"] and info.face_size == 64
+    assert info.source == "videos"      # what --recipe auto trains with the real-video recipe
     assert "broken files skipped: 1" in stdout and "ben/broken.mp4" in stdout
     labels = {}
     for split in info.splits:
@@ -271,6 +273,30 @@ def test_videos_folder_skips_broken_file_and_splits_by_video(tmp_path, capsys, c
     # both speakers are seen in training and tested on a video never trained on
     assert {label.split("/")[0] for label in labels["test"]} == {"ann", "ben"}
     assert {label.split("/")[0] for label in labels["train"]} == {"ann", "ben"}
+
+
+def test_a_video_pair_file_trains_with_the_video_recipe(tmp_path, capsys, centre_box_faces,
+                                                        monkeypatch):
+    import runtime
+    make_video_folder(tmp_path / "videos")
+    out = tmp_path / "pairs.h5"
+    code, stdout, stderr = run_cli(["videos", tmp_path / "videos", out, "--face_size", 64,
+                                    *DRAWN], capsys)
+    assert code == 0, stderr
+    assert f"train on it with: python runtime.py --dataset {out}" in stdout
+    train_pairs = validate_pair_file(out).splits["train"].num_pairs
+    monkeypatch.chdir(tmp_path)
+    assert runtime.main(["--dataset", str(out), "--save_path", "video", "--max_steps", "1",
+                         "--batch_size", "4", "--num_workers", "0", "--no_visdom",
+                         "--precision", "fp32"]) == 0
+    printed = capsys.readouterr().out
+    assert "recipe video (the pair file was made from videos): --lr_G 0.0002" in printed
+    assert f"--mouth_open_coef left at 0: {train_pairs} train pairs" in printed
+    recorded = json.loads((tmp_path / "checkpoints/video/options.json").read_text())
+    assert (recorded["recipe"], recorded["loss"], recorded["speech_encoder"],
+            recorded["speech_augment"], recorded["ema"], recorded["mouth_coef"],
+            recorded["batch_size"]) == \
+        ("video", "hinge", "filterbank_centre", "shift,noise,gain", True, 20, 4)
 
 
 def test_manifest_reports_missing_video_and_keeps_going(tmp_path, capsys, centre_box_faces):
