@@ -10,10 +10,10 @@ least squares; the demo command adds its four options to it.
 Why two: the real-video recipe is the best measured on real talking-head video
 (realvids-dev, benchmarks/README.md#real_videopy: at 5,000 steps mouth sync 0.39-0.45
 where the plain defaults with the demo command's options stay under 0.16), but on the demo
-set each of its speech options lowers the demo command's mouth sync after 200 steps (the
-centre encoder 0.38 / 0.40 / 0.36 and the speech augmentation 0.32 / 0.38 / 0.35 against
-0.42 / 0.38 / 0.47, seeds 0-2; the whole recipe 0.33 with identity 0.935 against 0.965 on
-seed 0; docs/training.md#recipes). The demo draws its mouths from loudness, which the
+set each of its speech options lowers the demo command's mean mouth sync after 200 steps
+(the centre encoder 0.38 / 0.40 / 0.36 and the speech augmentation 0.32 / 0.38 / 0.35 against
+0.42 / 0.38 / 0.47, seeds 0-2; the whole recipe costs identity, 0.89-0.935 against
+0.96-0.965; docs/training.md#recipes). The demo draws its mouths from loudness, which the
 augmentation's gain hides; real mouths follow the speech's sounds.
 
 A recipe is one entry of RECIPES; a kind of data picks one by one line of RECIPE_OF_SOURCE.
