@@ -424,6 +424,7 @@ def resolve_finetune(options) -> None:
     options.image_size, options.audio_seconds = args.image_size, args.audio_samples / SAMPLE_RATE
     options.noise_dim, options.condition = args.noise_dim, args.condition
     options.generator, options.discriminator = args.generator, args.discriminator
+    options.d_channels = args.d_channels
     options.speech_encoder = args.speech_encoder
     options.max_steps = min(options.max_steps or options.finetune_steps, options.finetune_steps)
 

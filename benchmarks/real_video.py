@@ -52,9 +52,11 @@ FIXTURE = REPO.parent / "shared" / "fixtures" / "realvids-dev"
 RECALL_KS = (1, 5, 10)
 DEMO = ["--batch_size", "16", "--lr_G", "0.0002", "--generator", "hybrid", "--ema"]
 DEMO_FRAMES = [*DEMO, "--speech_encoder", "filterbank_frames"]
-# The mouth options on the frames encoder; a later repeat of an option overrides one. The
-# README's recipe for real video is the "centre ..., speech augmented" lever below.
+# The mouth options on the frames encoder; a later repeat of an option overrides one.
 MOUTH_RECIPE = [*DEMO_FRAMES, "--mouth_open_coef", "10", "--loss", "hinge", "--mouth_coef", "20"]
+# runtime.py's `video` recipe (models/recipes.py), what a file made from videos trains with
+VIDEO_RECIPE = [*MOUTH_RECIPE, "--speech_encoder", "filterbank_centre", "--speech_augment",
+                "shift,noise,gain"]
 # name -> runtime.py options over the listed defaults (--recipe plain); "defaults" is what
 # runtime.py chooses by itself for this file (--recipe auto: the video recipe)
 LEVERS = {
@@ -91,9 +93,9 @@ LEVERS = {
                                                              "--mouth_open_coef", "20"],
     "centre frames encoder, mouth reader, hinge loss, mouth L1": [
         *MOUTH_RECIPE, "--speech_encoder", "filterbank_centre"],
-    "centre frames encoder, mouth reader, hinge loss, mouth L1, speech augmented": [
-        *MOUTH_RECIPE, "--speech_encoder", "filterbank_centre", "--speech_augment",
-        "shift,noise,gain"],
+    "centre frames encoder, mouth reader, hinge loss, mouth L1, speech augmented": VIDEO_RECIPE,
+    "video recipe, D width 32": [*VIDEO_RECIPE, "--d_channels", "32"],
+    "video recipe, D width 128": [*VIDEO_RECIPE, "--d_channels", "128"],
     "frames encoder, mouth reader, hinge loss, mouth L1, reader refit": [
         *MOUTH_RECIPE, "--mouth_refit_every", "100"],
     "frames encoder, no wrong pairs": [*DEMO_FRAMES, "--no_cls"],

@@ -58,6 +58,7 @@ class ModelArgs:
     generator: str = "dcgan"        # dcgan | resize | bilinear | hybrid | adain
     speech_encoder: str = "segan"   # segan | filterbank | ge2e | ge2e_finetune (condition speech)
     discriminator: str = "dcgan"    # dcgan | sagan (self-attention at 32x32)
+    d_channels: int = 64            # D's first conv; each stride-2 conv doubles it, to 512
 
     def differences(self, other: "ModelArgs") -> list[str]:
         mine, theirs = asdict(self), asdict(other)
@@ -86,7 +87,7 @@ class SpeechToFace(nn.Module):
         if self.conditioned:
             self.speaker_classifier = SpeakerClassifier(args.embedding_dim, args.num_speakers)
         self.projection_discriminator = ProjectionDiscriminator(ProjectionDiscriminatorConfig(
-            image_size=args.image_size, embedding_dim=code_dim,
+            image_size=args.image_size, embedding_dim=code_dim, base_channels=args.d_channels,
             attention_size=DISCRIMINATORS[args.discriminator]))
 
     @property

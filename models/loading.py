@@ -60,7 +60,7 @@ def model_args_for(options, info: PairFileInfo, base: dict | None, num_speakers:
                          num_speakers=num_speakers, noise_dim=o.noise_dim,
                          condition=o.condition, condition_dim=stored_width,
                          generator=o.generator, discriminator=o.discriminator,
-                         speech_encoder=o.speech_encoder)
+                         d_channels=o.d_channels, speech_encoder=o.speech_encoder)
     if args.condition == "embedding":
         require_embeddings(info, args.condition_dim or None)
     return args

@@ -57,6 +57,9 @@ def add_variant_options(parser: argparse.ArgumentParser) -> None:
                                "self-attention at 32x32")
     variants.add_argument("--discriminator", default="dcgan", choices=tuple(DISCRIMINATORS),
                           help="dcgan, or sagan: with a self-attention block at 32x32")
+    variants.add_argument("--d_channels", type=int, default=64,
+                          help="D's width: channels of its first convolution, doubled by each "
+                               "stride-2 convolution up to 512 (64: 64-128-256-512 at 64 px)")
     variants.add_argument("--augment", default="none", metavar="POLICY",
                           help="DiffAugment: every face D sees, real and generated, augmented "
                                "in both steps; comma-separated from "
@@ -101,6 +104,9 @@ def check_variant_options(options) -> None:
     if augmentation_names(options.speech_augment) and options.condition != "speech":
         raise UserError(f"--speech_augment changes speech waveforms; --condition "
                         f"{options.condition} reads none: leave --speech_augment at none")
+    if not 8 <= options.d_channels <= 512:
+        raise UserError(f"--d_channels is D's first convolution's width, 8 to 512, got "
+                        f"{options.d_channels}")
     for name in ("finetune_steps", "num_faces"):
         if getattr(options, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(options, name)}")

@@ -61,6 +61,7 @@ BAD_OPTIONS = {
     "--precision fp8": "argument --precision: invalid choice: 'fp8'",
     "--batchnorm bogus": "argument --batchnorm: invalid choice: 'bogus'",
     "--ema_decay x": "argument --ema_decay: invalid float value: 'x'",
+    "--d_channels 4": "--d_channels is D's first convolution's width, 8 to 512",
     "--no_such_option 1": "unrecognized arguments: --no_such_option 1",
 }
 

@@ -388,6 +388,7 @@ def folder_identity(run_dir: Path) -> dict:
 @pytest.mark.parametrize("args, expected", [
     (["--image_size", "128"], "cannot resume into another architecture (image_size 64 vs 128"),
     (["--audio_seconds", "0.35"], "(audio_samples 4800 vs 5600"),
+    (["--d_channels", "32"], "(d_channels 64 vs 32"),
 ])
 def test_resume_into_another_architecture_says_what_differs(workdir, reference, capsys,
                                                             args, expected):

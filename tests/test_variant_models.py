@@ -112,6 +112,18 @@ def test_sagan_discriminator_attends_at_32_and_an_unconditional_one_ignores_the_
     assert plain.embed is None and scores.shape == (2,)
 
 
+def test_d_channels_sets_the_discriminators_width_and_old_checkpoints_keep_64():
+    from models import ModelArgs, SpeechToFace
+    narrow = SpeechToFace(ModelArgs(audio_samples=4800, num_speakers=3, d_channels=32))
+    convs = [m.out_channels for m in narrow.projection_discriminator.trunk
+             if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [32, 64, 128, 256]
+    wide = ProjectionDiscriminator(ProjectionDiscriminatorConfig(base_channels=128))
+    assert [m.out_channels for m in wide.trunk if isinstance(m, torch.nn.Conv2d)] == \
+        [128, 256, 512, 512]
+    assert ModelArgs(**{"image_size": 64}).d_channels == 64   # a checkpoint without the entry
+
+
 @pytest.mark.parametrize("condition, inputs", [("none", torch.zeros(2, 0)),
                                                ("embedding", torch.randn(2, 6))])
 def test_models_without_speech_have_no_speech_encoder(condition, inputs):
