@@ -8,8 +8,8 @@ listed default: wav2pix's batch and rates, the filterbank encoder with statistic
 least squares; the demo command adds its four options to it.
 
 Why two: the real-video recipe is the best measured on real talking-head video
-(realvids-dev, benchmarks/README.md#real_videopy: at 5,000 steps mouth sync 0.39-0.45
-where the plain defaults with the demo command's options stay under 0.16), but on the demo
+(realvids-dev, benchmarks/README.md#real_videopy: at 5,400 steps mouth sync 0.36-0.44,
+mean 0.42 over five seeds, where the demo command's options alone stay under 0.16), but on the demo
 set each of its speech options lowers the demo command's mean mouth sync after 200 steps
 (the centre encoder 0.38 / 0.40 / 0.36 and the speech augmentation 0.32 / 0.38 / 0.35 against
 0.42 / 0.38 / 0.47, seeds 0-2; the whole recipe costs identity, 0.89-0.935 against
