@@ -54,7 +54,7 @@ DEMO = ["--batch_size", "16", "--lr_G", "0.0002", "--generator", "hybrid", "--em
 DEMO_FRAMES = [*DEMO, "--speech_encoder", "filterbank_frames"]
 # The mouth options on the frames encoder; a later repeat of an option overrides one.
 MOUTH_RECIPE = [*DEMO_FRAMES, "--mouth_open_coef", "10", "--loss", "hinge", "--mouth_coef", "20"]
-# runtime.py's `video` recipe (models/recipes.py), what a file made from videos trains with
+# runtime.py's `video` recipe (models/recipes.py) is this with D width 32
 VIDEO_RECIPE = [*MOUTH_RECIPE, "--speech_encoder", "filterbank_centre", "--speech_augment",
                 "shift,noise,gain"]
 # name -> runtime.py options over the listed defaults (--recipe plain); "defaults" is what

@@ -8,8 +8,8 @@ listed default: wav2pix's batch and rates, the filterbank encoder with statistic
 least squares; the demo command adds its four options to it.
 
 Why two: the real-video recipe is the best measured on real talking-head video
-(realvids-dev, benchmarks/README.md#real_videopy: at 5,400 steps mouth sync 0.36-0.44,
-mean 0.42 over five seeds, where the demo command's options alone stay under 0.16), but on the demo
+(realvids-dev, benchmarks/README.md#real_videopy: at 5,000 steps all four targets on each
+of three seeds, mouth sync 0.40-0.43 where the demo command's options alone stay under 0.16), but on the demo
 set each of its speech options lowers the demo command's mean mouth sync after 200 steps
 (the centre encoder 0.38 / 0.40 / 0.36 and the speech augmentation 0.32 / 0.38 / 0.35 against
 0.42 / 0.38 / 0.47, seeds 0-2; the whole recipe costs identity, 0.89-0.935 against
@@ -24,7 +24,7 @@ from models.mouth_reader import MIN_FACES
 
 VIDEO = {"batch_size": 16, "lr_G": 0.0002, "generator": "hybrid", "ema": True,
          "speech_encoder": "filterbank_centre", "speech_augment": "shift,noise,gain",
-         "mouth_open_coef": 10.0, "loss": "hinge", "mouth_coef": 20.0}
+         "mouth_open_coef": 10.0, "loss": "hinge", "mouth_coef": 20.0, "d_channels": 32}
 RECIPES = {"plain": {}, "video": VIDEO}
 RECIPE_OF_SOURCE = {"videos": "video"}
 NEEDS_MOUTHS = ("mouth_open_coef",)     # the reader is fitted on at least MIN_FACES mouths

@@ -9,7 +9,7 @@ from models.mouth_reader import MIN_FACES
 from models.recipes import VIDEO
 from tests.conftest import make_pairs
 
-RECIPE_LEVER = "centre frames encoder, mouth reader, hinge loss, mouth L1, speech augmented"
+RECIPE_LEVER = "video recipe, D width 32"
 
 
 def pair_file(folder, source, train_pairs=MIN_FACES):
