@@ -13,12 +13,12 @@ from torch.profiler import record_function
 
 from models import SpeechToFace
 from models.augment import augmentation
-from models.speech_augment import SPEECH_AUGMENTATIONS
 from models.compiled import CompiledHalves
 from models.ema import GeneratorEma
 from models.loss_terms import GeneratorHalf, computed_terms, loss_term_weights
 from models.losses import ADVERSARIAL_LOSSES, gradient_penalty, r1_penalty
 from models.precision import AUTOCAST_DTYPES, autocast
+from models.speech_augment import SPEECH_AUGMENTATIONS
 from models.step_undo import TensorSnapshot, UndoableStep
 from models.wrong_pairs import wrong_partners
 from utils import SINGLE_PROCESS, Ranks, UserError

@@ -9,12 +9,13 @@ least squares; the demo command adds its four options to it.
 
 Why two: the real-video recipe is the best measured on real talking-head video
 (realvids-dev, benchmarks/README.md#real_videopy: at 5,000 steps all four targets on each
-of three seeds, mouth sync 0.40-0.43 where the demo command's options alone stay under 0.16), but on the demo
-set each of its speech options lowers the demo command's mean mouth sync after 200 steps
-(the centre encoder 0.38 / 0.40 / 0.36 and the speech augmentation 0.32 / 0.38 / 0.35 against
-0.42 / 0.38 / 0.47, seeds 0-2; the whole recipe costs identity, 0.89-0.935 against
-0.96-0.965; docs/training.md#recipes). The demo draws its mouths from loudness, which the
-augmentation's gain hides; real mouths follow the speech's sounds.
+of three seeds, mouth sync 0.40-0.43 where the demo command's options alone stay under
+0.16), but on the demo set each of its speech options lowers the demo command's mean mouth
+sync after 200 steps (the centre encoder 0.38 / 0.40 / 0.36 and the speech augmentation
+0.32 / 0.38 / 0.35 against 0.42 / 0.38 / 0.47, seeds 0-2; the whole recipe, with D at 64,
+costs identity, 0.89-0.935 against 0.96-0.965; docs/training.md#recipes). The demo draws
+its mouths from loudness, which the augmentation's gain hides; real mouths follow the
+speech's sounds.
 
 A recipe is one entry of RECIPES; a kind of data picks one by one line of RECIPE_OF_SOURCE.
 """
@@ -48,7 +49,7 @@ def apply_recipe(options, given: set[str], source: str | None, train_pairs: int 
     for option in NEEDS_SPEECH if options.condition != "speech" else ():
         values.pop(option, None)
     too_few = train_pairs is not None and train_pairs < MIN_FACES
-    left_out = [option for option in NEEDS_MOUTHS if option in values and too_few]
+    left_out = [option for option in NEEDS_MOUTHS if option in values] if too_few else []
     for option in left_out:
         del values[option]
     for option, value in values.items():

@@ -18,7 +18,8 @@ from typing import Callable
 
 import torch
 
-SAMPLE_RATE = 16000
+from data.audio import SAMPLE_RATE
+
 SHIFT = 0.04            # seconds: the largest move, under half the 0.1 s between 10 fps frames
 NOISE_SNR_DB = (10.0, 30.0)     # white noise this far below each window's own power
 GAIN_DB = 6.0           # the largest change of loudness, up or down

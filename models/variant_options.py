@@ -8,8 +8,8 @@ import math
 
 from models import CONDITIONS, DISCRIMINATORS, GENERATORS, SPEECH_ENCODERS
 from models.augment import AUGMENTATIONS, augmentation_names
-from models.speech_augment import SPEECH_AUGMENTATIONS
 from models.losses import ADVERSARIAL_LOSSES
+from models.speech_augment import SPEECH_AUGMENTATIONS
 from models.wrong_pairs import WRONG_FACES
 from utils import UserError
 
